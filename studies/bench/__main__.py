@@ -1,0 +1,29 @@
+"""Benchmarks that print numbers: `testbed bench {tasks,gateloop,baselines}` (= `python -m studies.bench ...`).
+
+Each section lives in its own module here with `main(quick: bool) -> None`; timings are medians of
+repeated runs and are printed beside a reference measured in the same process.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SECTIONS = ("tasks", "gateloop", "baselines")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sections", nargs="*", choices=SECTIONS, default=list(SECTIONS), help="what to benchmark")
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats (a smoke run)")
+
+
+def run(args: argparse.Namespace) -> int:
+    for section in args.sections:
+        importlib.import_module(f"studies.bench.{section}").main(quick=args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m studies.bench", description=__doc__)
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))
