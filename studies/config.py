@@ -1,0 +1,202 @@
+"""Run configuration: frozen dataclasses, dotted `section.key=value` overrides, stable run ids.
+
+A run is fully described by a `RunConfig`: the task (its own frozen dataclass), the mixer name and
+config, the backbone config and the training config. Overrides are parsed against the dataclass field
+types, so a typo or a wrong type raises instead of being ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateloop import LMConfig, MixerConfig
+
+# Bump when the meaning of a stored result changes (metrics, defaults that are not in the config...):
+# output directories and studies written under another version are refused rather than mixed.
+CONFIG_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0
+    transition_lr_factor: float = 1.0  # lr multiplier of transition parameters (gates, eigenvalues, Δ)
+    eval_every: int = 100
+    test_size: int = 256
+    target_accuracy: float = 1.0  # early stop once held-out token accuracy reaches this (1.0: never early)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # bf16 autocast on CUDA only; recurrences stay fp32/complex64 inside the mixers
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        positive = ("steps", "batch_size", "eval_every", "test_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig: {name}={getattr(self, name)} must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig: lr={self.lr} must be > 0")
+        if self.warmup_steps < 0 or self.warmup_steps >= self.steps:
+            raise ValueError(f"TrainConfig: warmup_steps={self.warmup_steps} must be in [0, steps={self.steps})")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"TrainConfig: min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        if not 0.0 < self.target_accuracy <= 1.0:
+            raise ValueError(f"TrainConfig: target_accuracy={self.target_accuracy} must be in (0, 1]")
+        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ValueError(f"TrainConfig: device={self.device!r} must be auto, cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task_name: str
+    task: Any  # the task's frozen dataclass (tasks.Task)
+    model: str  # mixer name in baselines.MIXERS
+    mixer: MixerConfig
+    lm: LMConfig
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval_lengths: tuple[int, ...] = ()  # extra held-out lengths (length extrapolation)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": CONFIG_VERSION,
+            "task": {"name": self.task_name, **dataclasses.asdict(self.task)},
+            "model": {"name": self.model, **dataclasses.asdict(self.mixer)},
+            "lm": dataclasses.asdict(self.lm),
+            "train": dataclasses.asdict(self.train),
+            "eval_lengths": list(self.eval_lengths),
+        }
+
+    def run_id(self) -> str:
+        """Deterministic id of the resolved config (the seed included): equal configs, equal ids."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------- overrides
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(tp))
+    if origin is typing.Literal:
+        return value in typing.get_args(tp)
+    if tp is type(None):
+        return value is None
+    if origin is tuple:
+        args = typing.get_args(tp)
+        return isinstance(value, tuple) and all(_matches(v, args[0]) for v in value)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def check_types(obj: Any) -> None:
+    """Raise TypeError if a field of the dataclass instance does not have its annotated type."""
+    for name, tp in _field_types(type(obj)).items():
+        value = getattr(obj, name)
+        if not _matches(value, tp):
+            raise TypeError(f"{type(obj).__name__}: {name}={value!r} is not of type {tp}")
+
+
+def _parse_value(raw: str, tp: Any, where: str) -> Any:
+    """Parse the text of one override against a field's type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args and raw.lower() in ("none", "null"):
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _parse_value(raw, arg, where)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(f"{where}: cannot parse {raw!r} as {tp}")
+    if origin is typing.Literal:
+        choices = typing.get_args(tp)
+        if raw not in choices:
+            raise ValueError(f"{where}: {raw!r} is not one of {list(choices)}")
+        return raw
+    if origin is tuple:
+        (inner, *_) = typing.get_args(tp)
+        return tuple(_parse_value(part, inner, where) for part in raw.split(",") if part)
+    if tp is bool:
+        if raw.lower() in ("true", "1", "yes"):
+            return True
+        if raw.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"{where}: {raw!r} is not a bool (true/false)")
+    if tp is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{where}: {raw!r} is not an int") from None
+    if tp is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{where}: {raw!r} is not a float") from None
+    if tp is str:
+        return raw
+    raise ValueError(f"{where}: overriding fields of type {tp} is not supported")
+
+
+def replace_from_strings(obj: Any, overrides: dict[str, str], section: str) -> Any:
+    """dataclasses.replace with values given as text, parsed against the field types.
+
+    Unknown keys raise with the valid keys listed; the dataclass's own __post_init__ then validates.
+    """
+    if not overrides:
+        return obj
+    types_ = _field_types(type(obj))
+    unknown = sorted(set(overrides) - set(types_))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; "
+                         f"valid keys for {section}: {', '.join(sorted(types_))}")
+    values = {k: _parse_value(v, types_[k], f"{section}.{k}") for k, v in overrides.items()}
+    return dataclasses.replace(obj, **values)
+
+
+SECTIONS = ("task", "model", "mixer", "lm", "train")
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
+    """['train.lr=1e-3', 'mixer.num_heads=4'] -> {'train': {'lr': '1e-3'}, 'mixer': {'num_heads': '4'}}.
+
+    `model.x` is an alias of `mixer.x` (the mixer is the model's only variable part).
+    """
+    out: dict[str, dict[str, str]] = {s: {} for s in SECTIONS if s != "model"}
+    for item in items:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise ValueError(f"override {item!r} must look like section.key=value with section in {list(SECTIONS)}")
+        section = "mixer" if section == "model" else section
+        if section not in out:
+            raise ValueError(f"override {item!r}: unknown section {section!r}; valid sections: {list(SECTIONS)}")
+        out[section][name] = value
+    return out

@@ -1,0 +1,176 @@
+"""`train(config, on_eval=None) -> TrainResult`: the one training loop every model and task goes through.
+
+No task- or model-specific branches: the task gives batches, the registry gives the mixer, the backbone
+is shared. AdamW with parameter groups (transition parameters without weight decay, optional lr factor),
+linear warmup then cosine decay, gradient clipping, evaluation on a fixed held-out set every
+`eval_every` steps, early stop at a target accuracy, and a non-finite loss ends the run as `diverged`.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from baselines import get_mixer
+from gateloop import LM
+from studies.config import RunConfig
+from tasks import Batch, TaskData, sequence_accuracy, token_accuracy
+
+
+@dataclass
+class EvalRecord:
+    step: int
+    loss: float
+    accuracy: float  # token accuracy on scored positions of the held-out set at the training length
+    sequence_accuracy: float
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed" | "reached_target" | "diverged"
+    steps: int  # optimiser steps taken
+    steps_to_target: int | None  # first eval step at which accuracy >= target_accuracy
+    history: list[EvalRecord]
+    final: dict[int, dict[str, float]]  # seq_len -> {"accuracy", "sequence_accuracy"}
+    num_parameters: int  # non-embedding, complex counted twice
+    num_parameters_total: int
+    state_size: int  # real scalars of recurrent state per sequence at the training length
+    wall_time: float
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        """Final held-out token accuracy at the training length (0 for a diverged run)."""
+        return self.final[min(self.final)]["accuracy"] if self.final else 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} requested but CUDA is not available here; use device=cpu or auto")
+    return torch.device(name)
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warmup to 1, then cosine decay to min_ratio at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_model(config: RunConfig) -> LM:
+    return LM(config.lm, get_mixer(config.model), config.mixer)
+
+
+@torch.no_grad()
+def evaluate(model: LM, batch: Batch, device: torch.device, batch_size: int = 128) -> dict[str, float]:
+    """Loss, token accuracy and sequence exact match of the model on a held-out batch."""
+    model.eval()
+    preds, losses, counts = [], 0.0, 0
+    for start in range(0, batch.inputs.shape[0], batch_size):
+        inputs = batch.inputs[start:start + batch_size].to(device)
+        targets = batch.targets[start:start + batch_size].to(device)
+        logits = model(inputs).float()
+        losses += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum").item()
+        counts += int((targets != -100).sum())
+        preds.append(logits.argmax(-1).cpu())
+    model.train()
+    pred = torch.cat(preds)
+    return {
+        "loss": losses / max(1, counts),
+        "accuracy": token_accuracy(pred, batch.targets),
+        "sequence_accuracy": sequence_accuracy(pred, batch.targets),
+    }
+
+
+def train(
+    config: RunConfig,
+    on_eval: Callable[[EvalRecord], None] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `config.model` on `config.task`; `on_eval` is called after each evaluation (it may raise,
+    e.g. optuna.TrialPruned, to stop the run)."""
+    tc = config.train
+    device = resolve_device(tc.device)
+    start = time.perf_counter()
+    # Seed a private copy of the global RNG (module init draws from it) so library code leaves the
+    # caller's RNG untouched and equal seeds give equal runs.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(tc.seed)
+        model = build_model(config).to(device)
+    data = TaskData(config.task, seed=tc.seed, test_size=tc.test_size)
+    optimizer = torch.optim.AdamW(
+        model.param_groups(tc.weight_decay, tc.lr, tc.transition_lr_factor), lr=tc.lr, betas=(0.9, 0.98)
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, tc.warmup_steps, tc.steps, tc.min_lr_ratio)
+    )
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and tc.amp else contextlib.nullcontext()
+    )
+
+    history: list[EvalRecord] = []
+    status, steps_to_target, step = "completed", None, 0
+    bar = tqdm(range(1, tc.steps + 1), disable=not progress, leave=False,
+               desc=f"{config.model}/{config.task_name}/seed{tc.seed}")
+    for step in bar:
+        batch = data.train_batch(tc.batch_size)
+        inputs, targets = batch.inputs.to(device), batch.targets.to(device)
+        with autocast:
+            logits = model(inputs)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        if not torch.isfinite(loss):
+            status = "diverged"
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        optimizer.step()
+        schedule.step()
+
+        if step % tc.eval_every == 0 or step == tc.steps:
+            with autocast:
+                metrics = evaluate(model, data.test, device)
+            if not math.isfinite(metrics["loss"]):
+                status = "diverged"
+                break
+            record = EvalRecord(step, metrics["loss"], metrics["accuracy"], metrics["sequence_accuracy"])
+            history.append(record)
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{record.accuracy:.3f}")
+            if on_eval is not None:
+                on_eval(record)
+            if record.accuracy >= tc.target_accuracy:
+                steps_to_target = step
+                status = "reached_target"
+                break
+    bar.close()
+
+    final: dict[int, dict[str, float]] = {}
+    if status != "diverged":
+        with autocast:
+            m = evaluate(model, data.test, device)
+            final[config.task.seq_len] = {"accuracy": m["accuracy"], "sequence_accuracy": m["sequence_accuracy"]}
+            for length in config.eval_lengths:
+                m = evaluate(model, data.test_at_length(length, tc.test_size), device)
+                final[length] = {"accuracy": m["accuracy"], "sequence_accuracy": m["sequence_accuracy"]}
+    return TrainResult(
+        status=status,
+        steps=step,
+        steps_to_target=steps_to_target,
+        history=history,
+        final=final,
+        num_parameters=model.num_parameters(),
+        num_parameters_total=model.num_parameters(non_embedding=False),
+        state_size=model.state_size(config.task.seq_len),
+        wall_time=time.perf_counter() - start,
+        config=config.to_dict(),
+    )
