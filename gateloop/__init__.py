@@ -15,10 +15,12 @@ This package holds the model under study and what every model shares: the recurr
 backbone every mixer is trained in (`backbone.py`). It imports only torch.
 """
 from gateloop.backbone import LM, LMConfig
+from gateloop.layer import GateLoop, GateLoopConfig
 from gateloop.mixer import Mixer, MixerConfig, is_transition, mark_transition, num_real_parameters
 from gateloop.scan import MODES, gateloop_scan, gateloop_scan_ref, gateloop_step
 
 __all__ = [
     "LM", "LMConfig", "Mixer", "MixerConfig", "is_transition", "mark_transition", "num_real_parameters",
     "MODES", "gateloop_scan", "gateloop_scan_ref", "gateloop_step",
+    "GateLoop", "GateLoopConfig",
 ]
