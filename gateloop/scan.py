@@ -13,15 +13,8 @@ from collections.abc import Callable
 
 import torch
 
-
-def _initial_state(q: torch.Tensor, v: torch.Tensor, a: torch.Tensor, initial_state: torch.Tensor | None) -> torch.Tensor:
-    B, _, H, K = q.shape
-    V = v.shape[-1]
-    if initial_state is None:
-        return torch.zeros(B, H, K, V, dtype=a.dtype, device=a.device)
-    if initial_state.shape != (B, H, K, V):
-        raise ValueError(f"initial_state has shape {tuple(initial_state.shape)}, expected (B, H, K, V)={(B, H, K, V)}")
-    return initial_state.to(a.dtype)
+from gateloop._inputs import check_scan_inputs
+from gateloop.chunked import gateloop_scan_chunked
 
 
 def gateloop_step(
@@ -39,7 +32,7 @@ def gateloop_scan_ref(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, initial_state: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The recurrence written down as a loop over time. O(L) sequential steps."""
-    state = _initial_state(q, v, a, initial_state)
+    state = check_scan_inputs(q, k, v, a, initial_state)
     ys = []
     for n in range(q.shape[1]):
         y, state = gateloop_step(q[:, n], k[:, n], v[:, n], a[:, n], state)
@@ -49,6 +42,7 @@ def gateloop_scan_ref(
 
 MODES: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
     "recurrent": gateloop_scan_ref,
+    "chunked": gateloop_scan_chunked,
 }
 
 
@@ -58,7 +52,7 @@ def gateloop_scan(
     v: torch.Tensor,
     a: torch.Tensor,
     initial_state: torch.Tensor | None = None,
-    mode: str = "recurrent",
+    mode: str = "chunked",
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the GateLoop recurrence with the chosen computation mode; returns (y, final_state)."""

@@ -1,0 +1,34 @@
+"""Input checks shared by every GateLoop engine, so that all modes accept and reject the same things."""
+from __future__ import annotations
+
+import torch
+
+
+def check_scan_inputs(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, initial_state: torch.Tensor | None
+) -> torch.Tensor:
+    """Validate shapes and dtypes of one `gateloop_scan` call; return the initial state (B, H, K, V) complex.
+
+    q, k (B, L, H, K) real; v (B, L, H, V) real; a (B, L, H, K) complex; initial_state (B, H, K, V) or None.
+    """
+    if q.dim() != 4 or k.shape != q.shape or a.shape != q.shape:
+        raise ValueError(
+            f"q, k and a must share one shape (B, L, H, K); got q {tuple(q.shape)}, k {tuple(k.shape)}, "
+            f"a {tuple(a.shape)}"
+        )
+    B, L, H, K = q.shape
+    if v.dim() != 4 or v.shape[:3] != (B, L, H):
+        raise ValueError(f"v has shape {tuple(v.shape)}, expected (B, L, H, V) with (B, L, H)={(B, L, H)}")
+    if L < 1:
+        raise ValueError(f"sequence length L={L} must be at least 1")
+    if not a.is_complex():
+        raise ValueError(f"a must be complex (the transition's phase is part of the model); got dtype {a.dtype}")
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if x.is_complex() or not x.is_floating_point():
+            raise ValueError(f"{name} must be a real floating tensor; got dtype {x.dtype}")
+    V = v.shape[-1]
+    if initial_state is None:
+        return torch.zeros(B, H, K, V, dtype=a.dtype, device=a.device)
+    if initial_state.shape != (B, H, K, V):
+        raise ValueError(f"initial_state has shape {tuple(initial_state.shape)}, expected (B, H, K, V)={(B, H, K, V)}")
+    return initial_state.to(a.dtype)
