@@ -1,0 +1,297 @@
+"""Build the tuning report (tables, significance tests, figures) from an Optuna storage alone.
+
+    testbed report [--storage URL] [--study-prefix P] [--out DIR] [--reference gateloop]
+
+Reads the studies `P/<task>/<model>` and `P/<task>/<model>/confirm` written by `testbed tune`; trains
+nothing. Per task a Markdown table: each model's confirmed accuracy (mean and 95 % percentile-bootstrap
+interval over the final seeds), parameters, state size, its tuning budget and best hyperparameters,
+and the p-value of the reference model (GateLoop) against it — Welch's t-test and the Mann–Whitney U
+test, two-sided, each Holm-corrected over the comparisons of that task. Figures (seaborn):
+`accuracy_by_model.png` (confirmed accuracy with 95 % CIs and the seeds as dots),
+`optimization_history.png` (every trial's value, and the best so far, per model), `best_so_far.png`
+(best accuracy after n finished trials, and its expectation over random orderings of the same trials,
+the expected-validation-performance curve of Dodge et al., 2019).
+
+Written to DIR: `report.md`, `trials.jsonl` (one row per tuning trial), `confirm.jsonl` (one row per
+final seed) and the PNGs.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+from scipy import stats
+
+from studies.results import bootstrap_ci, human_count, markdown_table, write_atomic, write_jsonl
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (step-down, monotone); NaNs stay NaN and are not counted."""
+    finite = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
+    order = sorted(finite, key=lambda i: pvalues[i])
+    adjusted = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def compare(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Two-sided p-values (Welch t, Mann–Whitney U) of samples a vs b; NaN where undefined.
+
+    Two constant samples with equal values give p = 1 (no evidence of a difference); two constant
+    samples with different values leave Welch's t undefined (zero variance), reported as NaN.
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.size < 2 or y.size < 2:
+        return math.nan, math.nan
+    if x.std() == 0 and y.std() == 0:
+        welch = 1.0 if x[0] == y[0] else math.nan
+    else:
+        welch = float(stats.ttest_ind(x, y, equal_var=False).pvalue)
+    mwu = float(stats.mannwhitneyu(x, y, alternative="two-sided").pvalue)
+    return welch, mwu
+
+
+def expected_max(values: Sequence[float], n: int) -> float:
+    """Expected best of n trials drawn with replacement from `values` (Dodge et al., 2019)."""
+    v = np.sort(np.asarray(values, dtype=float))
+    cdf = np.arange(1, v.size + 1) / v.size
+    return float(np.sum(v * (cdf ** n - (cdf - 1 / v.size) ** n)))
+
+
+# -------------------------------------------------------------------------------------------- loading
+
+
+def load_rows(storage: optuna.storages.BaseStorage, prefix: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Tidy rows of every tuning trial and every confirmed seed under `prefix`."""
+    trial_rows, confirm_rows = [], []
+    names = optuna.get_all_study_names(storage)
+    pattern = re.compile(rf"^{re.escape(prefix)}/([^/]+)/([^/]+)(/confirm)?$")
+    for name in sorted(names):
+        match = pattern.match(name)
+        if not match:
+            continue
+        task, model, is_confirm = match.groups()
+        study = optuna.load_study(study_name=name, storage=storage)
+        trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+        if is_confirm:
+            seen = set()
+            for t in trials:
+                seed = t.user_attrs.get("seed")
+                if t.state != TrialState.COMPLETE or seed in seen:
+                    continue  # one result per seed: the earliest complete trial holds it
+                seen.add(seed)
+                confirm_rows.append({
+                    "task": task, "model": model, "seed": seed, "accuracy": float(t.value),
+                    "status": t.user_attrs.get("status"), "num_parameters": t.user_attrs.get("num_parameters"),
+                    "state_size": t.user_attrs.get("state_size"), "run_id": t.user_attrs.get("run_id"),
+                    "source_trial": study.user_attrs.get("source_trial"),
+                })
+            continue
+        finished = 0
+        for t in trials:
+            counted = t.state in FINISHED
+            finished += counted
+            trial_rows.append({
+                "task": task, "model": model, "number": t.number, "state": t.state.name,
+                "finished_index": finished if counted else None,
+                # A pruned trial's value is its last reported accuracy (a lower bound of where it would
+                # have ended); a diverged one is stored as 0.
+                "value": None if t.value is None else float(t.value),
+                "status": t.user_attrs.get("status"), "params": t.params,
+                "num_parameters": t.user_attrs.get("num_parameters"), "state_size": t.user_attrs.get("state_size"),
+                "surplus": bool(t.user_attrs.get("surplus", False)), "retry_of": t.system_attrs.get("failed_trial"),
+                "budget": study.user_attrs.get("budget"),
+            })
+    return trial_rows, confirm_rows
+
+
+# --------------------------------------------------------------------------------------------- tables
+
+
+def _fmt_p(p: float) -> str:
+    return "–" if math.isnan(p) else f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+
+
+def _fmt_params(params: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.3g}" for k, v in sorted(params.items()))
+
+
+def task_table(task: str, trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]],
+               reference: str) -> str:
+    trials = [r for r in trial_rows if r["task"] == task]
+    confirmed = [r for r in confirm_rows if r["task"] == task]
+    models = sorted({r["model"] for r in trials} | {r["model"] for r in confirmed},
+                    key=lambda m: (m != reference, m))
+    acc = {m: [r["accuracy"] for r in confirmed if r["model"] == m] for m in models}
+    others = [m for m in models if m != reference and reference in models]
+    raw = [compare(acc[reference], acc[m]) for m in others]
+    welch = dict(zip(others, holm([w for w, _ in raw])))
+    mwu = dict(zip(others, holm([u for _, u in raw])))
+
+    header = ["model", "accuracy, mean [95% bootstrap CI]", "seeds", "params", "state",
+              f"p vs {reference} (Welch, Holm)", f"p vs {reference} (MWU, Holm)",
+              "trials (pruned, diverged)", "best tuning acc", "best hyperparameters"]
+    body = []
+    for m in models:
+        rows = [r for r in confirmed if r["model"] == m]
+        finished = [r for r in trials if r["model"] == m and r["finished_index"] is not None]
+        complete = [r for r in finished if r["state"] == "COMPLETE"]
+        best = max(complete, key=lambda r: (r["value"], -r["number"]), default=None)
+        if acc[m]:
+            mean, low, high = bootstrap_ci(acc[m])
+            cell = f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+        else:
+            cell = "not confirmed"
+        diverged = sum(r["status"] == "diverged" for r in rows)
+        sized = rows or complete
+        body.append([
+            m, cell, f"{len(rows)}" + (f" ({diverged} diverged)" if diverged else ""),
+            human_count(sized[0]["num_parameters"]) if sized and sized[0]["num_parameters"] else "–",
+            human_count(sized[0]["state_size"]) if sized and sized[0]["state_size"] else "–",
+            _fmt_p(welch[m]) if m in welch else "–", _fmt_p(mwu[m]) if m in mwu else "–",
+            f"{len(finished)} ({sum(r['state'] == 'PRUNED' for r in finished)}, "
+            f"{sum(r['status'] == 'diverged' for r in finished)})",
+            f"{best['value']:.3f}" if best else "–", _fmt_params(best["params"]) if best else "–",
+        ])
+    notes = []
+    budgets = {len([r for r in trials if r["model"] == m and r["finished_index"] is not None]) for m in models}
+    if len(budgets) > 1:
+        notes.append(f"**Unequal budgets**: finished trials per model differ ({sorted(budgets)}); the comparison "
+                     f"is not fair until every study is complete.")
+    if reference not in models:
+        notes.append(f"No `{reference}` study for this task: no p-values.")
+    return f"### {task}\n\n" + markdown_table(header, body) + ("\n" + "\n".join(notes) + "\n" if notes else "")
+
+
+# -------------------------------------------------------------------------------------------- figures
+
+
+def best_so_far_rows(trial_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (task, model): best value after n finished trials, and its expectation (Dodge et al.)."""
+    out = []
+    for task, model in sorted({(r["task"], r["model"]) for r in trial_rows}):
+        values = [r["value"] or 0.0 for r in trial_rows
+                  if (r["task"], r["model"]) == (task, model) and r["finished_index"] is not None]
+        best = -math.inf
+        for n, v in enumerate(values, 1):
+            best = max(best, v)
+            out.append({"task": task, "model": model, "trials": n, "accuracy": best, "curve": "best so far"})
+            out.append({"task": task, "model": model, "trials": n, "accuracy": expected_max(values, n),
+                        "curve": "expected best of n"})
+    return out
+
+
+def figures(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    paths = []
+    if confirm_rows:
+        df = pd.DataFrame(confirm_rows)
+        fig, ax = plt.subplots(figsize=(max(5, 1.5 * df["task"].nunique() * df["model"].nunique() ** 0.5), 4))
+        sns.barplot(data=df, x="task", y="accuracy", hue="model", errorbar=("ci", 95), seed=0, alpha=0.6, ax=ax)
+        sns.stripplot(data=df, x="task", y="accuracy", hue="model", dodge=True, legend=False, size=4,
+                      color="black", ax=ax)
+        ax.set(ylim=(0, 1.02), ylabel="held-out token accuracy",
+               title="Best configuration re-trained over seeds (95% bootstrap CI)")
+        fig.tight_layout()
+        paths.append(out / "accuracy_by_model.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+
+    finished = [r for r in trial_rows if r["finished_index"] is not None]
+    if finished:
+        df = pd.DataFrame(finished)
+        df["outcome"] = np.where(df["status"] == "diverged", "diverged", df["state"].str.lower())
+        df["value"] = df["value"].fillna(0.0)
+        df["best so far"] = df.groupby(["task", "model"])["value"].cummax()
+        grid = sns.relplot(data=df, x="finished_index", y="value", hue="outcome", col="model", row="task",
+                           height=2.6, aspect=1.2, facet_kws={"sharex": False})
+        for (task, model), ax in grid.axes_dict.items():  # keys are (row, col) = (task, model)
+            part = df[(df["task"] == task) & (df["model"] == model)]
+            ax.step(part["finished_index"], part["best so far"], where="post", color="black", lw=1)
+        grid.set(ylim=(-0.02, 1.02))
+        grid.set_axis_labels("finished trial", "held-out accuracy")
+        paths.append(out / "optimization_history.png")
+        grid.savefig(paths[-1], dpi=120)
+        plt.close(grid.figure)
+
+        curves = pd.DataFrame(best_so_far_rows(trial_rows))
+        grid = sns.relplot(data=curves, x="trials", y="accuracy", hue="model", style="curve", col="task",
+                           kind="line", height=3, aspect=1.3, col_wrap=min(3, curves["task"].nunique()))
+        grid.set_axis_labels("finished trials", "best held-out accuracy")
+        paths.append(out / "best_so_far.png")
+        grid.savefig(paths[-1], dpi=120)
+        plt.close(grid.figure)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------- entry
+
+
+def build_report(storage: str | optuna.storages.BaseStorage, prefix: str, out: str | Path,
+                 reference: str = "gateloop") -> str:
+    """Write report.md, trials.jsonl, confirm.jsonl and the figures to `out`; return the Markdown."""
+    if isinstance(storage, str):
+        storage = open_report_storage(storage)
+    trial_rows, confirm_rows = load_rows(storage, prefix)
+    if not trial_rows and not confirm_rows:
+        raise SystemExit(f"no studies named {prefix}/<task>/<model> in the storage; "
+                         f"found: {sorted(optuna.get_all_study_names(storage))}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = sorted({r["task"] for r in trial_rows} | {r["task"] for r in confirm_rows})
+    text = (f"## Tuning report: `{prefix}`\n\n"
+            "Accuracy: held-out token accuracy of each model's best tuning trial re-trained with fresh seeds; "
+            "diverged seeds count as 0. p-values: two-sided, Holm-corrected over the comparisons of a task.\n\n"
+            + "\n".join(task_table(t, trial_rows, confirm_rows, reference) for t in tasks))
+    write_atomic(out / "report.md", text)
+    write_jsonl(out / "trials.jsonl", trial_rows)
+    write_jsonl(out / "confirm.jsonl", confirm_rows)
+    figures(trial_rows, confirm_rows, out)
+    return text
+
+
+def open_report_storage(url: str) -> optuna.storages.RDBStorage:
+    from studies.tune import with_driver
+
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///").split("?")[0]).exists():
+        raise SystemExit(f"no storage at {url}: the SQLite file does not exist (did `testbed tune` write elsewhere?)")
+    return optuna.storages.RDBStorage(with_driver(url))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", default="sqlite:///runs/tune/studies.db", help="SQLAlchemy URL of the studies")
+    parser.add_argument("--study-prefix", default="tune", help="report the studies named PREFIX/TASK/MODEL")
+    parser.add_argument("--out", default=None, help="output directory (default: runs/report-<prefix>)")
+    parser.add_argument("--reference", default="gateloop", help="model every other model is tested against")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out or f"runs/report-{re.sub(r'[^A-Za-z0-9_.-]+', '_', args.study_prefix)}")
+    print(build_report(args.storage, args.study_prefix, out, args.reference))
+    print(f"report: {out / 'report.md'}, figures: {out}/*.png")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m studies.report", description=__doc__)
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))

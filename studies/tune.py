@@ -1,0 +1,591 @@
+"""Tune models with Optuna under one equal budget of finished trials per model, then re-train the best over seeds.
+
+    testbed tune --task T --models a,b,... --trials N [--storage URL] [--study-prefix P] [--preset quick]
+                 [--seeds S] [--final-seeds S] [--device cpu|cuda|auto] [--out DIR] [section.key=value ...]
+
+One Optuna study per (prefix, task, model), named `P/T/model`, searched over the model's space in
+`studies.search_spaces` by a seeded TPE sampler, with the same median pruner on held-out accuracy for
+every model. The storage is the distributed engine: the default is an SQLite file `DIR/studies.db`; any
+SQLAlchemy URL works, e.g. `postgresql://user@host/db` (`pip install -e '.[postgres]'`). Running the
+same command on several machines against one URL is how tuning scales out.
+
+Budget. A trial counts iff it finished COMPLETE or PRUNED; a worker stops once its studies hold N such
+trials. Trial numbers are assigned under a lock on the study row, so they order trials by creation.
+A trial may run only if fewer than N trials with smaller numbers are finished or still live (RUNNING
+or WAITING); otherwise it is told FAIL with user attr `surplus` and does not count. Trials only ever
+move WAITING -> RUNNING -> finished (or FAIL), so the N+1-th counting trial would have seen N live or
+finished trials before it: no study ends with more than N, and workers keep going until it has N.
+
+Crash safety. Heartbeats are on (`--heartbeat-interval`, `--grace-period`): a RUNNING trial whose
+heartbeat is older than the grace period (its worker was killed) is failed by whichever worker looks
+next and re-queued once as a WAITING trial with the same parameters; FAIL never counts. Rerunning the
+command resumes. A diverged run is COMPLETE with the worst value, 0.0, and user attr status=diverged:
+it counts against the model.
+
+Final evaluation (`--final-seeds S`, default 5; 0 skips it, `confirm()` runs it alone): the best
+trial's configuration is re-trained with seeds 1000..1000+S-1, disjoint from the tuning seeds
+0..--seeds-1 (so the held-out set used to pick the trial is not the one it is judged on), as trials of
+the study `P/T/model/confirm`, one per seed, distributed over workers the same way.
+
+Stored for reports (`testbed report` reads storage only): study attrs `task`, `model`, `preset`,
+`overrides`, `seeds_per_trial`, `base_config`, `config_version`, `search_space`,
+`search_space_version`, `search_space_fingerprint`, `budget`; trial attrs `run_id`, `config`,
+`status`, `metrics` (held-out loss/accuracy by step and seed), `final` (per evaluated length),
+`accuracies` (per seed), `num_parameters`, `state_size`, `wall_time`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from studies.config import CONFIG_VERSION, RunConfig
+from studies.presets import PRESETS, get_preset
+from studies.search_spaces import SEARCH_SPACE_VERSION, SearchSpace, get_search_space
+from studies.suite import build_configs
+from studies.train import EvalRecord, TrainResult, train
+
+CONFIRM_SEED_OFFSET = 1000  # final-evaluation seeds start here; tuning seeds are 0..seeds-1
+HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
+GRACE_PERIOD = 30  # a RUNNING trial silent this long belongs to a dead worker
+MAX_RETRY = 3  # re-queue a killed trial at most this often (a config that kills its worker each time is dropped)
+POLL_SECONDS = 2.0  # how often an idle worker looks for freed slots
+
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+LIVE = (TrialState.RUNNING, TrialState.WAITING)
+
+
+class SurplusTrial(Exception):
+    """This trial was created after the study's budget was already finished or taken by live trials."""
+
+
+# ------------------------------------------------------------------------------------------- storage
+
+
+def default_storage(out: str | Path) -> str:
+    return f"sqlite:///{Path(out) / 'studies.db'}"
+
+
+def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL,
+                 grace_period: int = GRACE_PERIOD) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage for an SQLAlchemy URL, with heartbeats and retry of killed trials.
+
+    `postgresql://` is served by psycopg 3 when psycopg2 is absent (the `postgres` extra installs
+    psycopg 3). SQLite waits up to 60 s for a lock, so concurrent workers queue instead of failing.
+    """
+    if not 0 < heartbeat_interval < grace_period:
+        raise ValueError(f"heartbeat_interval={heartbeat_interval} must be > 0 and < grace_period={grace_period}")
+    url = with_driver(url)
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///").split("?")[0]).parent.mkdir(parents=True, exist_ok=True)
+        if "timeout=" not in url:
+            engine_kwargs["connect_args"] = {"timeout": 60}
+    elif url.startswith("postgresql"):
+        engine_kwargs["pool_pre_ping"] = True
+    retry = _retry_callback()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+            **retry,
+        )
+
+
+def _retry_callback() -> dict[str, Any]:
+    # Optuna 4.9 renamed RetryFailedTrialCallback/failed_trial_callback; support both spellings.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+            cb = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+            return {"heartbeat_stale_trial_callback": cb}
+        return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)}
+
+
+def with_driver(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    for module, driver in (("psycopg2", "postgresql"), ("psycopg", "postgresql+psycopg")):
+        try:
+            __import__(module)
+        except ImportError:
+            continue
+        return f"{driver}://{rest}"
+    raise SystemExit(f"storage {url!r} needs a PostgreSQL driver: pip install -e '.[postgres]' (installs psycopg)")
+
+
+def as_storage(storage: str | optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    return open_storage(storage) if isinstance(storage, str) else storage
+
+
+def study_name(prefix: str, task: str, model: str, confirm: bool = False) -> str:
+    return f"{prefix}/{task}/{model}" + ("/confirm" if confirm else "")
+
+
+# ------------------------------------------------------------------------------------- sampler/pruner
+
+
+class TrialSeededTPE(optuna.samplers.BaseSampler):
+    """TPE whose random stream is seeded by (seed, trial number).
+
+    One seeded TPE per worker would make concurrent workers propose the very same start-up
+    configurations; seeding each trial by its (unique) number keeps one worker exactly reproducible
+    and gives concurrent trials different streams. `constant_liar` keeps TPE from re-proposing the
+    neighbourhood of trials still running on other workers.
+    """
+
+    def __init__(self, seed: int, n_startup_trials: int) -> None:
+        self.seed = seed
+        self.n_startup_trials = n_startup_trials
+        self._tpe = self._for_trial(0)
+
+    def _for_trial(self, number: int) -> optuna.samplers.TPESampler:
+        seed = int(np.random.SeedSequence([self.seed, number]).generate_state(1)[0])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.n_startup_trials,
+                                              multivariate=True, constant_liar=True)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._tpe = self._for_trial(trial.number)
+        self._tpe.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self._tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return self._tpe.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self._tpe.after_trial(study, trial, state, values)
+
+
+def make_sampler(seed: int, budget: int) -> TrialSeededTPE:
+    # Optuna's default of 10 random start-up trials would make a budget of 8 pure random search;
+    # a quarter of the budget (at least 3) leaves most trials to TPE at every budget.
+    return TrialSeededTPE(seed, n_startup_trials=max(3, budget // 4))
+
+
+def make_pruner(steps: int) -> optuna.pruners.BasePruner:
+    """The one pruner every model gets: median rule on held-out accuracy, none in the first quarter."""
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=steps // 4)
+
+
+# ---------------------------------------------------------------------------------------- the budget
+
+
+def has_slot(trials: Sequence[FrozenTrial], number: int, budget: int) -> bool:
+    """Whether trial `number` may run: fewer than `budget` earlier trials are finished or live."""
+    ahead = sum(1 for t in trials if t.number < number and t.state in COUNTED + LIVE)
+    return ahead < budget
+
+
+def free_seed(trials: Sequence[FrozenTrial], number: int, seeds: Sequence[int]) -> int | None:
+    """The first wanted seed that no other finished or live trial of a confirm study holds."""
+    held = {t.user_attrs.get("seed") for t in trials if t.number != number and t.state in COUNTED + LIVE}
+    return next((s for s in seeds if s not in held), None)
+
+
+def seed_taken_before(trials: Sequence[FrozenTrial], number: int, seed: int) -> bool:
+    return any(t.number < number and t.state in COUNTED + LIVE and t.user_attrs.get("seed") == seed for t in trials)
+
+
+def _reap(study: optuna.Study) -> None:
+    """Fail RUNNING trials of dead workers now (their heartbeat is older than the grace period)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+# -------------------------------------------------------------------------------------------- studies
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config without what may differ between workers of one study (the device)."""
+    train_cfg = {k: v for k, v in config["train"].items() if k not in ("device", "seed")}
+    return {**config, "train": train_cfg}
+
+
+def base_config(task: str, model: str, preset: str, overrides: Sequence[str] = (),
+                device: str | None = None) -> RunConfig:
+    """The resolved config (parameter-matched width, seed 0) a study's trials start from."""
+    (config,) = build_configs([model], [task], get_preset(preset), 1, list(overrides), device)
+    return config
+
+
+def open_tuning_study(storage: optuna.storages.BaseStorage, prefix: str, task: str, model: str, preset: str,
+                      overrides: Sequence[str], trials: int, seeds: int = 1, sampler_seed: int = 0,
+                      device: str | None = None) -> tuple[optuna.Study, RunConfig, SearchSpace]:
+    """Create or resume the study of one model; refuse one created under another space or config."""
+    config = base_config(task, model, preset, overrides, device)
+    space = get_search_space(model)
+    name = study_name(prefix, task, model)
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+                                sampler=make_sampler(sampler_seed, trials), pruner=make_pruner(config.train.steps))
+    expected = {
+        "task": task, "model": model, "preset": preset, "overrides": list(overrides), "seeds_per_trial": seeds,
+        "config_version": CONFIG_VERSION, "search_space_version": SEARCH_SPACE_VERSION,
+        "search_space_fingerprint": space.fingerprint(), "search_space": space.describe(),
+        "base_config": _comparable(_jsonable(config.to_dict())),
+    }
+    stored = study.user_attrs
+    for key, value in expected.items():
+        if key in stored and _jsonable(stored[key]) != _jsonable(value):
+            raise SystemExit(
+                f"study {name!r} exists with {key}={_short(stored[key])}, this command has {key}={_short(value)}. "
+                f"Trials run under another search space, config or code version are not comparable, so they are "
+                f"not mixed: use another --study-prefix, or delete the study "
+                f"(optuna delete-study --study-name '{name}' --storage URL)."
+            )
+    for key, value in expected.items():
+        if key not in stored:
+            study.set_user_attr(key, _jsonable(value))
+    if stored.get("budget") != trials:
+        if "budget" in stored:
+            print(f"[{name}] budget changed from {stored['budget']} to {trials} finished trials", flush=True)
+        study.set_user_attr("budget", trials)
+    return study, config, space
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str, sort_keys=True)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# ------------------------------------------------------------------------------------------- objectives
+
+
+def _final_rows(result: TrainResult) -> list[dict[str, float]]:
+    return [{"length": length, **metrics} for length, metrics in sorted(result.final.items())]
+
+
+def _run_tuning_trial(trial: optuna.Trial, study: optuna.Study, config: RunConfig, space: SearchSpace,
+                      budget: int, seeds: int, progress: bool) -> float:
+    trial.set_user_attr("worker", _worker())
+    if not has_slot(study.get_trials(deepcopy=False), trial.number, budget):
+        trial.set_user_attr("surplus", True)
+        raise SurplusTrial(f"trial {trial.number}: {budget} earlier trials already hold the budget")
+    params = space.suggest(trial)
+    config = space.apply(config, params)
+    trial.set_user_attr("run_id", config.run_id())
+    trial.set_user_attr("config", _jsonable(config.to_dict()))
+    metrics: list[dict[str, Any]] = []
+
+    def on_eval(seed_index: int, record: EvalRecord) -> None:
+        seed = config.train.seed + seed_index
+        metrics.append({"seed": seed, **dataclasses.asdict(record)})
+        # Seeds run one after another; offsetting the step keeps every report at a distinct step
+        # that means the same thing in every trial, so the pruner compares like with like.
+        trial.report(record.accuracy, seed_index * config.train.steps + record.step)
+        if trial.should_prune():
+            trial.set_user_attr("metrics", metrics)
+            trial.set_user_attr("status", "pruned")
+            raise optuna.TrialPruned(f"accuracy {record.accuracy:.3f} at step {record.step} (seed {seed})")
+
+    results: list[TrainResult] = []
+    for seed_index in range(seeds):
+        run = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=config.train.seed + seed_index))
+        result = train(run, on_eval=lambda r, i=seed_index: on_eval(i, r), progress=progress)
+        results.append(result)
+        if result.status == "diverged":
+            break  # the trial scores the worst value whatever the other seeds do
+
+    diverged = any(r.status == "diverged" for r in results)
+    trial.set_user_attr("status", "diverged" if diverged else results[0].status)
+    trial.set_user_attr("metrics", metrics)
+    trial.set_user_attr("accuracies", [r.accuracy for r in results])
+    trial.set_user_attr("final", [{"seed": config.train.seed + i, "final": _final_rows(r)} for i, r in enumerate(results)])
+    trial.set_user_attr("num_parameters", results[0].num_parameters)
+    trial.set_user_attr("state_size", results[0].state_size)
+    trial.set_user_attr("wall_time", sum(r.wall_time for r in results))
+    return 0.0 if diverged else float(np.mean([r.accuracy for r in results]))
+
+
+def _run_confirm_trial(trial: optuna.Trial, study: optuna.Study, config: RunConfig, seeds: Sequence[int],
+                       progress: bool) -> float:
+    trial.set_user_attr("worker", _worker())
+    seed = trial.user_attrs.get("seed")  # a re-queued trial keeps the seed it was given
+    trials = study.get_trials(deepcopy=False)
+    if seed is None:
+        seed = free_seed(trials, trial.number, seeds)
+    elif seed_taken_before(trials, trial.number, seed):
+        seed = None
+    if seed is None:
+        trial.set_user_attr("surplus", True)
+        raise SurplusTrial(f"trial {trial.number}: every wanted seed is done or running elsewhere")
+    trial.set_user_attr("seed", seed)
+    run = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=seed))
+    trial.set_user_attr("run_id", run.run_id())
+    trial.set_user_attr("config", _jsonable(run.to_dict()))
+    result = train(run, progress=progress)
+    # Two workers can pick the same free seed in the instant between a trial's creation and its
+    # `seed` attr; by now the earlier one's attr is stored, and the later one gives way.
+    if seed_taken_before(study.get_trials(deepcopy=False), trial.number, seed):
+        trial.set_user_attr("surplus", True)
+        raise SurplusTrial(f"trial {trial.number}: seed {seed} is held by an earlier trial")
+    trial.set_user_attr("status", result.status)
+    trial.set_user_attr("metrics", [{"seed": seed, **dataclasses.asdict(r)} for r in result.history])
+    trial.set_user_attr("final", _final_rows(result))
+    trial.set_user_attr("num_parameters", result.num_parameters)
+    trial.set_user_attr("state_size", result.state_size)
+    trial.set_user_attr("wall_time", result.wall_time)
+    return 0.0 if result.status == "diverged" else result.accuracy
+
+
+# ---------------------------------------------------------------------------------------- worker loop
+
+
+@dataclass
+class _Job:
+    """One study a worker contributes to: how to tell whether it needs work, and how to run a trial."""
+
+    study: optuna.Study
+    objective: Any  # Callable[[optuna.Trial], float]
+    budget_state: Any  # Callable[[list[FrozenTrial]], str]: "done" | "free" | "busy"
+
+    def state(self) -> str:
+        _reap(self.study)
+        return self.budget_state(self.study.get_trials(deepcopy=False))
+
+    def run_one(self) -> None:
+        try:
+            self.study.optimize(self.objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=True)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another worker judged this trial dead (its heartbeat was late) and re-queued it; the
+            # re-queued copy runs instead, so this result is dropped rather than counted twice.
+            print(f"[{self.study.study_name}] a trial of this worker was failed as stale by another worker; "
+                  f"its re-queued copy counts instead", flush=True)
+            return
+        last = max((t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == _worker()),
+                   key=lambda t: t.number, default=None)
+        if last is not None:
+            value = "" if last.value is None else f" value={last.value:.4f}"
+            print(f"[{self.study.study_name}] trial {last.number} {last.state.name}{value} "
+                  f"status={last.user_attrs.get('status', '-')} worker={_worker()}", flush=True)
+
+
+def _tuning_state(budget: int):
+    def state(trials: list[FrozenTrial]) -> str:
+        if sum(t.state in COUNTED for t in trials) >= budget:
+            return "done"
+        live_or_done = sum(t.state in COUNTED + LIVE for t in trials)
+        # A WAITING (re-queued) trial must be picked up even when it fills the budget: it holds a slot.
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        return "free" if live_or_done < budget or waiting else "busy"
+    return state
+
+
+def _confirm_state(seeds: Sequence[int]):
+    def state(trials: list[FrozenTrial]) -> str:
+        done = {t.user_attrs.get("seed") for t in trials if t.state == TrialState.COMPLETE}
+        if all(s in done for s in seeds):
+            return "done"
+        waiting = any(t.state == TrialState.WAITING for t in trials)
+        return "free" if free_seed(trials, -1, seeds) is not None or waiting else "busy"
+    return state
+
+
+def work(jobs: Sequence[_Job], poll: float = POLL_SECONDS) -> None:
+    """Run trials of the first study with a free slot until every study is done; wait while slots are
+    held by trials running on other workers (one of them may yet fail and free its slot)."""
+    waiting_since = None
+    while True:
+        states = [job.state() for job in jobs]
+        if all(s == "done" for s in states):
+            return
+        if "free" in states:
+            waiting_since = None
+            jobs[states.index("free")].run_one()
+            continue
+        if waiting_since is None:
+            waiting_since = time.monotonic()
+            busy = [j.study.study_name for j, s in zip(jobs, states) if s == "busy"]
+            print(f"waiting: every open slot of {busy} is held by a running trial of another worker", flush=True)
+        time.sleep(poll)
+
+
+def tune_models(
+    task: str,
+    models: Sequence[str],
+    trials: int,
+    storage: str | optuna.storages.BaseStorage,
+    prefix: str = "tune",
+    preset: str = "quick",
+    seeds: int = 1,
+    overrides: Sequence[str] = (),
+    device: str | None = None,
+    sampler_seed: int = 0,
+    progress: bool = True,
+) -> dict[str, optuna.Study]:
+    """Tune every model on `task` until its study `prefix/task/model` holds `trials` finished trials.
+
+    Safe to run concurrently on many workers with the same arguments and storage, and to rerun.
+    """
+    if trials < 1 or seeds < 1:
+        raise ValueError(f"trials={trials} and seeds={seeds} must be >= 1")
+    storage = as_storage(storage)
+    studies, jobs = {}, []
+    for model in models:
+        study, config, space = open_tuning_study(storage, prefix, task, model, preset, overrides, trials, seeds,
+                                                 sampler_seed, device)
+        studies[model] = study
+        print(f"[{study.study_name}] {model}: d_model={config.mixer.d_model}, {config.train.steps} steps, "
+              f"knobs {[k.name for k in space.knobs]}, budget {trials} finished trials", flush=True)
+
+        def objective(trial: optuna.Trial, study=study, config=config, space=space) -> float:
+            return _run_tuning_trial(trial, study, config, space, trials, seeds, progress)
+
+        jobs.append(_Job(study, objective, _tuning_state(trials)))
+    work(jobs)
+    return studies
+
+
+def confirm(
+    task: str,
+    models: Sequence[str],
+    storage: str | optuna.storages.BaseStorage,
+    prefix: str = "tune",
+    seeds: int = 5,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, list[float]]:
+    """Re-train each model's best tuning trial with `seeds` fresh seeds (study `prefix/task/model/confirm`).
+
+    Rebuilds the config from what the tuning study stored and checks it against the best trial's
+    stored config, so code changes since tuning are refused rather than silently confirmed.
+    Returns the confirmed accuracies per model (one per seed).
+    """
+    if seeds < 1:
+        raise ValueError(f"seeds={seeds} must be >= 1")
+    storage = as_storage(storage)
+    wanted = [CONFIRM_SEED_OFFSET + i for i in range(seeds)]
+    jobs, studies = [], {}
+    for model in models:
+        tuned = optuna.load_study(study_name=study_name(prefix, task, model), storage=storage)
+        best = tuned.best_trial
+        attrs = tuned.user_attrs
+        tuning_seeds = range(best.user_attrs["config"]["train"]["seed"],
+                             best.user_attrs["config"]["train"]["seed"] + attrs["seeds_per_trial"])
+        if set(tuning_seeds) & set(wanted):
+            raise SystemExit(f"final seeds {wanted} overlap the tuning seeds {list(tuning_seeds)} of {tuned.study_name}: "
+                             f"a configuration would be judged on the held-out set it was picked on")
+        config = get_search_space(model).apply(
+            base_config(task, model, attrs["preset"], attrs["overrides"], device), best.params)
+        if _comparable(_jsonable(config.to_dict())) != _comparable(best.user_attrs["config"]):
+            raise SystemExit(f"{tuned.study_name}: the best trial {best.number}'s config can no longer be rebuilt "
+                             f"identically from its preset and parameters (did the code change since tuning?); "
+                             f"refusing to confirm a different configuration")
+        name = study_name(prefix, task, model, confirm=True)
+        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
+        source = {"source_trial": best.number, "params": best.params, "config": _comparable(best.user_attrs["config"])}
+        for key, value in source.items():
+            if key in study.user_attrs and _jsonable(study.user_attrs[key]) != _jsonable(value):
+                raise SystemExit(f"study {name!r} re-trains {key}={_short(study.user_attrs[key])} but the best "
+                                 f"tuning trial now has {key}={_short(value)} (the tuning study grew?); use another "
+                                 f"--study-prefix or delete {name!r}")
+            study.set_user_attr(key, _jsonable(value))
+        print(f"[{name}] re-training trial {best.number} (value {best.value:.4f}, params "
+              f"{ {k: round(v, 6) for k, v in best.params.items()} }) with seeds {wanted}", flush=True)
+
+        def objective(trial: optuna.Trial, study=study, config=config) -> float:
+            return _run_confirm_trial(trial, study, config, wanted, progress)
+
+        jobs.append(_Job(study, objective, _confirm_state(wanted)))
+        studies[model] = study
+    work(jobs)
+    return {model: confirmed_accuracies(study, wanted) for model, study in studies.items()}
+
+
+def confirmed_accuracies(study: optuna.Study, seeds: Sequence[int] | None = None) -> list[float]:
+    """One accuracy per seed of a confirm study (the earliest COMPLETE trial of each seed)."""
+    by_seed: dict[int, float] = {}
+    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
+        seed = t.user_attrs.get("seed")
+        if seed is not None and seed not in by_seed and (seeds is None or seed in seeds):
+            by_seed[seed] = float(t.value)
+    return [by_seed[s] for s in sorted(by_seed)]
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True, help="task name")
+    parser.add_argument("--models", required=True, help="comma-separated mixer names")
+    parser.add_argument("--trials", type=int, required=True, help="finished trials per model (the budget)")
+    parser.add_argument("--storage", default=None, help="SQLAlchemy URL (default: sqlite:///OUT/studies.db)")
+    parser.add_argument("--study-prefix", default="tune", help="studies are named PREFIX/TASK/MODEL")
+    parser.add_argument("--preset", default="quick", help=f"one of {sorted(PRESETS)}")
+    parser.add_argument("--seeds", type=int, default=1, help="training seeds per trial (objective: mean accuracy)")
+    parser.add_argument("--final-seeds", type=int, default=5, help="seeds to re-train each best config with (0: skip)")
+    parser.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler")
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the preset's, auto)")
+    parser.add_argument("--out", default="runs/tune", help="directory of the default SQLite storage")
+    parser.add_argument("--heartbeat-interval", type=int, default=HEARTBEAT_INTERVAL,
+                        help="seconds between heartbeats of a running trial")
+    parser.add_argument("--grace-period", type=int, default=GRACE_PERIOD,
+                        help="seconds without heartbeat after which a trial's worker counts as dead")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, section in task, mixer (or model), lm, train")
+
+
+def run(args: argparse.Namespace) -> int:
+    models = [m for m in args.models.split(",") if m]
+    if args.trials < 1 or args.seeds < 1 or args.final_seeds < 0:
+        raise SystemExit(f"--trials={args.trials} and --seeds={args.seeds} must be >= 1, "
+                         f"--final-seeds={args.final_seeds} >= 0")
+    url = args.storage or default_storage(args.out)
+    storage = open_storage(url, args.heartbeat_interval, args.grace_period)
+    try:
+        print("resolved base config of the first model (each study stores its own):")
+        print(json.dumps(base_config(args.task, models[0], args.preset, args.overrides, args.device).to_dict(),
+                         indent=1, default=str), flush=True)
+        studies = tune_models(args.task, models, args.trials, storage, args.study_prefix, args.preset, args.seeds,
+                              args.overrides, args.device, args.sampler_seed, progress=not args.quiet)
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"testbed tune: {e}") from None
+    for model, study in studies.items():
+        best = study.best_trial
+        print(f"{model}: best trial {best.number} accuracy {best.value:.4f} params {best.params}")
+    if args.final_seeds:
+        confirmed = confirm(args.task, models, storage, args.study_prefix, args.final_seeds, args.device,
+                            progress=not args.quiet)
+        for model, accs in confirmed.items():
+            print(f"{model}: confirmed accuracy over {len(accs)} seeds: {np.mean(accs):.4f} ({accs})")
+    print(f"report: testbed report --storage '{url}' --study-prefix {args.study_prefix}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m studies.tune", description=__doc__)
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))
