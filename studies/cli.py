@@ -9,6 +9,8 @@ import sys
 COMMANDS: dict[str, str] = {
     "tasks": "studies.tasks_cli",
     "bench": "studies.bench.__main__",
+    "tune": "studies.tune",
+    "report": "studies.report",
 }
 
 
