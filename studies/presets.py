@@ -1,0 +1,73 @@
+"""Suite presets: which tasks, at which difficulty, trained how long, at which parameter budget.
+
+Presets are Python data. Every model run under a preset gets the same tasks, data, steps, evaluation and
+(non-embedding) parameter budget — widths are matched to `param_budget` per model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    tasks: dict[str, dict[str, Any]]  # task name -> knob overrides (typed values)
+    train: dict[str, Any]  # TrainConfig overrides
+    param_budget: int  # non-embedding parameters every model is matched to (±10 %)
+    lm: dict[str, Any] = field(default_factory=dict)  # LMConfig overrides (vocab comes from the task)
+    mixer: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-model mixer overrides
+    eval_multipliers: tuple[int, ...] = (2, 4)  # extra held-out lengths, × training length
+
+
+PRESETS: dict[str, Preset] = {}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise SystemExit(f"unknown preset {name!r}; valid presets: {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+_SMOKE_TASKS: dict[str, dict[str, Any]] = {
+    "mqar": {"seq_len": 16, "vocab": 16, "num_kv_pairs": 2},
+    "state_tracking": {"seq_len": 16, "modulus": 2},
+    "memory_horizon": {"seq_len": 16},
+}
+
+# Task difficulty for quick and standard: each task's defaults (sized so that a 2-layer d_model=64 model
+# learns it in minutes on 2 CPU cores); standard trains longer with larger batches.
+_ALL_TASKS: dict[str, dict[str, Any]] = {
+    "mqar": {},
+    "selective_copy": {},
+    "induction_heads": {},
+    "noisy_recall": {},
+    "fuzzy_recall": {},
+    "memory_horizon": {},
+    "state_tracking": {},
+}
+
+PRESETS.update(
+    smoke=Preset(
+        description="seconds per run: 3 tiny tasks, 1-layer models of ~12k parameters, 30 steps (tests, CI)",
+        tasks=_SMOKE_TASKS,
+        train=dict(steps=30, batch_size=16, lr=3e-3, warmup_steps=5, eval_every=15, test_size=64),
+        lm=dict(n_layers=1),
+        param_budget=12_000,
+        eval_multipliers=(2,),
+    ),
+    quick=Preset(
+        description="about 10 minutes per model on 2 CPU cores: all 7 tasks at default size, 600 steps, stop at 99 %",
+        tasks=_ALL_TASKS,
+        train=dict(steps=600, batch_size=32, lr=3e-3, warmup_steps=50, eval_every=100, test_size=256,
+                   target_accuracy=0.99),
+        param_budget=90_000,
+    ),
+    standard=Preset(
+        description="the headline setting: all 7 tasks, 2000 steps of batch 64, stop at 99 %",
+        tasks=_ALL_TASKS,
+        train=dict(steps=2000, batch_size=64, lr=3e-3, warmup_steps=100, eval_every=200, test_size=512,
+                   target_accuracy=0.99),
+        param_budget=90_000,
+    ),
+)
