@@ -8,6 +8,7 @@ import sys
 # subcommand -> module with `add_arguments(parser)` and `run(args) -> int`
 COMMANDS: dict[str, str] = {
     "tasks": "studies.tasks_cli",
+    "suite": "studies.suite",
     "bench": "studies.bench.__main__",
     "tune": "studies.tune",
     "report": "studies.report",
