@@ -1,0 +1,152 @@
+"""What every task shares: the `Batch` it samples and the `Task` base class (config and generator in one).
+
+Alignment convention, used by every task and every model: `targets[:, t]` is the token the model must
+predict after reading `inputs[:, :t+1]`, and `IGNORE` (-100, PyTorch's cross-entropy default) marks
+positions that are not scored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch of sequences with aligned targets and per-example metadata for slicing results.
+
+    inputs  (B, L) int64 token ids.
+    targets (B, L) int64: what to predict after reading inputs[:, :t+1]; IGNORE where unscored.
+    meta    name -> (B,) or (B, L) int64, e.g. the distance between a query and the key it recalls.
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    meta: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.inputs.dim() != 2 or self.inputs.dtype != torch.int64:
+            raise ValueError(f"Batch: inputs must be (B, L) int64, got {tuple(self.inputs.shape)} {self.inputs.dtype}")
+        if self.targets.shape != self.inputs.shape or self.targets.dtype != torch.int64:
+            raise ValueError(
+                f"Batch: targets must match inputs {tuple(self.inputs.shape)} int64, "
+                f"got {tuple(self.targets.shape)} {self.targets.dtype}"
+            )
+        for key, value in self.meta.items():
+            if value.shape not in (self.inputs.shape[:1], self.inputs.shape):
+                raise ValueError(
+                    f"Batch: meta[{key!r}] has shape {tuple(value.shape)}, "
+                    f"must be (B,) or (B, L) = {tuple(self.inputs.shape[:1])} or {tuple(self.inputs.shape)}"
+                )
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    @property
+    def scored(self) -> Tensor:
+        """(B, L) bool: positions that carry a target."""
+        return self.targets != IGNORE
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.inputs.to(device), self.targets.to(device), {k: v.to(device) for k, v in self.meta.items()})
+
+    def __getitem__(self, rows: slice | Tensor) -> Batch:
+        """A batch of some of the rows (a slice, an index tensor or a (B,) bool mask)."""
+        return Batch(self.inputs[rows], self.targets[rows], {k: v[rows] for k, v in self.meta.items()})
+
+
+@dataclass(frozen=True)
+class Task:
+    """Base of every task: a frozen dataclass whose fields are the task's knobs.
+
+    Subclasses give every field a default, set the ClassVars `name` and `extrapolates`, and implement
+    `vocab_size`, `token_names` and `sample`. Field types (int, float, str) are checked here, so a
+    subclass's `_validate` only states its own constraints.
+    """
+
+    seq_len: int
+
+    name: ClassVar[str] = "task"
+    # True where evaluating at 2x/4x the training length poses the same problem over a longer horizon.
+    extrapolates: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            value, expected = getattr(self, field.name), hints[field.name]
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                # 1 for 1.0 is harmless; store the float so equal configs compare and hash equal.
+                object.__setattr__(self, field.name, float(value))
+            elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ValueError(
+                    f"{self.name}: {field.name}={value!r} must be of type {expected.__name__}, "
+                    f"got {type(value).__name__}"
+                )
+        self._require(self.seq_len >= 1, f"seq_len={self.seq_len} must be >= 1")
+        self._validate()
+
+    def _validate(self) -> None:
+        """Raise ValueError (through `_require`) for settings under which the task cannot be posed."""
+
+    def _require(self, condition: bool, constraint: str) -> None:
+        if not condition:
+            raise ValueError(f"{self.name}: {constraint}")
+
+    @classmethod
+    def knobs(cls) -> dict[str, Any]:
+        """Knob name -> default value, in declaration order."""
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def knob_types(cls) -> dict[str, type]:
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids a model needs: every id that occurs in inputs or targets is below it."""
+        raise NotImplementedError
+
+    def token_names(self) -> list[str]:
+        """A short readable name per token id (length vocab_size), for printing examples."""
+        raise NotImplementedError
+
+    def sample(self, n: int, generator: torch.Generator) -> Batch:
+        """n independent sequences of length seq_len, on the generator's device."""
+        raise NotImplementedError
+
+    def at_length(self, seq_len: int) -> Task:
+        """The same task at another length; raises ValueError if it cannot be posed there.
+
+        No task here has a knob that must scale with length (each definition fixes the number of
+        pairs/tokens and lets the horizon grow), so this only replaces seq_len and re-validates.
+        """
+        return dataclasses.replace(self, seq_len=seq_len)
+
+    def _check_n(self, n: int) -> None:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"{self.name}: sample size n={n!r} must be a positive int")
+
+
+def sample_without_replacement(
+    n: int, population: int, k: int, generator: torch.Generator, weights: Tensor | None = None
+) -> Tensor:
+    """(n, k) int64: k distinct indices in [0, population) per row.
+
+    Uniform, in uniformly random order; or with probability proportional to `weights` (population,),
+    drawn one by one without replacement and returned in draw order (Efraimidis & Spirakis: the k
+    smallest of E_i / w_i with E_i ~ Exp(1)).
+    """
+    u = torch.rand(n, population, generator=generator, device=generator.device)
+    if weights is None:
+        # Sorted by the uniform keys: that order is itself a uniformly random permutation.
+        return u.topk(k, dim=-1).indices
+    # -log(1 - u) ~ Exp(1), finite since u < 1; in place, as this (n, population) buffer dominates the cost.
+    keys = u.neg_().log1p_().neg_().div_(weights)
+    return keys.topk(k, dim=-1, largest=False).indices

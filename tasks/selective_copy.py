@@ -1,0 +1,77 @@
+"""Selective copying, as in Mamba (Gu & Dao, 2023, §3.1).
+
+The first seq_len − N positions hold N data tokens at uniformly random distinct positions among
+blanks; the last N positions hold the marker, once per token to emit. Reading the i-th marker, the
+model must emit the i-th data token (in order of appearance). Blanks may sit anywhere, including
+right before the first marker, so no fixed delay separates a data token from its copy slot and a
+time-invariant convolution cannot solve the task: the model has to select by content. The marker
+carries no hint of the answer (no teacher forcing), so the model must also keep count.
+
+Worked example (vocab=4: d0..d3 = ids 2..5; seq_len=10, num_tokens=3):
+
+    position   0   1   2   3   4   5   6   7   8   9
+    inputs     _   d2  _   _   d0  d2  _   >   >   >
+    targets    .   .   .   .   .   .   .   d2  d0  d2      (. = -100, unscored)
+
+meta["copy_index"] (B, L): i at the i-th marker, -1 elsewhere.
+meta["distance"]   (B, L): at the i-th marker, its position minus that of the i-th data token; -1 elsewhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tasks.base import IGNORE, Batch, Task, sample_without_replacement
+
+
+@dataclass(frozen=True)
+class SelectiveCopy(Task):
+    seq_len: int = 64
+    vocab: int = 16  # data tokens
+    num_tokens: int = 8
+
+    name = "selective_copy"
+    extrapolates = True
+
+    BLANK = 0
+    MARKER = 1
+
+    def _validate(self) -> None:
+        self._require(self.vocab >= 1, f"vocab={self.vocab} must be >= 1")
+        self._require(self.num_tokens >= 1, f"num_tokens={self.num_tokens} must be >= 1")
+        self._require(
+            2 * self.num_tokens <= self.seq_len,
+            f"2*num_tokens={2 * self.num_tokens} must be <= seq_len={self.seq_len} (data region + one marker per token)",
+        )
+
+    @property
+    def data_tokens(self) -> range:
+        return range(2, 2 + self.vocab)
+
+    @property
+    def vocab_size(self) -> int:
+        return 2 + self.vocab
+
+    def token_names(self) -> list[str]:
+        return ["_", ">"] + [f"d{i}" for i in range(self.vocab)]
+
+    def sample(self, n: int, generator: torch.Generator) -> Batch:
+        self._check_n(n)
+        device, N, L = generator.device, self.num_tokens, self.seq_len
+        region = L - N
+        data = torch.randint(self.data_tokens.start, self.data_tokens.stop, (n, N), generator=generator, device=device)
+        data_pos = sample_without_replacement(n, region, N, generator).sort(dim=1).values  # (B, N)
+
+        inputs = torch.full((n, L), self.BLANK, dtype=torch.int64, device=device)
+        inputs.scatter_(1, data_pos, data)
+        inputs[:, region:] = self.MARKER
+
+        targets = torch.full((n, L), IGNORE, dtype=torch.int64, device=device)
+        targets[:, region:] = data
+        copy_pos = torch.arange(region, L, device=device)
+        copy_index = torch.full((n, L), -1, dtype=torch.int64, device=device)
+        copy_index[:, region:] = torch.arange(N, device=device)
+        distance = torch.full((n, L), -1, dtype=torch.int64, device=device)
+        distance[:, region:] = copy_pos - data_pos
+        return Batch(inputs, targets, {"copy_index": copy_index, "distance": distance})
