@@ -20,6 +20,15 @@ ABLATIONS = [
 OTHER_MODES = [m for m in MODES if m != "recurrent"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The shapes here are tiny: extra intra-op threads only contend for the shared cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def ablation_id(kwargs: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in kwargs.items())
 
@@ -106,11 +115,18 @@ def test_modes_agree_with_recurrent(num_heads, ablation, mode):
         (y * cotangent).sum().backward()
         grads.append((y.detach(), x_.grad, {n: p.grad for n, p in layer.named_parameters()}))
     (y_ref, dx_ref, dp_ref), (y_other, dx_other, dp_other) = grads
-    torch.testing.assert_close(y_other, y_ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(dx_other, dx_ref, atol=1e-5, rtol=1e-4)
+    assert_close_relative(y_other, y_ref, "y")
+    assert_close_relative(dx_other, dx_ref, "dx")
     assert dp_other.keys() == dp_ref.keys()
     for name in dp_ref:
-        torch.testing.assert_close(dp_other[name], dp_ref[name], atol=1e-5, rtol=1e-4, msg=name)
+        assert_close_relative(dp_other[name], dp_ref[name], name)
+
+
+def assert_close_relative(actual: torch.Tensor, expected: torch.Tensor, name: str, tol: float = 1e-5) -> None:
+    """Agreement to `tol` relative to the tensor's scale: fp32 sums in a different order leave ~1e-7 of
+    the largest entry in every entry, which is large relative to the entries that nearly cancel."""
+    scale = expected.abs().amax().item()
+    torch.testing.assert_close(actual, expected, atol=tol * scale, rtol=tol, msg=lambda m: f"{name}: {m}")
 
 
 def test_gate_formula_sigmoid():
