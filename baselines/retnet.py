@@ -120,24 +120,28 @@ class RetNet(nn.Module):
         return torch.polar(magnitude, self.angle.to(real).expand_as(magnitude))
 
     def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(..., D) -> q, k (..., H, K) and v (..., H, V) in the recurrence's precision."""
         H, K, V = self.config.num_heads, self.config.key_dim, self.config.value_dim
         shape = x.shape[:-1]
-        q = self.q_proj(x).view(*shape, H, K)
-        k = self.k_proj(x).view(*shape, H, K) * K**-0.5  # the paper scales k, not the scores
-        v = self.v_proj(x).view(*shape, H, V)
+        # The recurrence runs in fp32/complex64 even under bf16 autocast (float64 for a float64 model).
+        real = torch.float64 if x.dtype == torch.float64 else torch.float32
+        q = self.q_proj(x).to(real).view(*shape, H, K)
+        k = self.k_proj(x).to(real).view(*shape, H, K) * K**-0.5  # the paper scales k, not the scores
+        v = self.v_proj(x).to(real).view(*shape, H, V)
         return q, k, v
 
     def _output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """o (..., H, V) retention readout and x (..., D) -> (..., D)."""
         H, V = self.config.num_heads, self.config.value_dim
         shape = o.shape[:-2]
-        o = F.group_norm(o.reshape(-1, H * V), H).view(*shape, H * V)  # normalise each head's V channels
+        o = F.group_norm(o.reshape(-1, H * V), H).view(*shape, H * V).to(x.dtype)  # each head's V channels
         return self.out_proj(o * F.silu(self.g_proj(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D)
         q, k, v = self._qkv(x)  # (B, L, H, K), (B, L, H, K), (B, L, H, V)
         a = self.gate(q.dtype).expand(*q.shape)  # (B, L, H, K), a view: the gate is the same at every step
-        o, _ = gateloop_scan(q, k, v, a, mode=self.config.mode, chunk_size=self.config.chunk_size)
+        with torch.autocast(device_type=x.device.type, enabled=False):  # autocast does not cover complex
+            o, _ = gateloop_scan(q, k, v, a, mode=self.config.mode, chunk_size=self.config.chunk_size)
         return self._output(o, x)  # (B, L, D)
 
     def init_cache(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -149,7 +153,8 @@ class RetNet(nn.Module):
     def step(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, D)
         q, k, v = self._qkv(x)  # (B, H, K), (B, H, K), (B, H, V)
         # No position index is needed: the rotation lives in the gate, so it accumulates in the state.
-        o, cache = gateloop_step(q, k, v, self.gate(q.dtype).expand(*q.shape), cache)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            o, cache = gateloop_step(q, k, v, self.gate(q.dtype).expand(*q.shape), cache)
         return self._output(o, x), cache
 
     def state_size(self, seq_len: int) -> int:
