@@ -27,7 +27,9 @@ Ablation switches (`GateLoopConfig`), one component of the gate at a time:
                magnitude = phase = "data".
 Special cases: magnitude "fixed" + phase "fixed" is a learned complex diagonal (S4D/S5/LRU family; with
 one decay per head, RetNet retention); magnitude "data" + phase "zero" is GLA/Mamba-2-like gating;
-magnitude "one" + phase "zero" is causal linear attention.
+magnitude "one" + phase "zero" is causal linear attention. Because q, k, v are real and only Re(q S) is
+read out, conjugating one channel's gates at every step leaves y unchanged: the sign of a channel's
+phase is not identifiable (keep that in mind when inspecting learned gates).
 
 Initialisation (our choice; the paper does not pin one down):
   - Magnitude: σ(b_α) is spread deterministically over the H·K channels from `magnitude_init_min` = 0.9
@@ -150,7 +152,13 @@ def _is_real(value: object) -> bool:
 
 
 class GateLoop(nn.Module):
-    """GateLoop mixer, (B, L, D) -> (B, L, D), causal; decodes token by token via `init_cache` / `step`."""
+    """GateLoop mixer, (B, L, D) -> (B, L, D), causal; decodes token by token via `init_cache` / `step`.
+
+    Parameters: `qkv` (W_q, W_k, W_v stacked), `gate` (W_g, if output_gate), `norm` (if norm), `out` (W_o),
+    and the transition parameters, tagged with `mark_transition` (no weight decay), whichever the config
+    has: `magnitude_proj` (W_α, b_α) or `magnitude_logit` (λ, "fixed"); `phase_proj` (W_β, b_β) or
+    `phase_angle` (θ, "fixed"); `modulus_proj` (W_z, b_z, "sigmoid_of_modulus").
+    """
 
     config_class = GateLoopConfig
 

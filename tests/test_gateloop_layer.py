@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from gateloop import MODES, GateLoop, GateLoopConfig, is_transition
+from gateloop import MODES, GateLoop, GateLoopConfig, Mixer, is_transition
 
 D = 8
 HEADS = [None, 2]  # max-headed (H = 8, K = V = 1) and two wide heads (K = V = 4)
@@ -60,6 +60,7 @@ def with_mode(layer: GateLoop, mode: str) -> GateLoop:
 @pytest.mark.parametrize("num_heads", HEADS)
 def test_output_shape_and_state(num_heads):
     layer = make(num_heads=num_heads)
+    assert isinstance(layer, Mixer)
     y = layer(inputs(2, 7, D))
     assert y.shape == (2, 7, D) and y.dtype == torch.float32 and torch.isfinite(y).all()
     H, K = (D, 1) if num_heads is None else (num_heads, D // num_heads)
@@ -99,7 +100,14 @@ def test_decode_matches_forward(num_heads, ablation, mode):
 
 @pytest.mark.parametrize("mode", OTHER_MODES)
 @pytest.mark.parametrize(
-    "ablation", [{}, {"magnitude": "one", "phase": "data"}, {"magnitude_param": "sigmoid_of_modulus"}], ids=ablation_id
+    "ablation",
+    [
+        {},
+        {"magnitude": "fixed", "phase": "fixed"},
+        {"magnitude": "one", "phase": "data"},
+        {"magnitude_param": "sigmoid_of_modulus"},
+    ],
+    ids=ablation_id,
 )
 @pytest.mark.parametrize("num_heads", HEADS)
 def test_modes_agree_with_recurrent(num_heads, ablation, mode):
@@ -203,6 +211,20 @@ def test_magnitude_one_gives_unit_gates(phase):
     torch.testing.assert_close(a.abs(), torch.ones(a.shape), atol=1e-6, rtol=0)
     if phase != "zero":
         assert a.angle().abs().amax() > 1e-2  # the phase is really there
+
+
+@pytest.mark.parametrize("num_heads", HEADS)
+def test_norm_is_per_head_and_across_channels_when_max_headed(num_heads):
+    """With W_o = I and no output gate the output is the normalised y: zero mean and unit variance over
+    each head's V channels, or over all D channels when V = 1 (a per-head norm of one scalar is 0)."""
+    layer = make(randomise=False, num_heads=num_heads, output_gate=False)
+    with torch.no_grad():
+        layer.out.weight.copy_(torch.eye(D))
+    layer.norm.eps = 0.0  # so that the variance is exactly 1, however small y is
+    y = layer(inputs(2, 7, D))
+    groups = y.view(2, 7, num_heads, D // num_heads) if num_heads else y.view(2, 7, 1, D)
+    torch.testing.assert_close(groups.mean(-1), torch.zeros(groups.shape[:-1]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(groups.var(-1, unbiased=False), torch.ones(groups.shape[:-1]), atol=1e-3, rtol=0)
 
 
 def test_magnitude_one_phase_zero_is_causal_linear_attention():
