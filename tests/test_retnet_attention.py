@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from baselines.attention import Attention, AttentionConfig, apply_rotary, causal_attention, causal_attention_ref
 from baselines.retnet import RetNet, RetNetConfig
+from gateloop.layer import GateLoop, GateLoopConfig
 from gateloop.scan import MODES
 
 ENGINE_MODES = ("recurrent", "scan", "chunked", "attention")
@@ -87,6 +88,26 @@ def test_retnet_gate_is_fixed_decay_times_rotation() -> None:
     torch.testing.assert_close(a.abs(), (1 - 2.0 ** (-5 - torch.arange(4.0, dtype=torch.float64)))[:, None].expand(4, 4))
     torch.testing.assert_close(a.angle(), (10000.0 ** (-torch.arange(4.0, dtype=torch.float64) / 4)).expand(4, 4))
     assert not [p for p in layer.parameters() if getattr(p, "is_transition", False)]
+
+
+@pytest.mark.parametrize("mode", ["recurrent", "chunked"])
+def test_retnet_is_gateloop_with_a_fixed_gate(mode: str) -> None:
+    """GateLoop with learned-but-input-independent gates, set to σ(λ) = γ_h and θ_k, is RetNet (V = K).
+
+    In float32: GateLoop runs its gates and recurrence in fp32 whatever the model's dtype.
+    """
+    _need(mode)
+    retnet = _retnet(mode, d_model=16, num_heads=4, value_factor=1).float()
+    gateloop = GateLoop(GateLoopConfig(d_model=16, num_heads=4, magnitude="fixed", phase="fixed", mode=mode))
+    gate = retnet.gate(torch.float32)  # (H, K)
+    with torch.no_grad():
+        gateloop.qkv.weight.copy_(torch.cat([retnet.q_proj.weight, retnet.k_proj.weight, retnet.v_proj.weight]))
+        gateloop.magnitude_logit.copy_(torch.logit(gate.abs()))
+        gateloop.phase_angle.copy_(gate.angle())
+        gateloop.gate.weight.copy_(retnet.g_proj.weight)
+        gateloop.out.weight.copy_(retnet.out_proj.weight)
+    x = _randn(2, 13, 16, seed=14).float()
+    torch.testing.assert_close(gateloop(x), retnet(x), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", [m for m in ENGINE_MODES if m != "recurrent"])
