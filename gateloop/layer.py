@@ -113,7 +113,7 @@ class GateLoopConfig(MixerConfig):
         for field in ("output_gate", "norm"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"{name}: {field}={getattr(self, field)!r} must be a bool")
-        if self.mode not in MODES:
+        if not isinstance(self.mode, str) or self.mode not in MODES:
             raise ValueError(f"{name}: mode={self.mode!r} must be one of the gateloop_scan modes {sorted(MODES)}")
         if not _is_int(self.chunk_size) or self.chunk_size < 1:
             raise ValueError(f"{name}: chunk_size={self.chunk_size!r} must be a positive int")
@@ -134,7 +134,7 @@ class GateLoopConfig(MixerConfig):
 
     @property
     def heads(self) -> int:
-        """H."""
+        """H: D when max-headed, else num_heads."""
         return self.d_model if self.num_heads is None else self.num_heads
 
     @property
