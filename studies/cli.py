@@ -9,6 +9,7 @@ import sys
 COMMANDS: dict[str, str] = {
     "tasks": "studies.tasks_cli",
     "suite": "studies.suite",
+    "ablate": "studies.ablate",
     "bench": "studies.bench.__main__",
     "tune": "studies.tune",
     "report": "studies.report",

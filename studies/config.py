@@ -200,3 +200,26 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
             raise ValueError(f"override {item!r}: unknown section {section!r}; valid sections: {list(SECTIONS)}")
         out[section][name] = value
     return out
+
+
+def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from `RunConfig.to_dict()` output (e.g. read back from a stored result)."""
+    from baselines import get_mixer
+    from tasks import make_task
+
+    if data.get("version") != CONFIG_VERSION:
+        raise ValueError(f"stored config has version {data.get('version')}, this testbed reads {CONFIG_VERSION}")
+    task = dict(data["task"])
+    task_name = task.pop("name")
+    mixer = dict(data["model"])
+    model = mixer.pop("name")
+    mixer_class = get_mixer(model).config_class
+    return RunConfig(
+        task_name=task_name,
+        task=make_task(task_name, **task),
+        model=model,
+        mixer=mixer_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in mixer.items()}),
+        lm=LMConfig(**data["lm"]),
+        train=TrainConfig(**data["train"]),
+        eval_lengths=tuple(data["eval_lengths"]),
+    )

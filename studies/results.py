@@ -15,12 +15,16 @@ from scipy import stats
 
 def write_atomic(path: str | Path, text: str) -> None:
     """Write text so that readers see the old file or the new one, never half of it."""
+    write_atomic_bytes(path, text.encode())
+
+
+def write_atomic_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

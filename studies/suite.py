@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from baselines import MIXERS, get_mixer
 from baselines.matching import match_width
 from gateloop import LMConfig
 from studies.config import CONFIG_VERSION, RunConfig, TrainConfig, parse_overrides, replace_from_strings
 from studies.presets import PRESETS, Preset, get_preset
-from studies.results import fmt_mean_ci, human_count, markdown_table, read_jsonl, write_atomic, write_jsonl
+from studies.results import fmt_mean_ci, human_count, markdown_table, write_atomic, write_atomic_bytes, write_jsonl
 from studies.train import TrainResult, train
 from tasks import TASKS, make_task
 
@@ -99,7 +102,7 @@ def check_out_dir(out: Path) -> None:
 
 
 def result_record(config: RunConfig, result: TrainResult) -> dict[str, Any]:
-    record = dataclasses.asdict(result)
+    record = result.to_dict()
     record["run_id"] = config.run_id()
     return record
 
@@ -195,7 +198,18 @@ def rebuild_reports(out: Path) -> str:
     return table
 
 
-def run_suite(configs: Sequence[RunConfig], out: Path, progress: bool = True) -> str:
+def run_configs(
+    configs: Sequence[RunConfig],
+    out: Path,
+    progress: bool = True,
+    labels: Callable[[RunConfig], dict[str, Any]] | None = None,
+    keep_model: Callable[[RunConfig], bool] | None = None,
+) -> None:
+    """Train every config whose run is not yet stored in out/runs; store each the moment it ends.
+
+    `labels(config)` adds fields to the stored record (e.g. the ablation name); where
+    `keep_model(config)` is true the trained weights are stored beside it as runs/<id>.pt.
+    """
     out.mkdir(parents=True, exist_ok=True)
     check_out_dir(out)
     runs_dir = out / "runs"
@@ -203,12 +217,24 @@ def run_suite(configs: Sequence[RunConfig], out: Path, progress: bool = True) ->
     todo = [c for c in configs if c.run_id() not in done]
     print(f"{len(configs)} runs: {len(configs) - len(todo)} already finished in {out}, {len(todo)} to do", flush=True)
     for i, config in enumerate(todo, 1):
+        run_id = config.run_id()
         print(f"[{i}/{len(todo)}] {config.model} on {config.task_name} seed {config.train.seed} "
-              f"(d_model={config.mixer.d_model}, run {config.run_id()})", flush=True)
-        result = train(config, progress=progress)
-        write_atomic(runs_dir / f"{config.run_id()}.json", json.dumps(result_record(config, result), default=str))
+              f"(d_model={config.mixer.d_model}, run {run_id})", flush=True)
+        keep = keep_model is not None and keep_model(config)
+        result = train(config, progress=progress, keep_model=keep)
+        if keep and result.model is not None:
+            # Weights first: a run counts as finished only once its .json exists.
+            buffer = io.BytesIO()
+            torch.save(result.model.state_dict(), buffer)
+            write_atomic_bytes(runs_dir / f"{run_id}.pt", buffer.getvalue())
+        record = {**result_record(config, result), **(labels(config) if labels else {})}
+        write_atomic(runs_dir / f"{run_id}.json", json.dumps(record, default=str))
         print(f"    {result.status}: accuracy {result.accuracy:.3f} in {result.steps} steps, "
               f"{result.wall_time:.1f}s", flush=True)
+
+
+def run_suite(configs: Sequence[RunConfig], out: Path, progress: bool = True) -> str:
+    run_configs(configs, out, progress)
     return rebuild_reports(out)
 
 

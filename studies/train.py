@@ -11,7 +11,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 import torch
@@ -44,11 +44,22 @@ class TrainResult:
     state_size: int  # real scalars of recurrent state per sequence at the training length
     wall_time: float
     config: dict[str, Any] = field(default_factory=dict)
+    model: LM | None = field(default=None, repr=False, compare=False)  # the trained model, if kept
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the model, as JSON-ready data."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "model"}
 
     @property
     def accuracy(self) -> float:
         """Final held-out token accuracy at the training length (0 for a diverged run)."""
         return self.final[min(self.final)]["accuracy"] if self.final else 0.0
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return asdict(value) if is_dataclass(value) else value
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,9 +107,10 @@ def train(
     config: RunConfig,
     on_eval: Callable[[EvalRecord], None] | None = None,
     progress: bool = True,
+    keep_model: bool = False,
 ) -> TrainResult:
     """Train `config.model` on `config.task`; `on_eval` is called after each evaluation (it may raise,
-    e.g. optuna.TrialPruned, to stop the run)."""
+    e.g. optuna.TrialPruned, to stop the run). `keep_model` returns the trained model in the result."""
     tc = config.train
     device = resolve_device(tc.device)
     start = time.perf_counter()
@@ -173,4 +185,5 @@ def train(
         state_size=model.state_size(config.task.seq_len),
         wall_time=time.perf_counter() - start,
         config=config.to_dict(),
+        model=model if keep_model else None,
     )

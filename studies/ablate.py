@@ -1,0 +1,252 @@
+"""Ablate GateLoop's gating components: each named ablation on each task over several seeds.
+
+    testbed ablate [--ablations a,b,...] [--tasks ...] [--preset ...] [--seeds S] [--out DIR]
+                   [--lr-from-storage URL --lr-study-prefix P] [section.key=value ...]
+
+Every ablation keeps the width that parameter matching chose for the full model, so what changes is the
+component and nothing else; ablations whose parameter count differs from `full` are flagged. The learning
+rate is the same for all ablations: the preset's, or — with --lr-from-storage — the best learning rate
+that `testbed tune` found for the full model on that task. The output says which. Runs are stored like
+the suite's (DIR/runs/<id>.json), so a rerun resumes; the report is rebuilt from the stored runs.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+
+from studies.config import RunConfig
+from studies.experiments.ablations import ABLATION_TASKS, ABLATIONS
+from studies.presets import get_preset
+from studies.results import fmt_mean_ci, human_count, markdown_table, write_atomic
+from studies.suite import build_configs, load_records, run_configs
+from studies.train import build_model
+
+# The runs whose trained weights are kept for the gate-inspection figure.
+INSPECT = {"memory_horizon", "state_tracking"}
+
+
+def build_ablation_configs(
+    ablations: Sequence[str],
+    tasks: Sequence[str],
+    preset_name: str,
+    seeds: int,
+    overrides: Sequence[str] = (),
+    device: str | None = None,
+    lr_by_task: dict[str, float] | None = None,
+) -> list[tuple[str, RunConfig]]:
+    unknown = [a for a in ablations if a not in ABLATIONS]
+    if unknown:
+        raise ValueError(f"unknown ablation(s) {unknown}; valid ablations: {list(ABLATIONS)}")
+    base = build_configs(["gateloop"], tasks, get_preset(preset_name), seeds, overrides, device)
+    out = []
+    for name in ablations:
+        for config in base:
+            train_cfg = config.train
+            if lr_by_task is not None:
+                train_cfg = dataclasses.replace(train_cfg, lr=lr_by_task[config.task_name])
+            mixer = dataclasses.replace(config.mixer, **ABLATIONS[name])
+            out.append((name, dataclasses.replace(config, mixer=mixer, train=train_cfg)))
+    return out
+
+
+def tuned_learning_rates(storage: str, prefix: str, tasks: Sequence[str]) -> dict[str, float]:
+    """The best `train.lr` of the full model's tuning study per task (`testbed tune --models gateloop`)."""
+    import optuna
+
+    lrs = {}
+    for task in tasks:
+        study_name = f"{prefix}/{task}/gateloop"
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except KeyError:
+            raise SystemExit(f"no study {study_name!r} in {storage}: run `testbed tune --task {task} --models gateloop "
+                             f"--study-prefix {prefix}` first, or drop --lr-from-storage") from None
+        params = study.best_trial.params
+        key = next((k for k in params if k.endswith("lr") and "factor" not in k), None)
+        if key is None:
+            raise SystemExit(f"study {study_name!r} tuned no learning rate (params: {sorted(params)})")
+        lrs[task] = float(params[key])
+    return lrs
+
+
+# --------------------------------------------------------------------------------------------- reporting
+
+
+def _accuracies(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[float]]:
+    acc: dict[tuple[str, str], list[float]] = {}
+    for r in records:
+        value = r["final"][str(r["config"]["task"]["seq_len"])]["accuracy"] if r["final"] else 0.0
+        acc.setdefault((r["ablation"], r["config"]["task"]["name"]), []).append(value)
+    return acc
+
+
+def ablation_table(records: list[dict[str, Any]], lr_note: str) -> str:
+    """Markdown: one row per ablation; per task mean ± 95% CI and the difference to `full` (Welch p)."""
+    acc = _accuracies(records)
+    ablations = [a for a in ABLATIONS if any(k[0] == a for k in acc)]
+    tasks = sorted({t for _, t in acc})
+    params = {r["ablation"]: r["num_parameters"] for r in records}
+    states = {r["ablation"]: r["state_size"] for r in records}
+    header = ["ablation", *tasks, "params", "state"]
+    rows = []
+    for a in ablations:
+        cells = []
+        for t in tasks:
+            vals = acc.get((a, t), [])
+            if not vals:
+                cells.append("–")
+                continue
+            cell = f"{fmt_mean_ci(vals)} (n={len(vals)})"
+            full = acc.get(("full", t), [])
+            if a != "full" and len(full) >= 2 and len(vals) >= 2:
+                diff = np.mean(vals) - np.mean(full)
+                p = stats.ttest_ind(vals, full, equal_var=False).pvalue
+                cell += f"<br>Δ {diff:+.3f}, p={p:.2g}" if np.isfinite(p) else f"<br>Δ {diff:+.3f}, p=–"
+            cells.append(cell)
+        flag = "" if params.get(a) == params.get("full") or "full" not in params else " (≠ full)"
+        rows.append([a, *cells, human_count(params[a]) + flag, human_count(states[a])])
+    note = (f"Held-out token accuracy at the training length, mean ± 95% t-interval over seeds; Δ = difference "
+            f"to `full`, p = Welch t-test (not corrected for multiple comparisons). {lr_note}\n\n")
+    return note + markdown_table(header, rows)
+
+
+def ablation_heatmap(records: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    acc = _accuracies(records)
+    frame = pd.DataFrame([{"ablation": a, "task": t, "accuracy": float(np.mean(v))} for (a, t), v in acc.items()])
+    grid = frame.pivot(index="ablation", columns="task", values="accuracy")
+    grid = grid.reindex([a for a in ABLATIONS if a in grid.index])
+    fig, ax = plt.subplots(figsize=(1.6 * grid.shape[1] + 3, 0.45 * grid.shape[0] + 1.5))
+    sns.heatmap(grid, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax, cbar_kws={"label": "accuracy"})
+    ax.set_title("GateLoop ablations: mean held-out accuracy over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def gate_figure(out: Path, records: list[dict[str, Any]], path: Path, channels: int = 4) -> bool:
+    """|a_n| and arg a_n over positions of one held-out sequence, for the trained `full` models kept.
+
+    Shows the first layer's gates for the `channels` channels whose |a| varies most along the sequence
+    (the most data-controlled ones), with the input tokens on the x axis. Reads stored weights only.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from studies.config import run_config_from_dict
+    from tasks import TaskData
+
+    kept = [r for r in records if (out / "runs" / f"{r['run_id']}.pt").exists()]
+    kept = sorted(kept, key=lambda r: r["config"]["task"]["name"])
+    if not kept:
+        return False
+    fig, axes = plt.subplots(2 * len(kept), 1, figsize=(12, 3.2 * len(kept)), squeeze=False)
+    for i, record in enumerate(kept):
+        config = run_config_from_dict(record["config"])
+        model = build_model(config)
+        model.load_state_dict(torch.load(out / "runs" / f"{record['run_id']}.pt", weights_only=True))
+        model.eval()
+        tokens = TaskData(config.task, seed=config.train.seed, test_size=1).test.inputs[:1]  # (1, L)
+        block = model.blocks[0]
+        with torch.no_grad():
+            a = block.mixer.gates(block.mixer_norm(model.embedding(tokens)))[0]  # (L, H, K)
+        a = a.reshape(a.shape[0], -1)  # (L, H·K)
+        magnitude, angle = a.abs(), a.angle()
+        chosen = magnitude.std(0).argsort(descending=True)[:channels]
+        names = config.task.token_names()
+        labels = [names[t] for t in tokens[0].tolist()]
+        ax_m, ax_p = axes[2 * i, 0], axes[2 * i + 1, 0]
+        for c in chosen.tolist():
+            ax_m.plot(magnitude[:, c].numpy(), marker=".", label=f"channel {c}")
+            ax_p.plot(angle[:, c].numpy(), marker=".", label=f"channel {c}")
+        ax_m.set(ylabel="|a_n|", title=f"{config.task_name}: layer-1 gates of the trained full GateLoop "
+                                       f"(accuracy {record['final'][str(config.task.seq_len)]['accuracy']:.2f})")
+        ax_p.set(ylabel="arg a_n (rad)")
+        for ax in (ax_m, ax_p):
+            ax.set_xticks(range(len(labels)), labels, fontsize=6, rotation=90)
+            ax.grid(alpha=0.3)
+        ax_m.legend(fontsize=7, ncol=channels, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def rebuild_ablation_report(out: Path, lr_note: str) -> str:
+    records = [r for r in load_records(out) if "ablation" in r]
+    table = ablation_table(records, lr_note)
+    write_atomic(out / "ablations.md", table)
+    ablation_heatmap(records, out / "ablation_heatmap.png")
+    gate_figure(out, records, out / "gates.png")
+    return table
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ablations", default=",".join(ABLATIONS), help=f"comma-separated, from {list(ABLATIONS)}")
+    parser.add_argument("--tasks", default=None, help=f"comma-separated (default: the preset's share of {list(ABLATION_TASKS)})")
+    parser.add_argument("--preset", default="quick")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default=None, help="output directory (default: runs/ablate-<preset>)")
+    parser.add_argument("--lr-from-storage", default=None, metavar="URL",
+                        help="take each task's learning rate from the full model's tuning study in this storage")
+    parser.add_argument("--lr-study-prefix", default="tune", help="study prefix used with --lr-from-storage")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="section.key=value (task, mixer, lm, train)")
+
+
+def run(args: argparse.Namespace) -> int:
+    preset = get_preset(args.preset)
+    ablations = [a for a in args.ablations.split(",") if a]
+    tasks = args.tasks.split(",") if args.tasks else [t for t in ABLATION_TASKS if t in preset.tasks]
+    if args.seeds < 1:
+        raise SystemExit(f"--seeds={args.seeds} must be >= 1")
+    lr_by_task = tuned_learning_rates(args.lr_from_storage, args.lr_study_prefix, tasks) if args.lr_from_storage else None
+    try:
+        labelled = build_ablation_configs(ablations, tasks, args.preset, args.seeds, args.overrides, args.device, lr_by_task)
+    except (ValueError, TypeError) as e:
+        raise SystemExit(f"testbed ablate: {e}") from None
+    if lr_by_task:
+        lr_note = "Learning rate per task: the full model's tuned value " + ", ".join(f"{t}={lr:.3g}" for t, lr in lr_by_task.items()) + f" (from {args.lr_from_storage}), the same for every ablation."
+    else:
+        lr_note = f"Learning rate fixed to the `{args.preset}` preset's value for every ablation (not tuned)."
+    print(lr_note)
+    names = {config.run_id(): name for name, config in labelled}
+    out = Path(args.out or f"runs/ablate-{args.preset}")
+    run_configs(
+        [c for _, c in labelled], out, progress=not args.quiet,
+        labels=lambda c: {"ablation": names[c.run_id()]},
+        keep_model=lambda c: names[c.run_id()] == "full" and c.train.seed == 0 and c.task_name in INSPECT,
+    )
+    table = rebuild_ablation_report(out, lr_note)
+    write_atomic(out / "lr_note.json", json.dumps({"lr_note": lr_note}))
+    print()
+    print(table)
+    print(f"table: {out / 'ablations.md'}, figures: {out / 'ablation_heatmap.png'}, {out / 'gates.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m studies.ablate")
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))
