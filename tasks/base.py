@@ -141,12 +141,12 @@ def sample_without_replacement(
 
     Uniform, in uniformly random order; or with probability proportional to `weights` (population,),
     drawn one by one without replacement and returned in draw order (Efraimidis & Spirakis: the k
-    smallest of E_i / w_i with E_i ~ Exp(1)).
+    largest of u_i^(1/w_i), u_i ~ U[0, 1), compared through their logs).
     """
     u = torch.rand(n, population, generator=generator, device=generator.device)
     if weights is None:
         # Sorted by the uniform keys: that order is itself a uniformly random permutation.
         return u.topk(k, dim=-1).indices
-    # -log(1 - u) ~ Exp(1), finite since u < 1; in place, as this (n, population) buffer dominates the cost.
-    keys = u.neg_().log1p_().neg_().div_(weights)
-    return keys.topk(k, dim=-1, largest=False).indices
+    # In place: this (n, population) buffer dominates the cost. u == 0 gives -inf, which is never drawn
+    # while any other index remains, as u^(1/w) = 0 would be.
+    return u.log_().div_(weights).topk(k, dim=-1).indices

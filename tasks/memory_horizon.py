@@ -38,7 +38,7 @@ WRITE, QUERY, RESET = 0, 1, 2  # event kinds
 @dataclass(frozen=True)
 class MemoryHorizon(Task):
     seq_len: int = 64
-    vocab: int = 8  # key and value tokens together; half are keys, half values (4 keys: about a third of answers are "none")
+    vocab: int = 8  # key and value tokens, half each; 4 keys make about a third of the answers "none"
     p_query: float = 0.3  # probability that an event is a query
     p_reset: float = 0.05  # probability that an event is a reset
 
@@ -50,7 +50,9 @@ class MemoryHorizon(Task):
     NONE = 2
 
     def _validate(self) -> None:
-        self._require(self.vocab >= 2 and self.vocab % 2 == 0, f"vocab={self.vocab} must be even and >= 2 (half keys, half values)")
+        self._require(
+            self.vocab >= 2 and self.vocab % 2 == 0, f"vocab={self.vocab} must be even and >= 2 (half keys, half values)"
+        )
         self._require(self.seq_len >= 2, f"seq_len={self.seq_len} must be >= 2 (a query takes two tokens)")
         self._require(0 < self.p_query < 1, f"p_query={self.p_query} must be in (0, 1)")
         self._require(0 <= self.p_reset < 1, f"p_reset={self.p_reset} must be in [0, 1)")
@@ -72,7 +74,8 @@ class MemoryHorizon(Task):
         return 3 + self.vocab
 
     def token_names(self) -> list[str]:
-        return ["?", "R", "none"] + [f"k{i}" for i in range(len(self.keys))] + [f"v{i}" for i in range(len(self.values))]
+        keys, values = [f"k{i}" for i in range(len(self.keys))], [f"v{i}" for i in range(len(self.values))]
+        return ["?", "R", "none", *keys, *values]
 
     def sample(self, n: int, generator: torch.Generator) -> Batch:
         self._check_n(n)
@@ -106,7 +109,8 @@ class MemoryHorizon(Task):
         answer = torch.where(bound, value.gather(1, source), self.NONE)
         distance = torch.where(bound, start - start.gather(1, source), -1)
 
-        first = torch.where(kind == WRITE, self.keys.start + key, torch.where(kind == QUERY, self.QUERY_TOKEN, self.RESET_TOKEN))
+        marker = torch.where(kind == QUERY, self.QUERY_TOKEN, self.RESET_TOKEN)
+        first = torch.where(kind == WRITE, self.keys.start + key, marker)
         second = torch.where(kind == WRITE, value, self.keys.start + key)
         in_seq = start < L
         has_second = in_seq & (kind != RESET)
@@ -119,7 +123,8 @@ class MemoryHorizon(Task):
         def filled(value: int) -> torch.Tensor:
             return torch.full((n, L + 1), value, dtype=torch.int64, device=device)
 
-        inputs = filled(0).scatter_(1, column(start, in_seq), first).scatter_(1, column(start + 1, has_second), second)
+        inputs = filled(0).scatter_(1, column(start, in_seq), first)
+        inputs.scatter_(1, column(start + 1, has_second), second)
         targets = filled(IGNORE).scatter_(1, column(start + 1, is_query), answer)
         meta = {
             "distance": filled(-1).scatter_(1, column(start + 1, is_query), distance),

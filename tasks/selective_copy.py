@@ -42,7 +42,7 @@ class SelectiveCopy(Task):
         self._require(self.num_tokens >= 1, f"num_tokens={self.num_tokens} must be >= 1")
         self._require(
             2 * self.num_tokens <= self.seq_len,
-            f"2*num_tokens={2 * self.num_tokens} must be <= seq_len={self.seq_len} (data region + one marker per token)",
+            f"2*num_tokens={2 * self.num_tokens} must be <= seq_len={self.seq_len} (data + one marker per token)",
         )
 
     @property

@@ -7,12 +7,16 @@ is derivable from the inputs and sits where the definition puts it.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
+import io
 import re
 
 import pytest
 import torch
 
+from studies import tasks_cli
 from tasks import (
     IGNORE,
     TASKS,
@@ -48,7 +52,7 @@ def oracle_selective_copy(task, x: list[int]) -> dict[int, int]:
 
 def oracle_induction_heads(task, x: list[int]) -> dict[int, int]:
     first, second = [t for t, tok in enumerate(x) if tok == task.TRIGGER]
-    assert second == len(x) - 1
+    assert first + 1 < second == len(x) - 1  # an ordinary token follows the first trigger; the second ends
     return {second: x[first + 1]}
 
 
@@ -137,8 +141,8 @@ INVALID = {
     "mqar": (dict(seq_len=64, num_kv_pairs=30), "mqar: 3*num_kv_pairs=90 must be <= seq_len=64"),
     "selective_copy": (dict(seq_len=10, num_tokens=6), "selective_copy: 2*num_tokens=12 must be <= seq_len=10"),
     "induction_heads": (dict(seq_len=2), "induction_heads: seq_len=2 must be >= 3"),
-    "noisy_recall": (dict(seq_len=40, noise_frac=0.6), "noisy_recall: 3*num_kv_pairs + noise + separator = 24+24+1 = 49"),
-    "fuzzy_recall": (dict(vocab=4, num_kv_pairs=5, key_len=2), "fuzzy_recall: num_kv_pairs=5 must be <= (vocab//2)**key_len=4"),
+    "noisy_recall": (dict(seq_len=40), "noisy_recall: 3*num_kv_pairs + noise + separator = 24+24+1 = 49 must be <="),
+    "fuzzy_recall": (dict(vocab=4, num_kv_pairs=5), "fuzzy_recall: num_kv_pairs=5 must be <= (vocab//2)**key_len=4"),
     "memory_horizon": (dict(p_query=0.7, p_reset=0.3), "memory_horizon: p_query + p_reset = 1.0 must be < 1"),
     "state_tracking": (dict(modulus=1), "state_tracking: modulus=1 must be >= 2"),
 }
@@ -300,6 +304,20 @@ def test_mqar_queries_follow_a_power_law():
     assert crowded_gap < 40 < 100 < uniform_gap
 
 
+@pytest.mark.parametrize("name", ["mqar", "noisy_recall", "fuzzy_recall"])
+def test_query_order_is_independent_of_write_order(name):
+    # Two pairs: the first-written key should be queried first in about half of the sequences.
+    task = make_task(name, num_kv_pairs=2)
+    batch = task.sample(1000, gen(12))
+    first_written_first = 0
+    for x, y in zip(batch.inputs.tolist(), batch.targets.tolist()):
+        key_tokens = [tok for tok in x if tok in task.keys]  # the two writes' keys come first, then the queries'
+        t = next(t for t, v in enumerate(y) if v != IGNORE)  # the first query's (last) key token
+        width = task.key_len if name == "fuzzy_recall" else 1
+        first_written_first += key_tokens[:width] == x[t - width + 1 : t + 1]
+    assert 0.45 < first_written_first / 1000 < 0.55
+
+
 def test_selective_copy_blanks_can_follow_the_last_data_token():
     task = make_task("selective_copy")
     batch = task.sample(64, gen(8))
@@ -419,3 +437,60 @@ def test_metrics_on_a_generated_batch():
 
 def _literal(text: str) -> str:
     return re.escape(text)
+
+
+# --------------------------------------------------------------------------- CLI and benchmark
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="testbed tasks")
+    tasks_cli.add_arguments(parser)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = tasks_cli.run(parser.parse_args(list(argv)))
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_lists_every_task_with_knobs_and_defaults():
+    code, out, _ = cli()
+    assert code == 0
+    for name, cls in TASKS.items():
+        assert f"{name} — " in out
+        assert all(f"{key}={value}" in out for key, value in cls.knobs().items())
+
+
+def test_cli_shows_a_decoded_example():
+    code, out, _ = cli("show", "mqar", "seq_len=12", "vocab=8", "num_kv_pairs=2", "power_a=0.5", "--seed", "4")
+    assert code == 0
+    assert "MQAR(seq_len=12, vocab=8, num_kv_pairs=2, power_a=0.5, filler='blank')" in out
+    batch = make_task("mqar", seq_len=12, vocab=8, num_kv_pairs=2, power_a=0.5).sample(1, gen(4))
+    scored = [str(t) for t in batch.scored[0].nonzero().squeeze(1).tolist()]
+    assert f"scored positions (*): {', '.join(scored)}" in out
+    assert out.count(" *") == 2 and len(out.splitlines()) == 1 + 1 + 12 + 1  # title, header, rows, scored
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (("show", "mqar", "num_kv_pairs=four"), "mqar: num_kv_pairs expects int, got 'four'"),
+        (("show", "mqar", "power_a=x"), "mqar: power_a expects float, got 'x'"),
+        (("show", "mqar", "heads=2"), "mqar: unknown knob 'heads'; its knobs are seq_len, vocab"),
+        (("show", "mqar", "seq_len"), "override 'seq_len' must look like key=value"),
+        (("show", "mqar", "seq_len=8"), "mqar: 3*num_kv_pairs=24 must be <= seq_len=8"),
+        (("show", "parity"), "unknown task 'parity'; valid names: mqar, selective_copy"),
+    ],
+)
+def test_cli_rejects_bad_overrides_clearly(argv, message):
+    code, out, err = cli(*argv)
+    assert code == 2 and out == "" and message in err
+
+
+def test_benchmark_prints_a_row_per_task(monkeypatch, capsys):
+    from studies.bench import tasks as bench
+
+    monkeypatch.setattr(bench, "LENGTH", 64)  # a smoke run of the same code path
+    monkeypatch.setattr(bench, "BATCH", 8)
+    bench.main(quick=True)
+    out = capsys.readouterr().out
+    assert all(f"| {name} " in out for name in TASKS)
+    assert "target: mqar >= 5 M tokens/s ->" in out

@@ -1,0 +1,93 @@
+"""List the tasks with their knobs and defaults, or print one decoded example (`tasks show NAME key=value ...`).
+
+    testbed tasks                                  # every task, its knobs and defaults
+    testbed tasks show mqar num_kv_pairs=4 seq_len=24 --seed 3
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from tasks import IGNORE, TASKS, Task, make_task
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="{show}")
+    show = sub.add_parser("show", help="print one decoded example: inputs, targets, scored positions, metadata")
+    show.add_argument("name", help=f"task name: {', '.join(TASKS)}")
+    show.add_argument("overrides", nargs="*", metavar="key=value", help="knob overrides, e.g. num_kv_pairs=4")
+    show.add_argument("--seed", type=int, default=0, help="generator seed for the example")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action is None:
+        print(list_tasks())
+        return 0
+    try:
+        task = make_task(args.name, **parse_overrides(args.name, args.overrides))
+    except ValueError as error:
+        print(f"testbed tasks show: error: {error}", file=sys.stderr)
+        return 2
+    print(show_example(task, args.seed))
+    return 0
+
+
+def parse_overrides(name: str, items: list[str]) -> dict[str, object]:
+    """["num_kv_pairs=4", ...] -> {"num_kv_pairs": 4}, each value parsed as its dataclass field's type."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; valid names: {', '.join(TASKS)}")
+    types = TASKS[name].knob_types()
+    parsed: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} must look like key=value")
+        if key not in types:
+            raise ValueError(f"{name}: unknown knob {key!r}; its knobs are {', '.join(types)}")
+        kind = types[key]
+        try:
+            parsed[key] = _parse_value(kind, text)
+        except ValueError:
+            raise ValueError(f"{name}: {key} expects {kind.__name__}, got {text!r}") from None
+    return parsed
+
+
+def _parse_value(kind: type, text: str) -> object:
+    if kind is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError(text)
+        return text.lower() == "true"
+    return kind(text)
+
+
+def list_tasks() -> str:
+    lines = []
+    for name, cls in TASKS.items():
+        task = cls()
+        summary = (sys.modules[cls.__module__].__doc__ or "").strip().split("\n")[0]
+        knobs = "  ".join(f"{key}={value}" for key, value in cls.knobs().items())
+        extra = ", extrapolates" if cls.extrapolates else ""
+        lines += [f"{name} — {summary}", f"    {knobs}    (vocab_size {task.vocab_size}{extra})"]
+    return "\n".join(lines)
+
+
+def show_example(task: Task, seed: int) -> str:
+    """One sampled sequence as a table: position, input, target (with * where scored), then metadata."""
+    batch = task.sample(1, torch.Generator().manual_seed(seed))
+    names = task.token_names()
+    per_position = {key: value[0].tolist() for key, value in batch.meta.items() if value.dim() == 2}
+    per_sequence = {key: int(value[0]) for key, value in batch.meta.items() if value.dim() == 1}
+    header = ["pos", "input", "target", *per_position]
+    rows = []
+    for t, (x, y) in enumerate(zip(batch.inputs[0].tolist(), batch.targets[0].tolist())):
+        target = f"{names[y]} *" if y != IGNORE else "."
+        rows.append([str(t), names[x], target, *(str(values[t]) for values in per_position.values())])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [f"{task}  vocab_size={task.vocab_size}  seed={seed}"]
+    lines += ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in [header, *rows]]
+    scored = [str(t) for t, y in enumerate(batch.targets[0].tolist()) if y != IGNORE]
+    lines.append(f"scored positions (*): {', '.join(scored)}")
+    lines += [f"{key}: {value}" for key, value in per_sequence.items()]
+    return "\n".join(lines)
