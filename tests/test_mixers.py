@@ -181,13 +181,13 @@ def test_match_width_lands_within_tolerance_of_default_budget(name: str) -> None
 
 def test_match_width_picks_the_closest_width_and_keeps_overrides() -> None:
     config = match_width("retnet", 200_000, DEFAULT_LM, {"num_heads": 2, "value_factor": 1})
-    assert (config.num_heads, config.value_factor) == (2, 1) and config.d_model % 8 == 0
+    assert (config.num_heads, config.value_factor) == (2, 1) and config.d_model % 4 == 0
     cls = get_mixer("retnet")
 
     def error(d: int) -> int:
         return abs(count_parameters(cls, dataclasses.replace(config, d_model=d), DEFAULT_LM) - 200_000)
 
-    assert error(config.d_model) <= min(error(config.d_model - 8), error(config.d_model + 8))
+    assert error(config.d_model) <= min(error(config.d_model - 4), error(config.d_model + 4))
 
 
 def test_match_width_impossible_target_names_model_and_closest() -> None:
