@@ -91,3 +91,15 @@ def postgres_url() -> Iterator[str]:
         if started:
             pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> Iterator[None]:
+    """Tests use tiny tensors, where a second intra-op thread costs more than it gives (and on a busy
+    2-core machine much more); one thread also keeps float reductions in a fixed order."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
