@@ -43,14 +43,18 @@ def _twice(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x], -1)
 
 
-def _intra_chunk(qr: torch.Tensor, kr: torch.Tensor, v: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+def _intra_chunk(
+    q: torch.Tensor, k: torch.Tensor, qr: torch.Tensor, kr: torch.Tensor, v: torch.Tensor, G: torch.Tensor
+) -> torch.Tensor:
     """Within-chunk outputs Σ_{m ≤ n} (q'_n ⊙ exp(G_n - G_m)) · k'_m v_m, chunk length a power of two.
 
-    qr, kr (..., C, 2K) real-form queries and keys; v (..., C, V); G (..., C, K) cumulative log|a| in the chunk.
+    q, k (..., C, K); qr, kr (..., C, 2K) their real forms; v (..., C, V); G (..., C, K) cumulative log|a| (float64).
     """
     C = qr.shape[-2]
-    # Leaves, m = n: decay 1 and cos(0) = 1, so the term is (q · k) v.
-    y = (qr * kr).sum(-1, keepdim=True) * v  # (..., C, V)
+    # Leaves, m = n: decay 1 and cos(0) = 1, so the term is (q · k) v. Written with q, k rather than
+    # q' · k' = q k (cos² + sin²): that form has the same value but a gradient in the phase that is zero
+    # only up to rounding, and the phase gradient is divided by |a| on its way back to a.
+    y = (q * k).sum(-1, keepdim=True) * v  # (..., C, V)
     b = 2
     while b <= C:
         h = b // 2
@@ -61,8 +65,8 @@ def _intra_chunk(qr: torch.Tensor, kr: torch.Tensor, v: torch.Tensor, G: torch.T
         v1 = v.reshape(*lead, C // b, 2, h, v.shape[-1])[..., 0, :, :]
         Gb = G.reshape(*lead, C // b, 2, h, G.shape[-1])
         G_mid = Gb[..., 0, h - 1 : h, :]  # (..., C/b, 1, K): the last position of the first half
-        decay_q = _twice(torch.exp(Gb[..., 1, :, :] - G_mid))  # (..., C/b, h, 2K), ≤ 1
-        decay_k = _twice(torch.exp(G_mid - Gb[..., 0, :, :]))  # (..., C/b, h, 2K), ≤ 1
+        decay_q = _twice(torch.exp((Gb[..., 1, :, :] - G_mid).to(qr.dtype)))  # (..., C/b, h, 2K), ≤ 1
+        decay_k = _twice(torch.exp((G_mid - Gb[..., 0, :, :]).to(qr.dtype)))  # (..., C/b, h, 2K), ≤ 1
         scores = (q2 * decay_q) @ (k1 * decay_k).transpose(-1, -2)  # (..., C/b, h, h)
         y.view(*lead, C // b, 2, h, v.shape[-1])[..., 1, :, :] += scores @ v1
         b *= 2
@@ -102,33 +106,38 @@ def gateloop_scan_chunked(
         return torch.nn.functional.pad(x, (0, 0, 0, Cp - C))
 
     q, k, v = chunks(q.to(real)), chunks(k.to(real)), chunks(v.to(real))
-    log_mag = chunks(torch.log(a.abs()))  # (B, H, nc, Cp, K), ≤ 0
-    G = log_mag.cumsum(-2)
-    # Phases: cumulative in float64, reduced mod 2π, then cos/sin in the working precision.
-    P = torch.remainder(chunks(torch.angle(a)).to(torch.float64).cumsum(-2), 2 * math.pi).to(real)
-    cos_P, sin_P = torch.cos(P), torch.sin(P)
+    # Cumulative log-gates and phases inside each chunk, in float64: they are only ever used through
+    # differences, which are formed in float64 and then cast. In float32 the difference of two sums of
+    # ~C log-gates loses digits, and the gradient of a small gate (divided by |a| on its way back to a)
+    # is made of exactly the terms that lose them.
+    G = chunks(torch.log(a.abs())).to(torch.float64).cumsum(-2)  # (B, H, nc, Cp, K), non-increasing
+    P = chunks(torch.angle(a)).to(torch.float64).cumsum(-2)
+    P_mod = torch.remainder(P, 2 * math.pi).to(real)
+    cos_P, sin_P = torch.cos(P_mod), torch.sin(P_mod)
     qr = torch.cat([q * cos_P, q * sin_P], -1)  # (B, H, nc, Cp, 2K)
     kr = torch.cat([k * cos_P, k * sin_P], -1)
 
-    y = _intra_chunk(qr, kr, v, G)  # (B, H, nc, Cp, V)
+    y = _intra_chunk(q, k, qr, kr, v, G)  # (B, H, nc, Cp, V)
 
-    # What each chunk adds to the state, decayed to its end: U = Σ_m (A_C / A_m) k_mᵀ v_m, A = Π a.
+    # What each chunk adds to the state: U = Σ_m (A_C / A_m) k_mᵀ v_m, A_C / A_m = e^{E_m + i Φ_m}, written
+    # with Φ_m (not as e^{i P_C} e^{-i P_m}) so that the m = C term has phase exactly 0, not 0 up to rounding.
     G_end, P_end = G[..., -1:, :], P[..., -1:, :]  # (B, H, nc, 1, K)
-    XY = (kr * _twice(torch.exp(G_end - G))).transpose(-1, -2) @ v  # (B, H, nc, 2K, V)
-    # Σ_m decay · k_m e^{-i P_m} v_m = X - iY, then rotate by e^{i P_C}.
-    rot = torch.complex(torch.cos(P_end), torch.sin(P_end)).transpose(-1, -2)  # (B, H, nc, K, 1)
-    U = rot * torch.complex(XY[..., :K, :], -XY[..., K:, :])  # (B, H, nc, K, V)
-    A_end = torch.exp(G_end) * rot.transpose(-1, -2)  # (B, H, nc, 1, K): the chunk's total transition
+    k_decayed = k * torch.exp((G_end - G).to(real))
+    Phi = torch.remainder(P_end - P, 2 * math.pi).to(real)
+    XY = torch.cat([k_decayed * torch.cos(Phi), k_decayed * torch.sin(Phi)], -1).transpose(-1, -2) @ v
+    U = torch.complex(XY[..., :K, :], XY[..., K:, :])  # (B, H, nc, K, V)
+    # The chunk's total transition A_C = e^{G_C + i P_C}, (B, H, nc, K, 1).
+    A_end = torch.polar(torch.exp(G_end), torch.remainder(P_end, 2 * math.pi)).to(a.dtype).transpose(-1, -2)
 
     incoming = []
     for c in range(nc):
         incoming.append(state)
-        state = A_end[:, :, c, 0, :, None] * state + U[:, :, c]
+        state = A_end[:, :, c] * state + U[:, :, c]
     S_in = torch.stack(incoming, 2)  # (B, H, nc, K, V): the state entering each chunk
 
     # Re(q_n A_n S) with A_n = e^{G_n + i P_n}: q' e^{G_n} against [Re S; -Im S].
     R = torch.cat([S_in.real, -S_in.imag], -2)  # (B, H, nc, 2K, V)
-    y = y + (qr * _twice(torch.exp(G))) @ R
+    y = y + (qr * _twice(torch.exp(G.to(real)))) @ R
 
     y = y[..., :C, :].reshape(B, H, nc * C, V)[:, :, :L].transpose(1, 2)  # (B, L, H, V)
     return y.to(out_dtype), state

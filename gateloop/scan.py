@@ -5,7 +5,15 @@
 Shapes: q, k (B, L, H, K) real; v (B, L, H, V) real; a (B, L, H, K) complex with |a| <= 1;
 state (B, H, K, V) complex; y (B, L, H, V) real.
 
-`gateloop_scan_ref` is the plain loop over time: the spec every other mode is tested against.
+`gateloop_scan_ref` is the plain loop over time: the spec every other mode is tested against. The modes
+(`MODES`, chosen by `gateloop_scan(..., mode=...)`):
+
+- "recurrent"   `gateloop_scan_ref`: O(L) sequential steps; `gateloop_step` is its single step, for decoding.
+- "scan"        `gateloop_scan_assoc`: associative scan, log depth, materialises every K×V state.
+- "chunked"     `gateloop_scan_chunked` (chunked.py): matmuls inside chunks, the state carried across.
+- "attention"   `gateloop_scan_attention`: O(L²) surrogate attention with a masked decay tensor.
+- "elementwise" `gateloop_scan_elementwise` (elementwise.py): B·H·K·V scalar recurrences with a
+                hand-written backward; what "chunked" runs when K = V = 1.
 """
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ import torch
 
 from gateloop._inputs import check_scan_inputs
 from gateloop.chunked import gateloop_scan_chunked
+from gateloop.elementwise import gateloop_scan_elementwise
 
 
 def gateloop_step(
@@ -34,15 +43,102 @@ def gateloop_scan_ref(
     """The recurrence written down as a loop over time. O(L) sequential steps."""
     state = check_scan_inputs(q, k, v, a, initial_state)
     ys = []
-    for n in range(q.shape[1]):
-        y, state = gateloop_step(q[:, n], k[:, n], v[:, n], a[:, n], state)
+    # unbind, not q[:, n]: autograd turns every index into a full-size zero gradient, O(L²) in backward.
+    for q_n, k_n, v_n, a_n in zip(q.unbind(1), k.unbind(1), v.unbind(1), a.unbind(1)):
+        y, state = gateloop_step(q_n, k_n, v_n, a_n, state)
         ys.append(y)
     return torch.stack(ys, dim=1), state
 
 
+def _associative_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """All prefix combinations along dim 1 under (a_i, S_i) • (a_j, S_j) = (a_j a_i, a_j S_i + S_j).
+
+    a (B, L, H, K, 1) complex, b (B, L, H, K, V) complex; returns the states S (B, L, H, K, V).
+    Odd–even recursion: combine neighbouring pairs, scan the half-length sequence of pairs (which yields
+    the states at odd positions), then fill in the even positions with one step each. O(L) work, depth
+    2 log2(L), every K×V state materialised.
+    """
+    L = b.shape[1]
+    if L == 1:
+        return b
+    half = L // 2
+    a_even, a_odd = a[:, 0 : 2 * half : 2], a[:, 1 : 2 * half : 2]
+    b_even, b_odd = b[:, 0 : 2 * half : 2], b[:, 1 : 2 * half : 2]
+    S_odd = _associative_scan(a_odd * a_even, a_odd * b_even + b_odd)  # states at 1, 3, 5, ...
+    # States at 2, 4, ...: one step from the odd state before each; position 0 is b_0 itself.
+    S_even = torch.cat([b[:, :1], a[:, 2::2] * S_odd[:, : (L - 1) // 2] + b[:, 2::2]], 1)
+    S = torch.stack([S_even[:, :half], S_odd], 2).flatten(1, 2)
+    return torch.cat([S, S_even[:, half:]], 1) if L % 2 else S
+
+
+def gateloop_scan_assoc(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    a: torch.Tensor,
+    initial_state: torch.Tensor | None = None,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The "scan" mode: a log-depth associative scan over (a_n, k_nᵀ v_n) pairs. chunk_size is unused.
+
+    Memory-bound: it materialises the K×V state at every step, several times over (B·L·H·K·V complex).
+    """
+    state = check_scan_inputs(q, k, v, a, initial_state)
+    out_dtype, real = q.dtype, a.real.dtype
+    q, k, v = q.to(real), k.to(real), v.to(real)
+    kv = (k.unsqueeze(-1) * v.unsqueeze(-2)).to(a.dtype)  # (B, L, H, K, V)
+    # The initial state enters as part of the first step's input: S_0' = a_0 S_init + k_0ᵀ v_0.
+    kv = torch.cat([a[:, :1].unsqueeze(-1) * state.unsqueeze(1) + kv[:, :1], kv[:, 1:]], 1)
+    S = _associative_scan(a.unsqueeze(-1), kv)  # (B, L, H, K, V)
+    y = torch.einsum("blhk,blhkv->blhv", q, S.real)
+    return y.to(out_dtype), S[:, -1]
+
+
+def gateloop_scan_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    a: torch.Tensor,
+    initial_state: torch.Tensor | None = None,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The "attention" mode: Y = Re((Q Kᵀ ⊙ D) V) with D_nm = Π_{m<j≤n} a_j, O(L²·K) time and memory.
+
+    a varies per key channel, so D is (L, L, K) per head and the scores are Σ_κ q_nκ k_mκ D_nmκ.
+    D is exp of differences of cumulative log-gates, masked to -inf above the diagonal *before* exp, so
+    only exponents ≤ 0 are ever taken; the naive P_n / P_m with P = cumprod(a) underflows P to 0 after
+    ~100 steps at |a| = 0.5 and gives 0/0 = NaN. Cumulative log-gates and phases are summed and
+    differenced in float64 (a phase summed over thousands of steps has no float32 digits left to
+    difference), then cast to the working precision. chunk_size is unused.
+    """
+    state = check_scan_inputs(q, k, v, a, initial_state)
+    out_dtype, real = q.dtype, a.real.dtype
+    q, k, v = q.to(real), k.to(real), v.to(real)
+    L = q.shape[1]
+    G = torch.log(a.abs()).to(torch.float64).cumsum(1)  # (B, L, H, K), non-increasing
+    P = torch.angle(a).to(torch.float64).cumsum(1)
+    causal = torch.ones(L, L, dtype=torch.bool, device=a.device).tril()[None, :, :, None, None]  # (1, n, m, 1, 1)
+    log_D = torch.where(causal, G[:, :, None] - G[:, None, :], -torch.inf).to(real)  # (B, n, m, H, K), ≤ 0
+    phase_D = torch.remainder(P[:, :, None] - P[:, None, :], 2 * torch.pi).to(real)
+    D_real = torch.exp(log_D) * torch.cos(phase_D)  # Re D; V is real, so Re(scores V) = Re(scores) V
+    scores = torch.einsum("bnhk,bmhk,bnmhk->bhnm", q, k, D_real)
+    y = torch.einsum("bhnm,bmhv->bnhv", scores, v)
+    # The initial state decays by the full prefix A_n = Π_{j≤n} a_j = exp(G_n + i P_n), |A_n| <= 1.
+    A = torch.polar(torch.exp(G), torch.remainder(P, 2 * torch.pi)).to(a.dtype)  # (B, L, H, K)
+    # Re(q A_n S) = (q Re A_n) Re S - (q Im A_n) Im S, q real.
+    y = y + torch.einsum("bnhk,bhkv->bnhv", q * A.real, state.real) - torch.einsum("bnhk,bhkv->bnhv", q * A.imag, state.imag)
+    # Final state: the last row of D in full complex form, plus the decayed initial state.
+    D_last = torch.polar(torch.exp(G[:, -1:] - G), torch.remainder(P[:, -1:] - P, 2 * torch.pi)).to(a.dtype)
+    final = torch.einsum("bmhk,bmhv->bhkv", D_last * k, v.to(a.dtype)) + A[:, -1].unsqueeze(-1) * state
+    return y.to(out_dtype), final
+
+
 MODES: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
     "recurrent": gateloop_scan_ref,
+    "scan": gateloop_scan_assoc,
     "chunked": gateloop_scan_chunked,
+    "attention": gateloop_scan_attention,
+    "elementwise": gateloop_scan_elementwise,
 }
 
 
@@ -55,9 +151,19 @@ def gateloop_scan(
     mode: str = "chunked",
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the GateLoop recurrence with the chosen computation mode; returns (y, final_state)."""
+    """Run the GateLoop recurrence with the chosen computation mode; returns (y, final_state).
+
+    q, k (B, L, H, K) real; v (B, L, H, V) real; a (B, L, H, K) complex, 0 < |a| <= 1;
+    initial_state (B, H, K, V) complex or None (zeros). y (B, L, H, V) has q's dtype; the final state
+    (B, H, K, V) has a's. All modes agree with "recurrent" and are differentiable in every input.
+
+    "chunked" is the training default. With K = V = 1 (max-headed) there is no matmul for it to use, and
+    it runs the "elementwise" engine instead (chunk_size then sets that engine's within-chunk loop).
+    """
     if mode not in MODES:
         raise ValueError(f"unknown gateloop_scan mode {mode!r}; valid modes: {sorted(MODES)}")
     if mode == "recurrent":
         return gateloop_scan_ref(q, k, v, a, initial_state)
+    if mode == "chunked" and q.shape[-1] == 1 and v.shape[-1] == 1:
+        mode = "elementwise"
     return MODES[mode](q, k, v, a, initial_state, chunk_size=chunk_size)
