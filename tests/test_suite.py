@@ -75,7 +75,7 @@ def test_output_dir_of_another_config_version_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model", "gatelop"], "valid names"),
+        (["--model", "gatelop"], "valid mixers"),
         (["--model", "gateloop", "--tasks", "mqarr"], "valid tasks"),
         (["--model", "gateloop", "--tasks", "mqar", "task.num_kv_pairs=100"], "num_kv_pairs"),
         (["--model", "gateloop", "--tasks", "mqar", "task.nope=1"], "match no selected task"),
