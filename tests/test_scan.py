@@ -1,0 +1,281 @@
+"""The GateLoop engines agree with the reference loop, and the loop agrees with the special cases it claims.
+
+Every mode runs in complex64 and is compared with the loop run in complex128 on the same inputs (the loop
+in float64 is the ground truth; a float32 loop would itself be off by ~1e-7), in outputs, final state and
+the gradients of q, k, v, a and the initial state under random cotangents. A second, float64 comparison
+at a tight tolerance catches mistakes that a 1e-5 tolerance could hide.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import pytest
+import torch
+
+from gateloop.chunked import gateloop_scan_chunked
+from gateloop.elementwise import gateloop_scan_elementwise
+from gateloop.scan import (
+    MODES,
+    gateloop_scan,
+    gateloop_scan_assoc,
+    gateloop_scan_attention,
+    gateloop_scan_ref,
+    gateloop_step,
+)
+
+FAST_MODES = {
+    "scan": gateloop_scan_assoc,
+    "chunked": gateloop_scan_chunked,
+    "attention": gateloop_scan_attention,
+    "elementwise": gateloop_scan_elementwise,
+}
+LENGTHS = (1, 7, 64, 200, 1000)
+# Per length: a chunk size that divides L and one that does not (7 and 24 are not powers of two either).
+CHUNKS = {1: (1, 4), 7: (7, 4), 64: (16, 24), 200: (8, 64), 1000: (8, 64)}
+MAGNITUDES = (1e-3, 0.5, 1 - 1e-3)
+TOL32 = 1e-5  # relative error of a complex64 mode against the complex128 loop
+TOL64 = 1e-10  # the same comparison with the mode in complex128
+
+
+def make_inputs(
+    B: int, L: int, H: int, K: int, V: int, magnitude: float, random_phase: bool, seed: int = 0
+) -> tuple[torch.Tensor, ...]:
+    """q, k (B, L, H, K), v (B, L, H, V), a (B, L, H, K), s0 (B, H, K, V) in float64 / complex128.
+
+    |a| is `magnitude` with a ±10 % log-normal jitter (capped at 1); phases uniform on [0, 2π) or zero.
+    """
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, L, H, K, generator=g, dtype=torch.float64)
+    k = torch.randn(B, L, H, K, generator=g, dtype=torch.float64)
+    v = torch.randn(B, L, H, V, generator=g, dtype=torch.float64)
+    jitter = torch.exp(0.1 * torch.randn(B, L, H, K, generator=g, dtype=torch.float64))
+    mag = (magnitude * jitter).clamp(max=1.0)
+    phase = 2 * math.pi * torch.rand(B, L, H, K, generator=g, dtype=torch.float64) * float(random_phase)
+    a = torch.polar(mag, phase)
+    s0 = torch.randn(B, H, K, V, generator=g, dtype=torch.complex128)
+    return q, k, v, a, s0
+
+
+def cotangents(y_shape: tuple[int, ...], state_shape: tuple[int, ...], seed: int = 1) -> tuple[torch.Tensor, ...]:
+    """Random cotangents for y (real) and the final state (complex)."""
+    g = torch.Generator().manual_seed(seed)
+    gy = torch.randn(y_shape, generator=g, dtype=torch.float64)
+    gs = torch.randn(state_shape, generator=g, dtype=torch.complex128)
+    return gy, gs
+
+
+def run_with_grads(
+    fn, inputs: tuple[torch.Tensor, ...], gy: torch.Tensor, gs: torch.Tensor, **kwargs
+) -> list[torch.Tensor]:
+    """[y, final_state, grad q, grad k, grad v, grad a, (grad s0)] of fn under cotangents (gy, gs)."""
+    leaves = [x.detach().clone().requires_grad_() for x in inputs]
+    y, state = fn(*leaves, **kwargs)
+    loss = (y * gy.to(y.dtype)).sum() + (state.conj() * gs.to(state.dtype)).real.sum()
+    grads = torch.autograd.grad(loss, leaves)
+    return [y.detach(), state.detach(), *grads]
+
+
+def to_single(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.complex64) if x.is_complex() else x.to(torch.float32)
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((x.to(ref.dtype) - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+
+
+def assert_close_to(results: list[torch.Tensor], reference: list[torch.Tensor], tol: float, what: str) -> None:
+    names = ["y", "final_state", "grad_q", "grad_k", "grad_v", "grad_a", "grad_s0"]
+    for name, x, ref in zip(names, results, reference):
+        assert torch.isfinite(torch.view_as_real(x) if x.is_complex() else x).all(), f"{what}: {name} not finite"
+        err = rel_err(x, ref)
+        assert err <= tol, f"{what}: {name} relative error {err:.2e} > {tol:.0e}"
+
+
+@functools.lru_cache(maxsize=None)
+def reference(L: int, magnitude: float, random_phase: bool, with_state: bool, shape: tuple[int, ...]):
+    """Inputs, cotangents and the loop's results in float64, shared by every mode that is compared to them."""
+    B, H, K, V = shape
+    q, k, v, a, s0 = make_inputs(B, L, H, K, V, magnitude, random_phase)
+    inputs = (q, k, v, a, s0) if with_state else (q, k, v, a)
+    gy, gs = cotangents((B, L, H, V), (B, H, K, V))
+    return inputs, gy, gs, run_with_grads(gateloop_scan_ref, inputs, gy, gs)
+
+
+def cases(L: int, mode: str = ""):
+    """(|a|, random phase, initial state) combinations. The O(L²·K) attention mode at L = 1000 takes
+    only the combinations with random phases and an initial state, to keep the file fast."""
+    for magnitude in MAGNITUDES:
+        for random_phase in (False, True):
+            for with_state in (False, True):
+                if mode == "attention" and L >= 1000 and not (random_phase and with_state):
+                    continue
+                yield magnitude, random_phase, with_state
+
+
+MATRIX = (1, 2, 2, 3)  # (B, H, K, V): matrix state per head
+ELEMENTWISE = (2, 3, 1, 1)  # max-headed: K = V = 1
+
+
+@pytest.mark.parametrize("L", LENGTHS)
+@pytest.mark.parametrize("mode", sorted(FAST_MODES))
+def test_mode_matches_loop_complex64(mode: str, L: int) -> None:
+    fn = FAST_MODES[mode]
+    chunk_sizes = CHUNKS[L] if mode in ("chunked", "elementwise") else (64,)
+    for magnitude, random_phase, with_state in cases(L, mode):
+        inputs, gy, gs, expected = reference(L, magnitude, random_phase, with_state, MATRIX)
+        for chunk_size in chunk_sizes:
+            got = run_with_grads(fn, tuple(map(to_single, inputs)), gy, gs, chunk_size=chunk_size)
+            what = f"{mode} L={L} C={chunk_size} |a|={magnitude} phase={random_phase} s0={with_state}"
+            assert_close_to(got, expected, TOL32, what)
+
+
+@pytest.mark.parametrize("L", (7, 200))
+@pytest.mark.parametrize("mode", sorted(FAST_MODES))
+def test_mode_matches_loop_float64(mode: str, L: int) -> None:
+    for magnitude, random_phase, with_state in cases(L):
+        inputs, gy, gs, expected = reference(L, magnitude, random_phase, with_state, MATRIX)
+        got = run_with_grads(FAST_MODES[mode], inputs, gy, gs, chunk_size=CHUNKS[L][1])
+        assert_close_to(got, expected, TOL64, f"{mode} float64 L={L} |a|={magnitude}")
+
+
+@pytest.mark.parametrize("L", (7, 200))
+@pytest.mark.parametrize("mode", sorted(FAST_MODES))
+def test_mode_matches_loop_max_headed(mode: str, L: int) -> None:
+    for magnitude, random_phase, with_state in cases(L):
+        inputs, gy, gs, expected = reference(L, magnitude, random_phase, with_state, ELEMENTWISE)
+        got = run_with_grads(FAST_MODES[mode], tuple(map(to_single, inputs)), gy, gs, chunk_size=CHUNKS[L][1])
+        assert_close_to(got, expected, TOL32, f"{mode} K=V=1 L={L} |a|={magnitude}")
+
+
+def test_dispatcher_runs_every_mode_and_routes_max_headed_chunked_to_elementwise(monkeypatch) -> None:
+    inputs, gy, gs, expected = reference(7, 0.5, True, True, ELEMENTWISE)
+    for mode in MODES:
+        got = run_with_grads(gateloop_scan, inputs, gy, gs, mode=mode, chunk_size=4)
+        assert_close_to(got, expected, TOL64, f"gateloop_scan(mode={mode!r})")
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["chunk_size"])
+        return gateloop_scan_elementwise(*args, **kwargs)
+
+    monkeypatch.setitem(MODES, "elementwise", spy)
+    gateloop_scan(*inputs, mode="chunked", chunk_size=4)
+    assert calls == [4]
+    matrix_inputs = reference(7, 0.5, True, True, MATRIX)[0]
+    gateloop_scan(*matrix_inputs, mode="chunked", chunk_size=4)
+    assert calls == [4], "a matrix state must run the chunked engine, not the elementwise one"
+
+
+def test_default_mode_is_chunked() -> None:
+    inputs, gy, gs, expected = reference(64, 0.5, True, True, MATRIX)
+    got = run_with_grads(gateloop_scan, tuple(map(to_single, inputs)), gy, gs)
+    assert_close_to(got, expected, TOL32, "gateloop_scan defaults")
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_state_passing(mode: str) -> None:
+    """Scanning x[:t] and then x[t:] from the carried state equals scanning x (t inside a chunk)."""
+    q, k, v, a, s0 = make_inputs(1, 50, 2, 2, 3, 0.9, True, seed=3)
+    y, final = gateloop_scan(q, k, v, a, s0, mode=mode, chunk_size=8)
+    t = 21
+    y1, mid = gateloop_scan(q[:, :t], k[:, :t], v[:, :t], a[:, :t], s0, mode=mode, chunk_size=8)
+    y2, final2 = gateloop_scan(q[:, t:], k[:, t:], v[:, t:], a[:, t:], mid, mode=mode, chunk_size=8)
+    assert rel_err(torch.cat([y1, y2], 1), y) < TOL64
+    assert rel_err(final2, final) < TOL64
+
+
+def test_step_continues_a_scan() -> None:
+    """Decoding with gateloop_step from the state a chunked scan returns reproduces the longer scan."""
+    q, k, v, a, s0 = make_inputs(2, 30, 2, 2, 3, 0.9, True, seed=4)
+    y, final = gateloop_scan(q, k, v, a, s0, mode="chunked", chunk_size=8)
+    _, state = gateloop_scan(q[:, :20], k[:, :20], v[:, :20], a[:, :20], s0, mode="chunked", chunk_size=8)
+    for n in range(20, 30):
+        y_n, state = gateloop_step(q[:, n], k[:, n], v[:, n], a[:, n], state)
+        assert rel_err(y_n, y[:, n]) < TOL64
+    assert rel_err(state, final) < TOL64
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_gradcheck_complex128(mode: str) -> None:
+    """Finite differences (torch.autograd.gradcheck, complex inputs checked as Wirtinger pairs)."""
+    q, k, v, a, s0 = make_inputs(1, 5, 1, 2, 2, 0.7, True, seed=5)
+    inputs = tuple(x.requires_grad_() for x in (q, k, v, a, s0))
+    assert torch.autograd.gradcheck(lambda *xs: gateloop_scan(*xs, mode=mode, chunk_size=2), inputs)
+
+
+def naive_surrogate_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """The form to avoid: D_nm = P_n / P_m with P = cumprod(a). B = H = K = 1: q, k, v, a (L,)."""
+    P = torch.cumprod(a, 0)
+    D = torch.tril(P[:, None] / P[None, :])
+    return ((q[:, None] * k[None, :] * D) @ v.to(D.dtype)).real
+
+
+def test_attention_is_finite_and_correct_where_cumprod_divide_is_nan() -> None:
+    L = 2048
+    q, k, v, a, _ = make_inputs(1, L, 1, 1, 1, 0.5, True, seed=6)
+    a = torch.polar(torch.full_like(a.abs(), 0.5), a.angle())  # |a| = 0.5 exactly: cumprod underflows
+    single = tuple(map(to_single, (q, k, v, a)))
+    naive = naive_surrogate_attention(*(x[0, :, 0, 0] for x in single))
+    assert torch.isnan(naive).any(), "the naive form was expected to produce NaN at this length"
+    y_ref, state_ref = gateloop_scan_ref(q, k, v, a)
+    leaves = [x.clone().requires_grad_() for x in single]
+    y, state = gateloop_scan_attention(*leaves)
+    assert rel_err(y, y_ref) < TOL32 and rel_err(state, state_ref) < TOL32
+    grads = torch.autograd.grad(y.sum() + state.real.sum(), leaves)
+    assert all(torch.isfinite(torch.view_as_real(g) if g.is_complex() else g).all() for g in grads)
+
+
+def retention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """RetNet's parallel retention, written independently of the engines.
+
+    y_n = Σ_{m ≤ n} Σ_κ γ^{n-m} cos((n - m) θ_κ) q_nκ k_mκ v_m per head, i.e. Re((q_n e^{inθ}) · conj(k_m e^{imθ}))
+    scaled by γ^{n-m}. q, k (B, L, H, K); v (B, L, H, V); gamma (H,); theta (H, K).
+    """
+    L = q.shape[1]
+    n = torch.arange(L, dtype=torch.float64)
+    lag = (n[:, None] - n[None, :]).clamp_min(0)  # (n, m)
+    causal = torch.tril(torch.ones(L, L, dtype=torch.bool))
+    decay = torch.where(causal[None], gamma[:, None, None] ** lag[None], 0.0)  # (H, n, m)
+    rot = torch.cos(lag[None, :, :, None] * theta[:, None, None, :])  # (H, n, m, K)
+    scores = torch.einsum("bnhk,bmhk,hnmk,hnm->bhnm", q, k, rot, decay)
+    return torch.einsum("bhnm,bmhv->bnhv", scores, v)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_fixed_gate_is_retention(mode: str) -> None:
+    B, L, H, K, V = 2, 40, 3, 2, 3
+    q, k, v, _, _ = make_inputs(B, L, H, K, V, 0.5, False, seed=7)
+    gamma = 1 - 2.0 ** (-torch.arange(H, dtype=torch.float64) - 2)  # RetNet-style per-head decays
+    theta = torch.linspace(0.1, 1.3, H * K, dtype=torch.float64).reshape(H, K)
+    real_gate = gamma[:, None].expand(H, K).to(torch.complex128).expand(B, L, H, K)
+    y, _ = gateloop_scan(q, k, v, real_gate, mode=mode, chunk_size=16)
+    assert rel_err(y, retention(q, k, v, gamma, torch.zeros(H, K, dtype=torch.float64))) < TOL64
+    rotating_gate = torch.polar(gamma[:, None].expand(H, K), theta).expand(B, L, H, K)
+    y, _ = gateloop_scan(q, k, v, rotating_gate, mode=mode, chunk_size=16)
+    assert rel_err(y, retention(q, k, v, gamma, theta)) < TOL64
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_unit_gate_is_causal_linear_attention(mode: str) -> None:
+    B, L, H, K, V = 2, 37, 2, 3, 2
+    q, k, v, _, _ = make_inputs(B, L, H, K, V, 0.5, False, seed=8)
+    ones = torch.ones(B, L, H, K, dtype=torch.complex128)
+    y, state = gateloop_scan(q, k, v, ones, mode=mode, chunk_size=8)
+    scores = torch.einsum("bnhk,bmhk->bhnm", q, k).tril()
+    assert rel_err(y, torch.einsum("bhnm,bmhv->bnhv", scores, v)) < TOL64
+    assert rel_err(state, torch.einsum("blhk,blhv->bhkv", k, v).to(state.dtype)) < TOL64
+
+
+def test_bad_inputs_raise() -> None:
+    q, k, v, a, s0 = make_inputs(1, 5, 2, 2, 3, 0.5, True)
+    with pytest.raises(ValueError, match="unknown gateloop_scan mode"):
+        gateloop_scan(q, k, v, a, mode="fft")
+    with pytest.raises(ValueError, match="must be complex"):
+        gateloop_scan(q, k, v, a.abs())
+    with pytest.raises(ValueError, match="share one shape"):
+        gateloop_scan(q, k[..., :1], v, a)
+    with pytest.raises(ValueError, match="initial_state has shape"):
+        gateloop_scan(q, k, v, a, s0[..., :2])
+    with pytest.raises(ValueError, match="chunk_size"):
+        gateloop_scan(q, k, v, a, chunk_size=0)
