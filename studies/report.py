@@ -208,7 +208,7 @@ def figures(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]]
         fig, ax = plt.subplots(figsize=(max(5, 1.5 * df["task"].nunique() * df["model"].nunique() ** 0.5), 4))
         sns.barplot(data=df, x="task", y="accuracy", hue="model", errorbar=("ci", 95), seed=0, alpha=0.6, ax=ax)
         sns.stripplot(data=df, x="task", y="accuracy", hue="model", dodge=True, legend=False, size=4,
-                      color="black", ax=ax)
+                      palette={m: "black" for m in df["model"].unique()}, ax=ax)
         ax.set(ylim=(0, 1.02), ylabel="held-out token accuracy",
                title="Best configuration re-trained over seeds (95% bootstrap CI)")
         fig.tight_layout()

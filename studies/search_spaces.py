@@ -3,8 +3,9 @@
 Every model is searched over the same three optimisation knobs (learning rate, weight decay, warmup).
 A model gets an extra knob only where its authors tune one: the models with trainable transition
 parameters (gates, eigenvalues, Δ) also search the learning-rate factor of those parameters, as S4/S5
-and LRU train them with a reduced learning rate and DESIGN §3 allows GateLoop's gates a lower one.
-RetNet's decays are fixed and attention has no transition, so they get no such knob. The number of
+and LRU train them with a reduced learning rate and DESIGN §3 allows GateLoop's gates a lower one;
+LRU also searches the inner radius of its eigenvalue ring, which its authors set per task. RetNet's
+decays are fixed and attention has no transition, so they get no such knob. The number of
 knobs differs between models; the budget (finished trials) does not.
 
 A mixer that is not listed here (a new baseline, an ablation variant) is searched over `COMMON`,
@@ -111,6 +112,9 @@ WARMUP = Knob("warmup_fraction", "train.warmup_steps", 0.0, 0.2, fraction_of_ste
 # every model with a learned transition lower it for stability, none raise it).
 TRANSITION_LR = Knob("transition_lr_factor", "train.transition_lr_factor", 0.1, 1.0, log=True)
 
+# LRU's authors sweep the inner radius of its eigenvalue ring per task (Orvieto et al. 2023, LRA).
+LRU_R_MIN = Knob("r_min", "mixer.r_min", 0.0, 0.99)
+
 COMMON = SearchSpace((LR, WEIGHT_DECAY, WARMUP))
 WITH_TRANSITION = SearchSpace((LR, WEIGHT_DECAY, WARMUP, TRANSITION_LR))
 
@@ -118,7 +122,7 @@ SEARCH_SPACES: dict[str, SearchSpace] = {
     "gateloop": WITH_TRANSITION,
     "s4d": WITH_TRANSITION,
     "s5": WITH_TRANSITION,
-    "lru": WITH_TRANSITION,
+    "lru": SearchSpace((LR, WEIGHT_DECAY, WARMUP, TRANSITION_LR, LRU_R_MIN)),
     "mamba": WITH_TRANSITION,
     "retnet": COMMON,
     "attention": COMMON,

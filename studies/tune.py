@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import socket
 import sys
@@ -50,6 +51,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy.exc
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
@@ -98,12 +100,21 @@ def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL,
     elif url.startswith("postgresql"):
         engine_kwargs["pool_pre_ping"] = True
     retry = _retry_callback()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-            **retry,
-        )
+    # Workers started together on a fresh database race to create Optuna's tables; the loser sees a
+    # duplicate-key or "already exists" error, and on a second look finds the tables made.
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period, **retry,
+                )
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + (os.getpid() % 7) / 7)  # workers started together retry at different times
+    raise AssertionError("unreachable")
 
 
 def _retry_callback() -> dict[str, Any]:
@@ -378,7 +389,7 @@ class _Job:
 
     def run_one(self) -> None:
         try:
-            self.study.optimize(self.objective, n_trials=1, catch=(SurplusTrial,), gc_after_trial=True)
+            self.study.optimize(self.objective, n_trials=1, catch=(SurplusTrial,))
         except optuna.exceptions.UpdateFinishedTrialError:
             # Another worker judged this trial dead (its heartbeat was late) and re-queued it; the
             # re-queued copy runs instead, so this result is dropped rather than counted twice.
@@ -389,8 +400,17 @@ class _Job:
                    key=lambda t: t.number, default=None)
         if last is not None:
             value = "" if last.value is None else f" value={last.value:.4f}"
-            print(f"[{self.study.study_name}] trial {last.number} {last.state.name}{value} "
-                  f"status={last.user_attrs.get('status', '-')} worker={_worker()}", flush=True)
+            status = "surplus (refused, not counted)" if last.user_attrs.get("surplus") else \
+                last.user_attrs.get("status", "-")
+            print(f"[{self.study.study_name}] trial {last.number} {last.state.name}{value} status={status} "
+                  f"worker={_worker()}", flush=True)
+
+
+class _HideSurplusTracebacks(logging.Filter):
+    """Optuna logs every FAIL with a traceback; a refused surplus trial is routine, and reported above."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SurplusTrial" not in record.getMessage()
 
 
 def _tuning_state(budget: int):
@@ -417,6 +437,9 @@ def _confirm_state(seeds: Sequence[int]):
 def work(jobs: Sequence[_Job], poll: float = POLL_SECONDS) -> None:
     """Run trials of the first study with a free slot until every study is done; wait while slots are
     held by trials running on other workers (one of them may yet fail and free its slot)."""
+    optimize_logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _HideSurplusTracebacks) for f in optimize_logger.filters):
+        optimize_logger.addFilter(_HideSurplusTracebacks())
     waiting_since = None
     while True:
         states = [job.state() for job in jobs]

@@ -1,0 +1,336 @@
+"""Tuning studies on SQLite: exact budgets (also across concurrent workers), diverged trials, surplus
+trials, refusal of a changed search space, confirmation over fresh seeds, and the report from storage.
+
+Most tests replace `studies.tune.train` by a fake whose accuracy is a known function of the learning
+rate, so budgets and tables can be checked exactly without CPU cost; the two-worker test trains for
+real (smoke preset, tiny overrides) through `python -m studies tune`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import FrozenTrial, TrialState
+
+from studies import report as report_mod
+from studies import tune
+from studies.results import read_jsonl
+from studies.search_spaces import COMMON, SEARCH_SPACE_VERSION, Knob, SearchSpace, get_search_space
+from studies.train import EvalRecord, TrainResult
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+TASK = "mqar"
+TINY = ["train.steps=12", "train.eval_every=4", "train.batch_size=4", "train.test_size=16"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fake_accuracy(lr: float) -> float:
+    """Peaks at lr = 1e-3 (log scale); a pure function of the hyperparameter, so results are checkable."""
+    return 1.0 / (1.0 + (math.log10(lr) + 3.0) ** 2)
+
+
+class FakeTrain:
+    """Stands in for studies.train.train: reports three evaluations rising to `fake_accuracy(lr)`."""
+
+    def __init__(self, diverge_above: float = math.inf) -> None:
+        self.diverge_above = diverge_above
+        self.calls: list[tuple[float, int]] = []
+
+    def __call__(self, config, on_eval=None, progress=True) -> TrainResult:
+        lr, seed = config.train.lr, config.train.seed
+        self.calls.append((lr, seed))
+        target = fake_accuracy(lr) + 0.01 * (seed % 7)  # seeds differ a little, deterministically
+        steps = config.train.steps
+        if lr > self.diverge_above:
+            return TrainResult("diverged", 3, None, [], {}, 100, 200, 10, 0.0, config.to_dict())
+        history = [EvalRecord(s, 1.0 - target * f, target * f, 0.0) for s, f in
+                   ((steps // 3, 0.5), (2 * steps // 3, 0.8), (steps, 1.0))]
+        for record in history:
+            if on_eval is not None:
+                on_eval(record)
+        final = {config.task.seq_len: {"accuracy": target, "sequence_accuracy": 0.0}}
+        return TrainResult("completed", steps, None, history, final, 100, 200, 10, 0.01, config.to_dict())
+
+
+@pytest.fixture
+def storage(tmp_path):
+    return tune.open_storage(f"sqlite:///{tmp_path / 'studies.db'}", heartbeat_interval=1, grace_period=5)
+
+
+def finished(study: optuna.Study) -> list[FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False) if t.state in tune.COUNTED]
+
+
+def frozen(number: int, state: TrialState, **attrs) -> FrozenTrial:
+    return FrozenTrial(number=number, state=state, value=0.5 if state == TrialState.COMPLETE else None,
+                       datetime_start=None, datetime_complete=None, params={}, distributions={},
+                       user_attrs=attrs, system_attrs={}, intermediate_values={}, trial_id=number)
+
+
+# --------------------------------------------------------------------------------------- search spaces
+
+
+def test_search_space_applies_knobs_to_the_config():
+    config = tune.base_config(TASK, "gateloop", "smoke", TINY)
+    space = get_search_space("gateloop")
+    assert [k.name for k in space.knobs] == ["lr", "weight_decay", "warmup_fraction", "transition_lr_factor"]
+    applied = space.apply(config, {"lr": 2e-3, "weight_decay": 0.05, "warmup_fraction": 0.25 / 3,
+                                   "transition_lr_factor": 0.5})
+    assert applied.train.lr == 2e-3 and applied.train.weight_decay == 0.05
+    assert applied.train.warmup_steps == 1  # 12 steps * 1/12, rounded to whole steps
+    assert applied.train.transition_lr_factor == 0.5
+    assert applied.mixer == config.mixer and applied.task == config.task
+    with pytest.raises(ValueError, match="missing"):
+        space.apply(config, {"lr": 1e-3})
+    assert get_search_space("attention") is COMMON
+    assert get_search_space("some_future_mixer") is COMMON
+    assert space.fingerprint() != COMMON.fingerprint()
+    assert space.fingerprint() == get_search_space("s4d").fingerprint()
+    lru = get_search_space("lru").apply(tune.base_config(TASK, "lru", "smoke", TINY),
+                                        {"lr": 1e-3, "weight_decay": 0.0, "warmup_fraction": 0.0,
+                                         "transition_lr_factor": 1.0, "r_min": 0.5})
+    assert lru.mixer.r_min == 0.5 and lru.train.warmup_steps == 0
+
+
+def test_knob_validation_names_the_constraint():
+    with pytest.raises(ValueError, match="low > 0"):
+        Knob("lr", "train.lr", 0.0, 1.0, log=True)
+    with pytest.raises(ValueError, match="section.key"):
+        Knob("lr", "optimizer.lr", 1e-4, 1.0)
+    with pytest.raises(ValueError, match="unique"):
+        SearchSpace((Knob("a", "train.lr", 0.1, 1.0), Knob("b", "train.lr", 0.1, 1.0)))
+
+
+# -------------------------------------------------------------------------------------- budget logic
+
+
+def test_slot_rule_counts_finished_and_live_trials_before_this_one():
+    trials = [frozen(0, TrialState.COMPLETE), frozen(1, TrialState.FAIL), frozen(2, TrialState.RUNNING),
+              frozen(3, TrialState.PRUNED), frozen(4, TrialState.WAITING)]
+    assert tune.has_slot(trials, 2, budget=2)  # only trial 0 is ahead of it
+    assert not tune.has_slot(trials, 3, budget=2)  # 0 and 2 are ahead
+    assert tune.has_slot(trials, 5, budget=5) and not tune.has_slot(trials, 5, budget=4)
+    seeds = [1000, 1001, 1002]
+    held = [frozen(0, TrialState.COMPLETE, seed=1000), frozen(1, TrialState.FAIL, seed=1001),
+            frozen(2, TrialState.RUNNING, seed=1002)]
+    assert tune.free_seed(held, 3, seeds) == 1001  # a failed trial releases its seed
+    assert tune.free_seed(held + [frozen(3, TrialState.WAITING, seed=1001)], 4, seeds) is None
+    assert tune.seed_taken_before(held, 5, 1002) and not tune.seed_taken_before(held, 1, 1002)
+
+
+def test_exact_budget_per_model_resume_and_extension(storage, monkeypatch):
+    fake = FakeTrain()
+    monkeypatch.setattr(tune, "train", fake)
+    studies = tune.tune_models(TASK, ["gateloop", "attention"], 4, storage, prefix="p", preset="smoke",
+                               overrides=TINY, progress=False)
+    for model, study in studies.items():
+        done = finished(study)
+        assert len(done) == 4, model
+        assert study.study_name == f"p/{TASK}/{model}"
+        for t in done:
+            if t.state == TrialState.COMPLETE:
+                assert t.value == pytest.approx(fake_accuracy(t.params["lr"]))
+                assert t.user_attrs["status"] == "completed"
+                assert t.user_attrs["config"]["train"]["lr"] == t.params["lr"]
+                assert [m["step"] for m in t.user_attrs["metrics"]] == [4, 8, 12]
+        assert study.user_attrs["search_space_version"] == SEARCH_SPACE_VERSION
+        assert study.user_attrs["budget"] == 4
+    assert len(fake.calls) == 8
+    # Rerunning the same command finds every study complete and trains nothing.
+    tune.tune_models(TASK, ["gateloop", "attention"], 4, storage, prefix="p", preset="smoke", overrides=TINY,
+                     progress=False)
+    assert len(fake.calls) == 8
+    # A larger budget continues the same studies up to exactly the new count.
+    studies = tune.tune_models(TASK, ["attention"], 6, storage, prefix="p", preset="smoke", overrides=TINY,
+                               progress=False)
+    assert len(finished(studies["attention"])) == 6 and len(fake.calls) == 10
+
+
+def test_sampler_is_reproducible_for_one_worker(tmp_path, monkeypatch):
+    monkeypatch.setattr(tune, "train", FakeTrain())
+    runs = []
+    for name in ("a", "b"):
+        storage = tune.open_storage(f"sqlite:///{tmp_path / name}.db", heartbeat_interval=1, grace_period=5)
+        study = tune.tune_models(TASK, ["attention"], 5, storage, prefix="p", preset="smoke", overrides=TINY,
+                                 sampler_seed=3, progress=False)["attention"]
+        runs.append([t.params for t in study.get_trials()])
+    assert runs[0] == runs[1]
+    assert len({p["lr"] for p in runs[0]}) == 5
+
+
+def test_diverged_trial_counts_with_the_worst_value(storage, monkeypatch):
+    # Every learning rate above 1e-3 diverges: those trials finish COMPLETE with 0.0 and use budget.
+    monkeypatch.setattr(tune, "train", FakeTrain(diverge_above=1e-3))
+    study = tune.tune_models(TASK, ["attention"], 6, storage, prefix="d", preset="smoke", overrides=TINY,
+                             progress=False)["attention"]
+    done = finished(study)
+    assert len(done) == 6
+    diverged = [t for t in done if t.params["lr"] > 1e-3]
+    assert diverged, "the search space should have proposed some lr above 1e-3 in 6 trials"
+    for t in diverged:
+        assert t.state == TrialState.COMPLETE and t.value == 0.0 and t.user_attrs["status"] == "diverged"
+    for t in done:
+        if t.params["lr"] <= 1e-3 and t.state == TrialState.COMPLETE:
+            assert t.value == pytest.approx(fake_accuracy(t.params["lr"]))
+
+
+def test_trial_beyond_the_budget_is_surplus_and_does_not_train(storage, monkeypatch):
+    fake = FakeTrain()
+    monkeypatch.setattr(tune, "train", fake)
+    study, config, space = tune.open_tuning_study(storage, "s", TASK, "attention", "smoke", TINY, trials=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # ask() outside optimize() warns about heartbeats
+        live = study.ask()  # another worker's running trial holds the only slot
+        late = study.ask()
+    with pytest.raises(tune.SurplusTrial):
+        tune._run_tuning_trial(late, study, config, space, budget=1, seeds=1, progress=False)
+    assert fake.calls == []
+    study.tell(late, state=TrialState.FAIL)
+    study.tell(live, 0.5)
+    assert tune._tuning_state(1)(study.get_trials()) == "done"
+
+
+def test_two_workers_that_both_saw_a_free_slot_do_not_overshoot(storage, monkeypatch):
+    # The race the slot rule exists for: both workers look, both see the last slot free, both start.
+    monkeypatch.setattr(tune, "train", FakeTrain())
+    study, config, space = tune.open_tuning_study(storage, "race", TASK, "attention", "smoke", TINY, trials=1)
+    other = optuna.load_study(study_name=study.study_name, storage=storage, sampler=tune.make_sampler(0, 1))
+    jobs = [tune._Job(s, lambda t, s=s: tune._run_tuning_trial(t, s, config, space, 1, 1, False),
+                      tune._tuning_state(1)) for s in (study, other)]
+    assert [job.state() for job in jobs] == ["free", "free"]
+    for job in jobs:
+        job.run_one()
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert trials[1].user_attrs["surplus"] and "config" not in trials[1].user_attrs  # refused before training
+    assert [job.state() for job in jobs] == ["done", "done"]
+
+
+def test_refuses_a_study_made_with_another_search_space(storage, monkeypatch):
+    monkeypatch.setattr(tune, "train", FakeTrain())
+    study = tune.tune_models(TASK, ["attention"], 1, storage, prefix="v", preset="smoke", overrides=TINY,
+                             progress=False)["attention"]
+    study.set_user_attr("search_space_fingerprint", "0123456789abcdef")
+    with pytest.raises(SystemExit, match="search_space_fingerprint.*not comparable"):
+        tune.tune_models(TASK, ["attention"], 2, storage, prefix="v", preset="smoke", overrides=TINY, progress=False)
+    # Other preset overrides change the base config: refused as well.
+    with pytest.raises(SystemExit, match="overrides"):
+        tune.tune_models(TASK, ["attention"], 1, storage, prefix="v", preset="smoke",
+                         overrides=[*TINY, "train.grad_clip=0.5"], progress=False)
+
+
+# ------------------------------------------------------------------------------------ confirm + report
+
+
+def test_confirm_and_report_from_storage_only(storage, tmp_path, monkeypatch):
+    fake = FakeTrain()
+    monkeypatch.setattr(tune, "train", fake)
+    models = ["gateloop", "attention"]
+    studies = tune.tune_models(TASK, models, 3, storage, prefix="r", preset="smoke", overrides=TINY, progress=False)
+    confirmed = tune.confirm(TASK, models, storage, prefix="r", seeds=3, progress=False)
+    for model in models:
+        best_lr = studies[model].best_trial.params["lr"]
+        expected = [fake_accuracy(best_lr) + 0.01 * (s % 7) for s in (1000, 1001, 1002)]
+        assert confirmed[model] == pytest.approx(expected)
+        confirm_study = optuna.load_study(study_name=f"r/{TASK}/{model}/confirm", storage=storage)
+        assert sorted(t.user_attrs["seed"] for t in confirm_study.get_trials()) == [1000, 1001, 1002]
+    calls = len(fake.calls)
+    assert tune.confirm(TASK, models, storage, prefix="r", seeds=3, progress=False) == confirmed
+    assert len(fake.calls) == calls  # resumed: nothing left to train
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the report must not train")
+
+    monkeypatch.setattr(tune, "train", no_training)
+    out = tmp_path / "report"
+    text = report_mod.build_report(storage, "r", out)
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| model | accuracy, mean [95% bootstrap CI] | seeds |")
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines[1:]}
+    assert set(rows) == {"gateloop", "attention"}
+    mean = sum(confirmed["attention"]) / 3
+    assert f"{mean:.3f} [" in rows["attention"]
+    assert "| 3 (" in rows["attention"]  # three finished tuning trials
+    for name in ("report.md", "accuracy_by_model.png", "optimization_history.png", "best_so_far.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert len(read_jsonl(out / "confirm.jsonl")) == 6
+    assert len(read_jsonl(out / "trials.jsonl")) == 6
+
+
+def test_statistics_helpers():
+    assert report_mod.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    adjusted = report_mod.holm([0.2, math.nan, 0.01])
+    assert adjusted[0] == pytest.approx(0.2) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.02)
+    assert report_mod.compare([1.0, 1.0, 1.0], [1.0, 1.0, 1.0]) == (1.0, 1.0)
+    welch, mwu = report_mod.compare([0.9, 0.91, 0.92, 0.93, 0.94], [0.5, 0.52, 0.51, 0.53, 0.54])
+    assert welch < 1e-5 and mwu == pytest.approx(2 / 252)  # exact MWU: 2 of C(10,5) orderings as extreme
+    values = [0.1, 0.5, 0.9, 0.3]
+    assert report_mod.expected_max(values, 1) == pytest.approx(sum(values) / 4)
+    assert report_mod.expected_max(values, 200) == pytest.approx(0.9, abs=1e-6)
+    assert report_mod.expected_max(values, 2) == pytest.approx(sum(max(a, b) for a in values for b in values) / 16)
+
+
+# ---------------------------------------------------------------------------- real training, 2 workers
+
+
+def worker_command(storage_url: str, prefix: str, trials: int, models: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "studies", "tune", "--task", TASK, "--models", models, "--trials", str(trials),
+            "--storage", storage_url, "--study-prefix", prefix, "--preset", "smoke", "--quiet",
+            "--heartbeat-interval", "1", "--grace-period", "6", *extra, *TINY]
+
+
+def run_workers(commands: list[list[str]], timeout: float = 240) -> list[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(c, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+             for c in commands]
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    for p, output in zip(procs, outputs):
+        assert p.returncode == 0, output[-3000:]
+    return outputs
+
+
+def worker_trials(outputs: list[str], study: str) -> list[list[int]]:
+    """The trial numbers each worker reports having finished (COMPLETE or PRUNED) in a study."""
+    per_worker = []
+    for output in outputs:
+        numbers = []
+        for line in output.splitlines():
+            if line.startswith(f"[{study}] trial ") and (" COMPLETE" in line or " PRUNED" in line):
+                numbers.append(int(line.split(" trial ")[1].split()[0]))
+        per_worker.append(numbers)
+    return per_worker
+
+
+@pytest.mark.slow
+def test_two_concurrent_workers_on_sqlite_end_with_exactly_n(tmp_path):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    n = 3
+    outputs = run_workers([worker_command(url, "w", n, "gateloop", "--final-seeds", "2")] * 2)
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.load_study(study_name=f"w/{TASK}/gateloop", storage=storage)
+    done = finished(study)
+    assert len(done) == n
+    per_worker = worker_trials(outputs, study.study_name)
+    claimed = [x for numbers in per_worker for x in numbers]
+    assert sorted(claimed) == sorted(t.number for t in done)  # each finished trial run by exactly one worker
+    for t in done:
+        assert t.user_attrs["run_id"] and t.user_attrs["config"]["train"]["steps"] == 12
+        if t.state == TrialState.COMPLETE:
+            assert t.user_attrs["num_parameters"] > 0 and t.user_attrs["state_size"] > 0
+    confirm_study = optuna.load_study(study_name=f"w/{TASK}/gateloop/confirm", storage=storage)
+    seeds = [t.user_attrs["seed"] for t in confirm_study.get_trials() if t.state == TrialState.COMPLETE]
+    assert sorted(seeds) == [1000, 1001]
+
+    out = tmp_path / "report"
+    result = subprocess.run([sys.executable, "-m", "studies", "report", "--storage", url, "--study-prefix", "w",
+                             "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| gateloop |" in (out / "report.md").read_text()
+    assert (out / "best_so_far.png").stat().st_size > 0
