@@ -72,25 +72,28 @@ def _odd_even_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return h if L % 2 == 0 else torch.cat([h, h_even[:, m:]], dim=1)
 
 
-def _sequential_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The same recurrence stepped in place into one preallocated output (no autograd graph)."""
+def _sequential_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+    """The same recurrence stepped outside autograd, each step written straight into the output."""
     h = torch.empty_like(b)
-    prev = None
-    for n, (a_n, b_n) in enumerate(zip(a.unbind(1), b.unbind(1))):
-        prev = b_n if prev is None else torch.addcmul(b_n, a_n, prev)
-        h[:, n] = prev
+    h_steps, a_steps, b_steps = h.unbind(1), a.unbind(1), b.unbind(1)
+    if h0 is None:
+        h_steps[0].copy_(b_steps[0])
+    else:
+        torch.addcmul(b_steps[0], a_steps[0], h0, out=h_steps[0])
+    for n in range(1, b.shape[1]):
+        torch.addcmul(b_steps[n], a_steps[n], h_steps[n - 1], out=h_steps[n])
     return h
 
 
 KERNELS = ("auto", "odd_even", "sequential")
-# Per-step width (elements of one time slice) from which the sequential kernel wins on CPU: the
-# recurrence is memory-bound and stepping makes the fewest passes over memory, while the odd-even
-# kernel pays strided copies at every level. Measured on 2 CPU cores, torch 2.13, forward, ms:
-#   (B, L, width)           odd-even  sequential
-#   (8, 256, 128·16) real       25       10
-#   (8, 256, 2048) complex     111       23
-#   (32, 256, 64) complex        4.3      3.6
-#   (8, 1024, 64) complex       10       17
+# Elements in one time slice (b[:, n].numel(), batch included) from which the sequential kernel wins
+# on CPU: the recurrence is memory-bound and stepping makes the fewest passes over memory, while the
+# odd-even kernel pays strided copies at every level. Forward ms, 2 CPU cores, torch 2.13:
+#   b shape                    slice    odd-even  sequential
+#   (8, 256, 128·16) real      16384        25       10
+#   (8, 256, 2048) complex     16384       111       23
+#   (32, 256, 64) complex       2048       4.3      3.6
+#   (8, 1024, 64) complex        512        10       17
 # On accelerators the per-step launch cost dominates instead, so there odd-even is always used.
 _SEQUENTIAL_MIN_WIDTH = 1024
 
@@ -104,21 +107,32 @@ def _pick_kernel(kernel: str, b: torch.Tensor) -> str:
     return "sequential" if b.device.type == "cpu" and width >= _SEQUENTIAL_MIN_WIDTH else "odd_even"
 
 
-def _scan(a: torch.Tensor, b: torch.Tensor, kernel: str, reverse: bool = False) -> torch.Tensor:
-    """Forward: h_n = a_n h_{n-1} + b_n from h_{-1} = 0. Reverse: h_n = a_n h_{n+1} + b_n from h_L = 0."""
-    fn = _sequential_scan if kernel == "sequential" else _odd_even_scan
-    if reverse:
-        return fn(a.flip(1), b.flip(1)).flip(1)
-    return fn(a, b)
+def _sequential_adjoint(a: torch.Tensor, grad_h: torch.Tensor) -> torch.Tensor:
+    """g_n = dh_n + conj(a_{n+1}) g_{n+1} from g_{L-1} = dh_{L-1}, stepped backwards."""
+    g = torch.empty_like(grad_h)
+    g_steps, a_steps, d_steps = g.unbind(1), a.unbind(1), grad_h.unbind(1)
+    g_steps[-1].copy_(d_steps[-1])
+    for n in range(grad_h.shape[1] - 2, -1, -1):
+        torch.addcmul(d_steps[n], a_steps[n + 1].conj(), g_steps[n + 1], out=g_steps[n])
+    return g
+
+
+def _odd_even_adjoint(a: torch.Tensor, grad_h: torch.Tensor) -> torch.Tensor:
+    """The same adjoint as a forward scan over reversed time with coefficients conj(a_{n+1})."""
+    a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1).conj()
+    return _odd_even_scan(a_next.flip(1), grad_h.flip(1)).flip(1)
 
 
 class _LinearScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, kernel: str) -> torch.Tensor:
-        if h0 is not None:
-            # Fold the initial state into the first input: h_0 = a_0 h0 + b_0.
-            b = torch.cat([torch.addcmul(b[:, :1], a[:, :1], h0.unsqueeze(1)), b[:, 1:]], dim=1)
-        h = _scan(a, b, kernel)
+        if kernel == "sequential":
+            h = _sequential_scan(a, b, h0)
+        else:
+            if h0 is not None:
+                # Fold the initial state into the first input: h_0 = a_0 h0 + b_0.
+                b = torch.cat([torch.addcmul(b[:, :1], a[:, :1], h0.unsqueeze(1)), b[:, 1:]], dim=1)
+            h = _odd_even_scan(a, b)
         ctx.save_for_backward(a, h, h0)
         ctx.kernel = kernel
         return h
@@ -127,14 +141,14 @@ class _LinearScan(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_h: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         a, h, h0 = ctx.saved_tensors
-        # Reverse-time recurrence with coefficients conj(a_{n+1}); nothing flows back past the last step.
-        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], dim=1).conj()
-        g = _scan(a_next, grad_h, ctx.kernel, reverse=True)  # (B, L, ...)
+        adjoint = _sequential_adjoint if ctx.kernel == "sequential" else _odd_even_adjoint
+        g = adjoint(a, grad_h)  # (B, L, ...): the gradient w.r.t. b
         grad_a = grad_h0 = None
         if ctx.needs_input_grad[0]:
-            first = torch.zeros_like(h[:, :1]) if h0 is None else h0.unsqueeze(1)
-            h_prev = torch.cat([first, h[:, :-1]], dim=1)
-            grad_a = (g * h_prev.conj()).sum_to_size(a.shape)
+            grad_a = torch.empty_like(g)
+            grad_a[:, 1:] = g[:, 1:] * h[:, :-1].conj()
+            grad_a[:, 0] = 0 if h0 is None else g[:, 0] * h0.conj()
+            grad_a = grad_a.sum_to_size(a.shape)
         if h0 is not None and ctx.needs_input_grad[2]:
             grad_h0 = a[:, 0].conj() * g[:, 0]
         return grad_a, g, grad_h0, None
