@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.scan import linear_scan, linear_scan_ref
+from baselines.scan import Scan, linear_scan, linear_scan_ref
 from gateloop.mixer import MixerConfig, mark_transition
 
 
@@ -121,7 +121,7 @@ class LRU(nn.Module):
         g = F.gelu(y).to(dtype)
         return self.out1(g) * torch.sigmoid(self.out2(g))
 
-    def _mix(self, x: torch.Tensor, scan) -> torch.Tensor:
+    def _mix(self, x: torch.Tensor, scan: Scan) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
             lam, B, C = self._transition()
             h, _ = scan(lam[None, None], _fp32(x).to(B.dtype) @ B.T)  # (B, L, N)

@@ -35,6 +35,7 @@ selective; treated like GateLoop's gate projections).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -151,14 +152,12 @@ def selective_scan(
     keeps only the chunk inputs and the state entering each chunk.
     """
     h = u.new_zeros(u.shape[0], *A.shape) if h0 is None else h0
-    remember = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, h))
+    recompute = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C, h))
     ys = []
     for start in range(0, u.shape[1], chunk_size):
-        chunk = [t[:, start : start + chunk_size] for t in (u, delta)] + [A] + [t[:, start : start + chunk_size] for t in (B, C)]
-        if remember:
-            y, h = checkpoint(_scan_chunk, *chunk, h, use_reentrant=False)
-        else:
-            y, h = _scan_chunk(*chunk, h)
+        window = slice(start, start + chunk_size)
+        chunk = (u[:, window], delta[:, window], A, B[:, window], C[:, window], h)
+        y, h = checkpoint(_scan_chunk, *chunk, use_reentrant=False) if recompute else _scan_chunk(*chunk)
         ys.append(y)
     return torch.cat(ys, dim=1), h
 
@@ -204,7 +203,7 @@ class Mamba(nn.Module):
         delta = F.softplus(F.linear(dt_low, _fp32(self.dt_proj.weight), _fp32(self.dt_proj.bias)))
         return delta, -torch.exp(_fp32(self.A_log)), B_t, C_t
 
-    def _mix(self, x: torch.Tensor, ssm) -> torch.Tensor:
+    def _mix(self, x: torch.Tensor, ssm: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         L = x.shape[1]
         xs, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E·D) each
         xs = F.silu(self.conv1d(xs.transpose(1, 2))[..., :L].transpose(1, 2))  # causal: keep the first L outputs

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.scan import linear_scan, linear_scan_ref
+from baselines.scan import Scan, linear_scan, linear_scan_ref
 from gateloop.mixer import MixerConfig, mark_transition
 
 ACTIVATIONS = ("half_glu1", "half_glu2", "full_glu", "gelu")
@@ -187,7 +187,7 @@ class S5(nn.Module):
             case _:
                 return g
 
-    def _mix(self, x: torch.Tensor, scan) -> torch.Tensor:
+    def _mix(self, x: torch.Tensor, scan: Scan) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
             u = _fp32(x)
             Lambda_bar, B_bar, C = self._discretize()

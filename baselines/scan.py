@@ -22,7 +22,12 @@ would keep every step's or level's intermediates).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+# (a, b, h0) -> (h, h_last): the signature `linear_scan` and `linear_scan_ref` share.
+Scan = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
 
 
 def _broadcast(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
