@@ -270,7 +270,7 @@ def build_report(storage: str | optuna.storages.BaseStorage, prefix: str, out: s
 
 
 def open_report_storage(url: str) -> optuna.storages.RDBStorage:
-    from studies.tune import with_driver
+    from studies.tune import with_driver  # here, not at the top: reading a report needs no torch import
 
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///").split("?")[0]).exists():
         raise SystemExit(f"no storage at {url}: the SQLite file does not exist (did `testbed tune` write elsewhere?)")

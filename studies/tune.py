@@ -44,7 +44,7 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -258,11 +258,12 @@ def open_tuning_study(storage: optuna.storages.BaseStorage, prefix: str, task: s
     name = study_name(prefix, task, model)
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
                                 sampler=make_sampler(sampler_seed, trials), pruner=make_pruner(config.train.steps))
+    # What must match for old and new trials to be comparable; preset and overrides are compared
+    # through the config they resolve to (the same overrides in another order are the same study).
     expected = {
-        "task": task, "model": model, "preset": preset, "overrides": list(overrides), "seeds_per_trial": seeds,
-        "config_version": CONFIG_VERSION, "search_space_version": SEARCH_SPACE_VERSION,
-        "search_space_fingerprint": space.fingerprint(), "search_space": space.describe(),
-        "base_config": _comparable(_jsonable(config.to_dict())),
+        "task": task, "model": model, "seeds_per_trial": seeds, "config_version": CONFIG_VERSION,
+        "search_space_version": SEARCH_SPACE_VERSION, "search_space_fingerprint": space.fingerprint(),
+        "search_space": space.describe(), "base_config": _comparable(_jsonable(config.to_dict())),
     }
     stored = study.user_attrs
     for key, value in expected.items():
@@ -273,7 +274,7 @@ def open_tuning_study(storage: optuna.storages.BaseStorage, prefix: str, task: s
                 f"not mixed: use another --study-prefix, or delete the study "
                 f"(optuna delete-study --study-name '{name}' --storage URL)."
             )
-    for key, value in expected.items():
+    for key, value in {**expected, "preset": preset, "overrides": list(overrides)}.items():
         if key not in stored:
             study.set_user_attr(key, _jsonable(value))
     if stored.get("budget") != trials:
@@ -380,8 +381,8 @@ class _Job:
     """One study a worker contributes to: how to tell whether it needs work, and how to run a trial."""
 
     study: optuna.Study
-    objective: Any  # Callable[[optuna.Trial], float]
-    budget_state: Any  # Callable[[list[FrozenTrial]], str]: "done" | "free" | "busy"
+    objective: Callable[[optuna.Trial], float]
+    budget_state: Callable[[list[FrozenTrial]], str]  # -> "done" | "free" | "busy"
 
     def state(self) -> str:
         _reap(self.study)
@@ -413,7 +414,7 @@ class _HideSurplusTracebacks(logging.Filter):
         return "SurplusTrial" not in record.getMessage()
 
 
-def _tuning_state(budget: int):
+def _tuning_state(budget: int) -> Callable[[list[FrozenTrial]], str]:
     def state(trials: list[FrozenTrial]) -> str:
         if sum(t.state in COUNTED for t in trials) >= budget:
             return "done"
@@ -424,7 +425,7 @@ def _tuning_state(budget: int):
     return state
 
 
-def _confirm_state(seeds: Sequence[int]):
+def _confirm_state(seeds: Sequence[int]) -> Callable[[list[FrozenTrial]], str]:
     def state(trials: list[FrozenTrial]) -> str:
         done = {t.user_attrs.get("seed") for t in trials if t.state == TrialState.COMPLETE}
         if all(s in done for s in seeds):

@@ -220,10 +220,13 @@ def test_refuses_a_study_made_with_another_search_space(storage, monkeypatch):
     study.set_user_attr("search_space_fingerprint", "0123456789abcdef")
     with pytest.raises(SystemExit, match="search_space_fingerprint.*not comparable"):
         tune.tune_models(TASK, ["attention"], 2, storage, prefix="v", preset="smoke", overrides=TINY, progress=False)
-    # Other preset overrides change the base config: refused as well.
-    with pytest.raises(SystemExit, match="overrides"):
-        tune.tune_models(TASK, ["attention"], 1, storage, prefix="v", preset="smoke",
+    # Other preset overrides change the base config: refused as well; the same ones reordered are not.
+    tune.tune_models(TASK, ["attention"], 1, storage, prefix="w", preset="smoke", overrides=TINY, progress=False)
+    with pytest.raises(SystemExit, match="base_config"):
+        tune.tune_models(TASK, ["attention"], 1, storage, prefix="w", preset="smoke",
                          overrides=[*TINY, "train.grad_clip=0.5"], progress=False)
+    tune.tune_models(TASK, ["attention"], 1, storage, prefix="w", preset="smoke", overrides=TINY[::-1],
+                     progress=False)
 
 
 # ------------------------------------------------------------------------------------ confirm + report
