@@ -77,10 +77,11 @@ PRESETS.update(
         param_budget=50_000,
     ),
     headline=Preset(
-        description="the headline study (studies/experiments/headline.py): the 5 headline tasks at the quick sizes",
+        description="the headline study (studies/experiments/headline.py): the 5 headline tasks at the quick "
+                    "sizes, 300 steps (so that 7 models × 5 tasks × (8 trials + 5 seeds) fit in ~1-2 h on 2 CPU cores)",
         tasks={t: _SMALL_TASKS[t] for t in ("mqar", "selective_copy", "induction_heads", "memory_horizon",
                                               "state_tracking")},
-        train=dict(steps=500, batch_size=32, lr=3e-3, warmup_steps=50, eval_every=100, test_size=256,
+        train=dict(steps=300, batch_size=32, lr=3e-3, warmup_steps=30, eval_every=100, test_size=256,
                    target_accuracy=0.99),
         param_budget=50_000,
     ),
