@@ -194,7 +194,8 @@ def best_so_far_rows(trial_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def figures(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]], out: Path) -> list[Path]:
+def figures(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]], out: Path,
+            reference: str = "gateloop") -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,14 +204,17 @@ def figures(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]]
     import seaborn as sns
 
     paths = []
+    models = sorted({r["model"] for r in trial_rows} | {r["model"] for r in confirm_rows},
+                    key=lambda m: (m != reference, m))
     if confirm_rows:
         df = pd.DataFrame(confirm_rows)
-        fig, ax = plt.subplots(figsize=(max(5, 1.5 * df["task"].nunique() * df["model"].nunique() ** 0.5), 4))
-        sns.barplot(data=df, x="task", y="accuracy", hue="model", errorbar=("ci", 95), seed=0, alpha=0.6, ax=ax)
-        sns.stripplot(data=df, x="task", y="accuracy", hue="model", dodge=True, legend=False, size=4,
-                      palette={m: "black" for m in df["model"].unique()}, ax=ax)
-        ax.set(ylim=(0, 1.02), ylabel="held-out token accuracy",
-               title="Best configuration re-trained over seeds (95% bootstrap CI)")
+        fig, ax = plt.subplots(figsize=(2.5 + 0.6 * df["task"].nunique() * len(models), 4))
+        sns.barplot(data=df, x="task", y="accuracy", hue="model", hue_order=models, errorbar=("ci", 95), seed=0,
+                    alpha=0.6, ax=ax)
+        sns.stripplot(data=df, x="task", y="accuracy", hue="model", hue_order=models, dodge=True, legend=False,
+                      size=4, palette={m: "black" for m in models}, ax=ax)
+        ax.set(ylim=(0, 1.02), ylabel="held-out token accuracy", title="Best config re-trained: mean, 95% CI, seeds")
+        ax.legend(title="model", loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.tight_layout()
         paths.append(out / "accuracy_by_model.png")
         fig.savefig(paths[-1], dpi=120)
@@ -223,6 +227,7 @@ def figures(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]]
         df["value"] = df["value"].fillna(0.0)
         df["best so far"] = df.groupby(["task", "model"])["value"].cummax()
         grid = sns.relplot(data=df, x="finished_index", y="value", hue="outcome", col="model", row="task",
+                           col_order=[m for m in models if m in set(df["model"])],
                            height=2.6, aspect=1.2, facet_kws={"sharex": False})
         for (task, model), ax in grid.axes_dict.items():  # keys are (row, col) = (task, model)
             part = df[(df["task"] == task) & (df["model"] == model)]
@@ -235,6 +240,7 @@ def figures(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]]
 
         curves = pd.DataFrame(best_so_far_rows(trial_rows))
         grid = sns.relplot(data=curves, x="trials", y="accuracy", hue="model", style="curve", col="task",
+                           hue_order=[m for m in models if m in set(curves["model"])],
                            kind="line", height=3, aspect=1.3, col_wrap=min(3, curves["task"].nunique()))
         grid.set_axis_labels("finished trials", "best held-out accuracy")
         paths.append(out / "best_so_far.png")
@@ -265,7 +271,7 @@ def build_report(storage: str | optuna.storages.BaseStorage, prefix: str, out: s
     write_atomic(out / "report.md", text)
     write_jsonl(out / "trials.jsonl", trial_rows)
     write_jsonl(out / "confirm.jsonl", confirm_rows)
-    figures(trial_rows, confirm_rows, out)
+    figures(trial_rows, confirm_rows, out, reference)
     return text
 
 

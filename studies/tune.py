@@ -18,14 +18,18 @@ finished trials before it: no study ends with more than N, and workers keep goin
 
 Crash safety. Heartbeats are on (`--heartbeat-interval`, `--grace-period`): a RUNNING trial whose
 heartbeat is older than the grace period (its worker was killed) is failed by whichever worker looks
-next and re-queued once as a WAITING trial with the same parameters; FAIL never counts. Rerunning the
-command resumes. A diverged run is COMPLETE with the worst value, 0.0, and user attr status=diverged:
-it counts against the model.
+next and re-queued as a WAITING trial with the same parameters (at most MAX_RETRY times); FAIL never
+counts. Rerunning the command resumes. A diverged run is COMPLETE with the worst value, 0.0, and user
+attr status=diverged: it counts against the model. Known gap: a worker killed in the milliseconds
+between creating a trial and storing its first heartbeat leaves a RUNNING trial that no heartbeat
+check will ever fail (Optuna ignores trials without a heartbeat); it holds its slot until failed by
+hand (`optuna.load_study(...)._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)`).
 
 Final evaluation (`--final-seeds S`, default 5; 0 skips it, `confirm()` runs it alone): the best
 trial's configuration is re-trained with seeds 1000..1000+S-1, disjoint from the tuning seeds
-0..--seeds-1 (so the held-out set used to pick the trial is not the one it is judged on), as trials of
-the study `P/T/model/confirm`, one per seed, distributed over workers the same way.
+(train.seed onwards, 0 by default) — each seed also draws its own held-out set, so a configuration is
+not judged on the set it was picked on — as trials of the study `P/T/model/confirm`, one per seed,
+distributed over workers the same way.
 
 Stored for reports (`testbed report` reads storage only): study attrs `task`, `model`, `preset`,
 `overrides`, `seeds_per_trial`, `base_config`, `config_version`, `search_space`,
