@@ -86,7 +86,7 @@ def _scan_outputs(fn, a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None,
     return (h.detach(), h_last.detach(), *torch.autograd.grad(loss, inputs))
 
 
-@pytest.mark.parametrize("kernel", [k for k in KERNELS])
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
 @pytest.mark.parametrize("L", [1, 2, 7, 33])
 def test_linear_scan_matches_loop(kernel: str, dtype: torch.dtype, L: int) -> None:
