@@ -21,13 +21,19 @@ n = m at the leaves, with decay 1). Across chunks only exp(G_n), exp(G_C - G_m) 
 ≤ 1. So every exponential in this file is of a non-positive number and |a| may be anywhere in (0, 1], without
 bounding log|a|.
 
+**Precision.** The cumulative sums G and P are formed in float64 and only their differences are cast to
+the working precision: a difference of two float32 sums of ~C log-gates has lost digits, and the gradient
+of a small gate (divided by |a| on its way back to a) consists of exactly those terms.
+
 **Cost.** Per chunk of length C: log2(C) levels of batched matmuls, O(C · K · log C) elementwise gate work,
 O(C² (K + V)) matmul flops; the K×V state is materialised once per chunk, not per step. The loop over
-chunks is sequential (L / C small steps).
+chunks is sequential (L / C small steps). The within-chunk recursion has a hand-written backward.
+
+Real-form tensors are laid out (..., 2, K) (cos part, sin part) and flattened to (..., 2K) for matmuls, so
+that a per-key factor (..., K) applies to both parts by broadcasting over a contiguous K. cos/sin come
+from one float64 `torch.polar` of the chunk-local phase (accurate at any phase, no reduction mod 2π).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -38,39 +44,109 @@ def _next_power_of_two(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def _twice(x: torch.Tensor) -> torch.Tensor:
-    """A per-key factor (..., K) applied to both halves of the real form (..., 2K)."""
-    return torch.cat([x, x], -1)
+def _halves(x: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split (..., C, X) into blocks of b and return their first and second halves, each (..., C/b, b/2, X)."""
+    *lead, C, X = x.shape
+    first, second = x.view(*lead, C // b, 2, b // 2, X).unbind(-3)
+    return first, second
 
 
-def _intra_chunk(
-    q: torch.Tensor, k: torch.Tensor, qr: torch.Tensor, kr: torch.Tensor, v: torch.Tensor, G: torch.Tensor
-) -> torch.Tensor:
-    """Within-chunk outputs Σ_{m ≤ n} (q'_n ⊙ exp(G_n - G_m)) · k'_m v_m, chunk length a power of two.
+def _bmm(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x @ y over any leading dims, as one flat bmm: many small matrices are much faster that way on CPU."""
+    out = torch.bmm(x.reshape(-1, *x.shape[-2:]), y.reshape(-1, *y.shape[-2:]))
+    return out.view(*x.shape[:-1], y.shape[-1])
 
-    q, k (..., C, K); qr, kr (..., C, 2K) their real forms; v (..., C, V); G (..., C, K) cumulative log|a| (float64).
-    """
-    C = qr.shape[-2]
-    # Leaves, m = n: decay 1 and cos(0) = 1, so the term is (q · k) v. Written with q, k rather than
-    # q' · k' = q k (cos² + sin²): that form has the same value but a gradient in the phase that is zero
-    # only up to rounding, and the phase gradient is divided by |a| on its way back to a.
-    y = (q * k).sum(-1, keepdim=True) * v  # (..., C, V)
+
+def _rotation(phase: torch.Tensor, real: torch.dtype) -> torch.Tensor:
+    """(cos φ, sin φ) of a float64 phase (..., K) as (..., 2, K) in the working precision."""
+    unit = torch.polar(torch.ones_like(phase), phase)
+    return torch.view_as_real(unit).to(real).transpose(-1, -2)
+
+
+def _real_form(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """(..., K) times (cos, sin) (..., 2, K) -> the real form (..., 2K)."""
+    return (x.unsqueeze(-2) * rotation).flatten(-2)
+
+
+def _scale_real_form(xr: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+    """A real-form tensor (..., 2K) times a per-key factor (..., K), applied to its cos and sin parts."""
+    return (xr.unflatten(-1, (2, -1)) * decay.unsqueeze(-2)).flatten(-2)
+
+
+def _fold(xr: torch.Tensor) -> torch.Tensor:
+    """Sum the cos and sin parts of a real-form quantity (..., 2K) into one per key (..., K)."""
+    return xr.unflatten(-1, (2, -1)).sum(-2)
+
+
+def _levels(qr: torch.Tensor, kr: torch.Tensor, G: torch.Tensor):
+    """For b = 2, 4, ..., C: b, the second-half queries and first-half keys of every block of length b, both
+    decayed to the block's midpoint, and the two decay factors (..., C/b, b/2, K), all ≤ 1."""
     b = 2
-    while b <= C:
-        h = b // 2
-        lead = qr.shape[:-2]
-        # (..., C/b, 2, h, ·): block index, half, position in half
-        q2 = qr.reshape(*lead, C // b, 2, h, qr.shape[-1])[..., 1, :, :]
-        k1 = kr.reshape(*lead, C // b, 2, h, kr.shape[-1])[..., 0, :, :]
-        v1 = v.reshape(*lead, C // b, 2, h, v.shape[-1])[..., 0, :, :]
-        Gb = G.reshape(*lead, C // b, 2, h, G.shape[-1])
-        G_mid = Gb[..., 0, h - 1 : h, :]  # (..., C/b, 1, K): the last position of the first half
-        decay_q = _twice(torch.exp((Gb[..., 1, :, :] - G_mid).to(qr.dtype)))  # (..., C/b, h, 2K), ≤ 1
-        decay_k = _twice(torch.exp((G_mid - Gb[..., 0, :, :]).to(qr.dtype)))  # (..., C/b, h, 2K), ≤ 1
-        scores = (q2 * decay_q) @ (k1 * decay_k).transpose(-1, -2)  # (..., C/b, h, h)
-        y.view(*lead, C // b, 2, h, v.shape[-1])[..., 1, :, :] += scores @ v1
+    while b <= qr.shape[-2]:
+        G1, G2 = _halves(G, b)
+        G_mid = G1[..., -1:, :]  # (..., C/b, 1, K): the last position of the first half
+        decay_q = torch.exp((G2 - G_mid).to(qr.dtype))  # (..., C/b, b/2, K)
+        decay_k = torch.exp((G_mid - G1).to(qr.dtype))
+        _, q2 = _halves(qr, b)
+        k1, _ = _halves(kr, b)
+        yield b, _scale_real_form(q2, decay_q), _scale_real_form(k1, decay_k), decay_q, decay_k
         b *= 2
-    return y
+
+
+class _IntraChunk(torch.autograd.Function):
+    """Within-chunk outputs y_n = Σ_{m ≤ n} Σ_κ q'_nκ k'_mκ exp(G_nκ - G_mκ) v_m, chunk length C a power of two.
+
+    q, k (..., C, K); qr, kr (..., C, 2K) their real forms; v (..., C, V); G (..., C, K) cumulative log|a|
+    in float64. Level b handles the pairs whose key is in the first half and query in the second half of a
+    block of length b, through the block's midpoint. The backward is written by hand: autograd would
+    materialise a zero-filled full-size gradient for every half-block selection.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, qr, kr, v, G):  # type: ignore[override]
+        # Leaves, m = n: decay 1 and cos(0) = 1, so the term is (q · k) v. Written with q, k rather than
+        # q' · k' = q k (cos² + sin²): same value, but that form has a phase gradient that is zero only up
+        # to rounding, and the phase gradient is divided by |a| on its way back to a.
+        y = (q * k).sum(-1, keepdim=True) * v  # (..., C, V)
+        for b, q_t, k_t, _, _ in _levels(qr, kr, G):
+            v1, _ = _halves(v, b)
+            _, y2 = _halves(y, b)
+            y2 += _bmm(_bmm(q_t, k_t.transpose(-1, -2)), v1)
+        ctx.save_for_backward(q, k, qr, kr, v, G)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):  # type: ignore[override]
+        q, k, qr, kr, v, G = ctx.saved_tensors
+        grad_y = grad_y.contiguous()
+        gv_diag = (grad_y * v).sum(-1, keepdim=True)  # (..., C, 1)
+        grad_q, grad_k = gv_diag * k, gv_diag * q
+        grad_v = (q * k).sum(-1, keepdim=True) * grad_y
+        grad_qr, grad_kr = torch.zeros_like(qr), torch.zeros_like(kr)
+        # Accumulated in float64 so that the +x and -x it receives for one pair (at the midpoint and at
+        # the pair's ends) cancel without a float32 leftover.
+        grad_G = torch.zeros_like(G)
+        for b, q_t, k_t, decay_q, decay_k in _levels(qr, kr, G):
+            v1, _ = _halves(v, b)
+            _, gy2 = _halves(grad_y, b)
+            gv1, _ = _halves(grad_v, b)
+            _, gqr2 = _halves(grad_qr, b)
+            gkr1, _ = _halves(grad_kr, b)
+            gG1, gG2 = _halves(grad_G, b)
+            scores = _bmm(q_t, k_t.transpose(-1, -2))  # (..., C/b, h, h)
+            g_scores = _bmm(gy2, v1.transpose(-1, -2))
+            gv1 += _bmm(scores.transpose(-1, -2), gy2)
+            g_qt = _bmm(g_scores, k_t)  # (..., C/b, h, 2K)
+            g_kt = _bmm(g_scores.transpose(-1, -2), q_t)
+            gqr2.unflatten(-1, (2, -1)).addcmul_(g_qt.unflatten(-1, (2, -1)), decay_q.unsqueeze(-2))
+            gkr1.unflatten(-1, (2, -1)).addcmul_(g_kt.unflatten(-1, (2, -1)), decay_k.unsqueeze(-2))
+            # q_t = q'·exp(G_n - G_mid) and k_t = k'·exp(G_mid - G_m): each factor is its own derivative.
+            x = _fold(g_qt * q_t).double()  # (..., C/b, h, K): ∂/∂(G_n - G_mid)
+            z = _fold(g_kt * k_t).double()  # ∂/∂(G_mid - G_m)
+            gG2 += x
+            gG1 -= z
+            gG1[..., -1:, :] += z.sum(-2, keepdim=True) - x.sum(-2, keepdim=True)
+        return grad_q, grad_k, grad_qr, grad_kr, grad_v, grad_G
 
 
 def gateloop_scan_chunked(
@@ -100,44 +176,35 @@ def gateloop_scan_chunked(
 
     def chunks(x: torch.Tensor) -> torch.Tensor:
         # (B, L, H, X) -> (B, H, nc, Cp, X), zero-padded: zeros are identity steps for every input here.
-        x = x.transpose(1, 2)
-        x = torch.nn.functional.pad(x, (0, 0, 0, nc * C - L))
-        x = x.reshape(B, H, nc, C, x.shape[-1])
-        return torch.nn.functional.pad(x, (0, 0, 0, Cp - C))
+        x = torch.nn.functional.pad(x.transpose(1, 2), (0, 0, 0, nc * C - L))
+        return torch.nn.functional.pad(x.reshape(B, H, nc, C, x.shape[-1]), (0, 0, 0, Cp - C))
 
     q, k, v = chunks(q.to(real)), chunks(k.to(real)), chunks(v.to(real))
-    # Cumulative log-gates and phases inside each chunk, in float64: they are only ever used through
-    # differences, which are formed in float64 and then cast. In float32 the difference of two sums of
-    # ~C log-gates loses digits, and the gradient of a small gate (divided by |a| on its way back to a)
-    # is made of exactly the terms that lose them.
     G = chunks(torch.log(a.abs())).to(torch.float64).cumsum(-2)  # (B, H, nc, Cp, K), non-increasing
     P = chunks(torch.angle(a)).to(torch.float64).cumsum(-2)
-    P_mod = torch.remainder(P, 2 * math.pi).to(real)
-    cos_P, sin_P = torch.cos(P_mod), torch.sin(P_mod)
-    qr = torch.cat([q * cos_P, q * sin_P], -1)  # (B, H, nc, Cp, 2K)
-    kr = torch.cat([k * cos_P, k * sin_P], -1)
+    rotation = _rotation(P, real)  # (B, H, nc, Cp, 2, K)
+    qr, kr = _real_form(q, rotation), _real_form(k, rotation)  # (B, H, nc, Cp, 2K)
 
-    y = _intra_chunk(q, k, qr, kr, v, G)  # (B, H, nc, Cp, V)
+    y = _IntraChunk.apply(q, k, qr, kr, v, G)  # (B, H, nc, Cp, V)
 
     # What each chunk adds to the state: U = Σ_m (A_C / A_m) k_mᵀ v_m, A_C / A_m = e^{E_m + i Φ_m}, written
     # with Φ_m (not as e^{i P_C} e^{-i P_m}) so that the m = C term has phase exactly 0, not 0 up to rounding.
     G_end, P_end = G[..., -1:, :], P[..., -1:, :]  # (B, H, nc, 1, K)
-    k_decayed = k * torch.exp((G_end - G).to(real))
-    Phi = torch.remainder(P_end - P, 2 * math.pi).to(real)
-    XY = torch.cat([k_decayed * torch.cos(Phi), k_decayed * torch.sin(Phi)], -1).transpose(-1, -2) @ v
+    k_to_end = _real_form(k * torch.exp((G_end - G).to(real)), _rotation(P_end - P, real))
+    XY = k_to_end.transpose(-1, -2) @ v  # (B, H, nc, 2K, V): Re U over Im U
     U = torch.complex(XY[..., :K, :], XY[..., K:, :])  # (B, H, nc, K, V)
     # The chunk's total transition A_C = e^{G_C + i P_C}, (B, H, nc, K, 1).
-    A_end = torch.polar(torch.exp(G_end), torch.remainder(P_end, 2 * math.pi)).to(a.dtype).transpose(-1, -2)
+    A_end = torch.polar(torch.exp(G_end), P_end).to(a.dtype).transpose(-1, -2)
 
     incoming = []
-    for c in range(nc):
+    for A_c, U_c in zip(A_end.unbind(2), U.unbind(2)):
         incoming.append(state)
-        state = A_end[:, :, c] * state + U[:, :, c]
+        state = A_c * state + U_c
     S_in = torch.stack(incoming, 2)  # (B, H, nc, K, V): the state entering each chunk
 
     # Re(q_n A_n S) with A_n = e^{G_n + i P_n}: q' e^{G_n} against [Re S; -Im S].
     R = torch.cat([S_in.real, -S_in.imag], -2)  # (B, H, nc, 2K, V)
-    y = y + (qr * _twice(torch.exp(G.to(real)))) @ R
+    y = y + _scale_real_form(qr, torch.exp(G.to(real))) @ R
 
     y = y[..., :C, :].reshape(B, H, nc * C, V)[:, :, :L].transpose(1, 2)  # (B, L, H, V)
     return y.to(out_dtype), state

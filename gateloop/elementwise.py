@@ -17,7 +17,8 @@ The backward is the adjoint recurrence, run by the same two-level scan in revers
 
 (PyTorch's gradient of a complex tensor is the conjugate Wirtinger derivative, hence the conj.) It is exact
 arithmetic on the same complex numbers as the reference loop, so it has the loop's accuracy. It works for
-any K, V, but it stores all L states (B, L, H, K, V), which only pays when K·V is small.
+any K, V, but it materialises all L states (B, L, H, K, V) of a block of rows, which only pays when K·V
+is small.
 """
 from __future__ import annotations
 
@@ -35,13 +36,12 @@ def _diagonal_scan(a: torch.Tensor, b: torch.Tensor, s0: torch.Tensor, chunk: in
     C = min(chunk, L)
     nc = -(-L // C)
     pad = nc * C - L
-    if reverse:
-        # Pad at the front so that chunk boundaries stay aligned with the (reversed) start of the scan.
-        a = torch.nn.functional.pad(a, (0, 0, pad, 0), value=1.0)
-        b = torch.nn.functional.pad(b, (0, 0, pad, 0))
-    else:
-        a = torch.nn.functional.pad(a, (0, 0, 0, pad), value=1.0)
-        b = torch.nn.functional.pad(b, (0, 0, 0, pad))
+    if pad:
+        # Identity steps (a = 1, b = 0); for the reverse scan at the front, so that chunk boundaries stay
+        # aligned with the start of the scan.
+        where = (pad, 0) if reverse else (0, pad)
+        a = torch.nn.functional.pad(a, (0, 0, *where), value=1.0)
+        b = torch.nn.functional.pad(b, (0, 0, *where))
     a = a.reshape(B, nc, C, N)
     b = b.reshape(B, nc, C, N)
     steps = range(C - 1, -1, -1) if reverse else range(C)
@@ -66,26 +66,81 @@ def _diagonal_scan(a: torch.Tensor, b: torch.Tensor, s0: torch.Tensor, chunk: in
     return S[:, pad:] if reverse else S[:, :L]
 
 
-class _DiagonalRecurrence(torch.autograd.Function):
-    """S_n = a_n ⊙ S_{n-1} + b_n for n = 0..L-1 from S_{-1} = s0; returns all states (B, L, N)."""
+# Work on blocks of batch rows whose complex (L, H, K, V) temporaries stay under this size: above glibc's
+# largest mmap threshold (32 MiB) every fresh CPU allocation is page-faulted in again, which on the
+# machines we measured costs more than the arithmetic. Bounded blocks also keep the per-step slices in cache.
+_BLOCK_BYTES = 16 * 2**20
+
+
+def _states(k: torch.Tensor, v: torch.Tensor, a: torch.Tensor, s0: torch.Tensor, chunk: int) -> torch.Tensor:
+    """All states S (b, L, H, K, V) of S_n = a_n S_{n-1} + k_nᵀ v_n from s0 (b, H, K, V)."""
+    b, L, H, K = k.shape
+    V = v.shape[-1]
+    kv = (k.unsqueeze(-1) * v.unsqueeze(-2)).to(a.dtype).reshape(b, L, H * K * V)
+    a_full = a.unsqueeze(-1).expand(b, L, H, K, V).reshape(b, L, H * K * V)
+    return _diagonal_scan(a_full, kv, s0.reshape(b, H * K * V), chunk, reverse=False).view(b, L, H, K, V)
+
+
+class _ElementwiseGateLoop(torch.autograd.Function):
+    """(q, k, v, a, s0) -> (y, final state) by scalar recurrences, with the adjoint recurrence as backward.
+
+    Nothing of size L·K·V is kept between forward and backward: the backward recomputes the states, block
+    by block, which costs one forward scan and saves a (B, L, H, K, V) complex tensor.
+    """
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor, s0: torch.Tensor, chunk: int) -> torch.Tensor:
-        S = _diagonal_scan(a, b, s0, chunk, reverse=False)
-        ctx.save_for_backward(a, s0, S)
+    def forward(ctx, q, k, v, a, s0, chunk):  # type: ignore[override]
+        B, L, H, K = q.shape
+        y = q.new_empty(B, L, H, v.shape[-1])
+        final = torch.empty_like(s0)
+        for rows in _row_blocks(q, v):
+            S = _states(k[rows], v[rows], a[rows], s0[rows], chunk)
+            y[rows] = torch.einsum("blhk,blhkv->blhv", q[rows], S.real)
+            final[rows] = S[:, -1]
+        ctx.save_for_backward(q, k, v, a, s0)
         ctx.chunk = chunk
-        return S
+        return y, final
 
     @staticmethod
-    def backward(ctx, grad_S: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None]:
-        a, s0, S = ctx.saved_tensors
-        # λ_n = ∂S_n + conj(a_{n+1}) λ_{n+1}: the transition of step n+1 acts on λ_{n+1}.
-        a_next = torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], 1).conj()
-        lam = _diagonal_scan(a_next, grad_S, torch.zeros_like(s0), ctx.chunk, reverse=True)
-        S_prev = torch.cat([s0.unsqueeze(1), S[:, :-1]], 1)
-        grad_a = S_prev.conj() * lam
-        grad_s0 = a[:, 0].conj() * lam[:, 0]
-        return grad_a, lam, grad_s0, None
+    def backward(ctx, grad_y, grad_final):  # type: ignore[override]
+        q, k, v, a, s0 = ctx.saved_tensors
+        need_q, need_k, need_v, need_a, need_s0, _ = ctx.needs_input_grad
+        grads = [torch.empty_like(x) if need else None for x, need in zip((q, k, v, a, s0), ctx.needs_input_grad)]
+        grad_q, grad_k, grad_v, grad_a, grad_s0 = grads
+        B, L, H, K = q.shape
+        V = v.shape[-1]
+        for rows in _row_blocks(q, v):
+            q_b, k_b, v_b, a_b, s0_b, gy = q[rows], k[rows], v[rows], a[rows], s0[rows], grad_y[rows]
+            S = _states(k_b, v_b, a_b, s0_b, ctx.chunk)  # (b, L, H, K, V)
+            b = S.shape[0]
+            # ∂S_n from the readout y_n = Re(q_n · S_n) (q real) and, at n = L-1, from the final state.
+            g_S = (q_b.unsqueeze(-1) * gy.unsqueeze(-2)).to(S.dtype)
+            g_S[:, -1] += grad_final[rows]
+            # λ_n = ∂S_n + conj(a_{n+1}) λ_{n+1}: the transition of step n+1 acts on λ_{n+1}.
+            a_next = torch.cat([a_b[:, 1:], torch.zeros_like(a_b[:, :1])], 1).conj()
+            a_next = a_next.unsqueeze(-1).expand(b, L, H, K, V).reshape(b, L, H * K * V)
+            lam = _diagonal_scan(a_next, g_S.view(b, L, -1), torch.zeros_like(s0_b).view(b, -1), ctx.chunk, reverse=True)
+            lam = lam.view(b, L, H, K, V)
+            if need_q:
+                grad_q[rows] = torch.einsum("blhv,blhkv->blhk", gy, S.real)
+            if need_k:
+                grad_k[rows] = torch.einsum("blhv,blhkv->blhk", v_b, lam.real)
+            if need_v:
+                grad_v[rows] = torch.einsum("blhk,blhkv->blhv", k_b, lam.real)
+            if need_a:
+                S_prev = torch.cat([s0_b.unsqueeze(1), S[:, :-1]], 1)
+                grad_a[rows] = (S_prev.conj() * lam).sum(-1)
+            if need_s0:
+                grad_s0[rows] = a_b[:, 0].conj().unsqueeze(-1) * lam[:, 0]
+        return grad_q, grad_k, grad_v, grad_a, grad_s0, None
+
+
+def _row_blocks(q: torch.Tensor, v: torch.Tensor) -> list[slice]:
+    """Slices of batch rows whose complex (L, H, K, V) state tensors stay under _BLOCK_BYTES (≥ 1 row each)."""
+    B, L, H, K = q.shape
+    row_bytes = L * H * K * v.shape[-1] * 2 * q.element_size()
+    rows = max(1, _BLOCK_BYTES // row_bytes)
+    return [slice(start, min(start + rows, B)) for start in range(0, B, rows)]
 
 
 def gateloop_scan_elementwise(
@@ -104,14 +159,6 @@ def gateloop_scan_elementwise(
     state = check_scan_inputs(q, k, v, a, initial_state)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size!r} must be a positive int")
-    B, L, H, K = q.shape
-    V = v.shape[-1]
     out_dtype, real = q.dtype, a.real.dtype
-    q, k, v = q.to(real), k.to(real), v.to(real)
-    b = (k.unsqueeze(-1) * v.unsqueeze(-2)).to(a.dtype)  # (B, L, H, K, V)
-    a_full = a.unsqueeze(-1).expand(B, L, H, K, V)
-    S = _DiagonalRecurrence.apply(
-        a_full.reshape(B, L, H * K * V), b.reshape(B, L, H * K * V), state.reshape(B, H * K * V), chunk_size
-    ).reshape(B, L, H, K, V)
-    y = (q.unsqueeze(-1) * S.real).sum(-2)  # (B, L, H, V): Re(q · S), q real
-    return y.to(out_dtype), S[:, -1]
+    y, final = _ElementwiseGateLoop.apply(q.to(real), k.to(real), v.to(real), a, state, chunk_size)
+    return y.to(out_dtype), final
