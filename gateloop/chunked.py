@@ -94,7 +94,7 @@ def _levels(qr: torch.Tensor, kr: torch.Tensor, G: torch.Tensor):
 
 
 class _IntraChunk(torch.autograd.Function):
-    """Within-chunk outputs y_n = Σ_{m ≤ n} Σ_κ q'_nκ k'_mκ exp(G_nκ - G_mκ) v_m, chunk length C a power of two.
+    """Within-chunk outputs y_n = Σ_{m ≤ n} Σ_κ q'_nκ k'_mκ exp(G_nκ - G_mκ) v_m; C is a power of two.
 
     q, k (..., C, K); qr, kr (..., C, 2K) their real forms; v (..., C, V); G (..., C, K) cumulative log|a|
     in float64. Level b handles the pairs whose key is in the first half and query in the second half of a

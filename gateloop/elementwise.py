@@ -119,7 +119,8 @@ class _ElementwiseGateLoop(torch.autograd.Function):
             # λ_n = ∂S_n + conj(a_{n+1}) λ_{n+1}: the transition of step n+1 acts on λ_{n+1}.
             a_next = torch.cat([a_b[:, 1:], torch.zeros_like(a_b[:, :1])], 1).conj()
             a_next = a_next.unsqueeze(-1).expand(b, L, H, K, V).reshape(b, L, H * K * V)
-            lam = _diagonal_scan(a_next, g_S.view(b, L, -1), torch.zeros_like(s0_b).view(b, -1), ctx.chunk, reverse=True)
+            zeros = torch.zeros_like(s0_b).view(b, -1)
+            lam = _diagonal_scan(a_next, g_S.view(b, L, -1), zeros, ctx.chunk, reverse=True)
             lam = lam.view(b, L, H, K, V)
             if need_q:
                 grad_q[rows] = torch.einsum("blhv,blhkv->blhk", gy, S.real)

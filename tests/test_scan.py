@@ -226,11 +226,13 @@ def test_attention_is_finite_and_correct_where_cumprod_divide_is_nan() -> None:
     assert all(torch.isfinite(torch.view_as_real(g) if g.is_complex() else g).all() for g in grads)
 
 
-def retention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def retention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gamma: torch.Tensor, theta: torch.Tensor
+) -> torch.Tensor:
     """RetNet's parallel retention, written independently of the engines.
 
-    y_n = Σ_{m ≤ n} Σ_κ γ^{n-m} cos((n - m) θ_κ) q_nκ k_mκ v_m per head, i.e. Re((q_n e^{inθ}) · conj(k_m e^{imθ}))
-    scaled by γ^{n-m}. q, k (B, L, H, K); v (B, L, H, V); gamma (H,); theta (H, K).
+    y_n = Σ_{m ≤ n} Σ_κ γ^{n-m} cos((n - m) θ_κ) q_nκ k_mκ v_m per head, i.e. γ^{n-m} times
+    Re((q_n e^{inθ}) · conj(k_m e^{imθ})). q, k (B, L, H, K); v (B, L, H, V); gamma (H,); theta (H, K).
     """
     L = q.shape[1]
     n = torch.arange(L, dtype=torch.float64)
