@@ -149,7 +149,10 @@ def task_table(task: str, trial_rows: list[dict[str, Any]], confirm_rows: list[d
         rows = [r for r in confirmed if r["model"] == m]
         finished = [r for r in trials if r["model"] == m and r["finished_index"] is not None]
         complete = [r for r in finished if r["state"] == "COMPLETE"]
-        best = max(complete, key=lambda r: (r["value"], -r["number"]), default=None)
+        # The trial the confirm study re-trained; before confirmation, the best complete trial so far.
+        source = rows[0]["source_trial"] if rows else None
+        best = next((r for r in complete if r["number"] == source), None) or \
+            max(complete, key=lambda r: (r["value"], -r["number"]), default=None)
         if acc[m]:
             mean, low, high = bootstrap_ci(acc[m])
             cell = f"{mean:.3f} [{low:.3f}, {high:.3f}]"
@@ -232,7 +235,6 @@ def figures(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]]
         for (task, model), ax in grid.axes_dict.items():  # keys are (row, col) = (task, model)
             part = df[(df["task"] == task) & (df["model"] == model)]
             ax.step(part["finished_index"], part["best so far"], where="post", color="black", lw=1)
-        grid.set(ylim=(-0.02, 1.02))
         grid.set_axis_labels("finished trial", "held-out accuracy")
         paths.append(out / "optimization_history.png")
         grid.savefig(paths[-1], dpi=120)

@@ -58,9 +58,10 @@ def test_killed_worker_trial_is_failed_retried_and_not_counted(postgres_url):
             except KeyError:
                 continue  # the worker has not created the study yet
             running = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
-            # Wait until the trial has run a moment, so that its first heartbeat is stored.
+            # The heartbeat thread starts before the objective, which stores `config` only after
+            # several other writes: by then the first heartbeat is stored.
             if running and "config" in running[0].user_attrs:
-                time.sleep(1.5)
+                time.sleep(0.5)
                 if optuna.load_study(study_name=name, storage=storage).trials[running[0].number].state \
                         == TrialState.RUNNING:
                     os.kill(victim.pid, signal.SIGKILL)
