@@ -445,17 +445,17 @@ def work(jobs: Sequence[_Job], poll: float = POLL_SECONDS) -> None:
     optimize_logger = logging.getLogger("optuna.study._optimize")
     if not any(isinstance(f, _HideSurplusTracebacks) for f in optimize_logger.filters):
         optimize_logger.addFilter(_HideSurplusTracebacks())
-    waiting_since = None
+    announced = False
     while True:
         states = [job.state() for job in jobs]
         if all(s == "done" for s in states):
             return
         if "free" in states:
-            waiting_since = None
+            announced = False
             jobs[states.index("free")].run_one()
             continue
-        if waiting_since is None:
-            waiting_since = time.monotonic()
+        if not announced:
+            announced = True
             busy = [j.study.study_name for j, s in zip(jobs, states) if s == "busy"]
             print(f"waiting: every open slot of {busy} is held by a running trial of another worker", flush=True)
         time.sleep(poll)
