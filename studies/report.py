@@ -98,6 +98,9 @@ def load_rows(storage: optuna.storages.BaseStorage, prefix: str) -> tuple[list[d
                     "status": t.user_attrs.get("status"), "num_parameters": t.user_attrs.get("num_parameters"),
                     "state_size": t.user_attrs.get("state_size"), "run_id": t.user_attrs.get("run_id"),
                     "source_trial": study.user_attrs.get("source_trial"),
+                    "train_length": t.user_attrs["config"]["task"]["seq_len"],
+                    # accuracy at the training length and at the longer evaluated lengths
+                    "by_length": {str(f["length"]): f["accuracy"] for f in t.user_attrs.get("final") or []},
                 })
             continue
         finished = 0
@@ -141,7 +144,8 @@ def task_table(task: str, trial_rows: list[dict[str, Any]], confirm_rows: list[d
     welch = dict(zip(others, holm([w for w, _ in raw])))
     mwu = dict(zip(others, holm([u for _, u in raw])))
 
-    header = ["model", "accuracy, mean [95% bootstrap CI]", "seeds", "params", "state",
+    multipliers = sorted({int(length) // r["train_length"] for r in confirmed for length in r["by_length"]} - {1})
+    header = ["model", "accuracy, mean [95% bootstrap CI]", *[f"@{k}×L" for k in multipliers], "seeds", "params", "state",
               f"p vs {reference} (Welch, Holm)", f"p vs {reference} (MWU, Holm)",
               "trials (pruned, diverged)", "best tuning acc", "best hyperparameters"]
     body = []
@@ -160,8 +164,12 @@ def task_table(task: str, trial_rows: list[dict[str, Any]], confirm_rows: list[d
             cell = "not confirmed"
         diverged = sum(r["status"] == "diverged" for r in rows)
         sized = rows or complete
+        longer = []
+        for k in multipliers:
+            values = [r["by_length"][str(k * r["train_length"])] for r in rows if str(k * r["train_length"]) in r["by_length"]]
+            longer.append(f"{sum(values) / len(values):.3f}" if values else "–")
         body.append([
-            m, cell, f"{len(rows)}" + (f" ({diverged} diverged)" if diverged else ""),
+            m, cell, *longer, f"{len(rows)}" + (f" ({diverged} diverged)" if diverged else ""),
             human_count(sized[0]["num_parameters"]) if sized and sized[0]["num_parameters"] else "–",
             human_count(sized[0]["state_size"]) if sized and sized[0]["state_size"] else "–",
             _fmt_p(welch[m]) if m in welch else "–", _fmt_p(mwu[m]) if m in mwu else "–",
@@ -254,6 +262,17 @@ def figures(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]]
 # ---------------------------------------------------------------------------------------------- entry
 
 
+def report_markdown(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]], prefix: str,
+                    reference: str = "gateloop") -> str:
+    """The Markdown report from the tidy rows alone (so it can be rebuilt from trials/confirm.jsonl)."""
+    tasks = sorted({r["task"] for r in trial_rows} | {r["task"] for r in confirm_rows})
+    return (f"## Tuning report: `{prefix}`\n\n"
+            "Accuracy: held-out token accuracy of each model's best tuning trial re-trained with fresh seeds; "
+            "diverged seeds count as 0; `@k×L`: mean accuracy of the same runs on held-out sequences k times "
+            "the training length. p-values: two-sided, Holm-corrected over the comparisons of a task.\n\n"
+            + "\n".join(task_table(t, trial_rows, confirm_rows, reference) for t in tasks))
+
+
 def build_report(storage: str | optuna.storages.BaseStorage, prefix: str, out: str | Path,
                  reference: str = "gateloop") -> str:
     """Write report.md, trials.jsonl, confirm.jsonl and the figures to `out`; return the Markdown."""
@@ -265,11 +284,7 @@ def build_report(storage: str | optuna.storages.BaseStorage, prefix: str, out: s
                          f"found: {sorted(optuna.get_all_study_names(storage))}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tasks = sorted({r["task"] for r in trial_rows} | {r["task"] for r in confirm_rows})
-    text = (f"## Tuning report: `{prefix}`\n\n"
-            "Accuracy: held-out token accuracy of each model's best tuning trial re-trained with fresh seeds; "
-            "diverged seeds count as 0. p-values: two-sided, Holm-corrected over the comparisons of a task.\n\n"
-            + "\n".join(task_table(t, trial_rows, confirm_rows, reference) for t in tasks))
+    text = report_markdown(trial_rows, confirm_rows, prefix, reference)
     write_atomic(out / "report.md", text)
     write_jsonl(out / "trials.jsonl", trial_rows)
     write_jsonl(out / "confirm.jsonl", confirm_rows)

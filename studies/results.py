@@ -13,6 +13,15 @@ import numpy as np
 from scipy import stats
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def write_atomic(path: str | Path, text: str) -> None:
     """Write text so that readers see the old file or the new one, never half of it."""
     write_atomic_bytes(path, text.encode())
@@ -23,6 +32,7 @@ def write_atomic_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would have
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -1,0 +1,37 @@
+"""The committed results cannot drift from their data: every committed report table is rebuilt here
+from the committed tidy results and must match the committed Markdown."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from studies.ablate import ablation_table
+from studies.report import report_markdown
+from studies.results import read_jsonl
+from studies.suite import load_records
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+REPORTS = sorted(p.parent for p in RESULTS.glob("**/report.md"))
+ABLATIONS = sorted(p.parent for p in RESULTS.glob("**/ablations.md"))
+
+
+def test_there_are_committed_results_to_check():
+    assert REPORTS, f"no report.md under {RESULTS}"
+
+
+@pytest.mark.parametrize("directory", REPORTS, ids=lambda p: str(p.relative_to(RESULTS)))
+def test_report_matches_its_tidy_results(directory: Path):
+    committed = (directory / "report.md").read_text()
+    prefix = re.match(r"## Tuning report: `([^`]+)`", committed).group(1)
+    rebuilt = report_markdown(read_jsonl(directory / "trials.jsonl"), read_jsonl(directory / "confirm.jsonl"), prefix)
+    assert rebuilt == committed
+
+
+@pytest.mark.parametrize("directory", ABLATIONS, ids=lambda p: str(p.relative_to(RESULTS)))
+def test_ablation_table_matches_its_stored_runs(directory: Path):
+    records = [r for r in load_records(directory) if "ablation" in r]
+    lr_note = json.loads((directory / "lr_note.json").read_text())["lr_note"]
+    assert ablation_table(records, lr_note) == (directory / "ablations.md").read_text()
