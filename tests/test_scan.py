@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 
+from gateloop import chunked
 from gateloop.chunked import gateloop_scan_chunked
 from gateloop.elementwise import gateloop_scan_elementwise
 from gateloop.scan import (
@@ -81,7 +82,10 @@ def to_single(x: torch.Tensor) -> torch.Tensor:
 
 
 def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
-    return ((x.to(ref.dtype) - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+    """‖x - ref‖ / ‖ref‖; where the reference is exactly zero (e.g. the gradient of a at L = 1 without an
+    initial state), the absolute ‖x‖, the inputs and cotangents being O(1)."""
+    diff = (x.to(ref.dtype) - ref).norm()
+    return (diff / ref.norm() if ref.norm() > 0 else diff).item()
 
 
 def assert_close_to(results: list[torch.Tensor], reference: list[torch.Tensor], tol: float, what: str) -> None:
@@ -165,6 +169,30 @@ def test_dispatcher_runs_every_mode_and_routes_max_headed_chunked_to_elementwise
     matrix_inputs = reference(7, 0.5, True, True, MATRIX)[0]
     gateloop_scan(*matrix_inputs, mode="chunked", chunk_size=4)
     assert calls == [4], "a matrix state must run the chunked engine, not the elementwise one"
+
+
+@pytest.mark.parametrize("form", ("direct", "split"))
+def test_chunked_forms_agree_with_loop(form: str, monkeypatch) -> None:
+    """Both within-chunk forms, each forced, on the same inputs; the direct form at the edge of its domain."""
+    taken = []
+    for name in ("_direct_terms", "_split_terms"):
+        original = getattr(chunked, name)
+        monkeypatch.setattr(chunked, name, lambda *args, _f=original, _n=name: taken.append(_n) or _f(*args))
+    if form == "split":
+        monkeypatch.setattr(chunked, "DIRECT_MIN_GATE", 1.0)  # no gate qualifies
+    B, L, H, K, V = 1, 200, 2, 2, 3
+    q, k, v, _, s0 = make_inputs(B, L, H, K, V, 0.5, True, seed=9)
+    g = torch.Generator().manual_seed(9)
+    # Total decay per 64-step chunk just above -DIRECT_MAX_DECAY, with some gates at DIRECT_MIN_GATE.
+    log_mag = torch.full((B, L, H, K), -(chunked.DIRECT_MAX_DECAY - 0.5 - 2 * 3.0) / 62, dtype=torch.float64)
+    log_mag[:, 5::64] = log_mag[:, 40::64] = math.log(chunked.DIRECT_MIN_GATE) + 1e-3
+    a = torch.polar(log_mag.exp(), 2 * math.pi * torch.rand(B, L, H, K, generator=g, dtype=torch.float64))
+    inputs = (q, k, v, a, s0)
+    gy, gs = cotangents((B, L, H, V), (B, H, K, V))
+    expected = run_with_grads(gateloop_scan_ref, inputs, gy, gs)
+    got = run_with_grads(gateloop_scan_chunked, tuple(map(to_single, inputs)), gy, gs, chunk_size=64)
+    assert taken == [f"_{form}_terms"]
+    assert_close_to(got, expected, TOL32, f"chunked, {form} form")
 
 
 def test_default_mode_is_chunked() -> None:
