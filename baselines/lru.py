@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.scan import Scan, linear_scan, linear_scan_ref
-from gateloop.mixer import MixerConfig, mark_transition
+from gateloop.mixer import MixerConfig, at_least_fp32, is_int, is_real, mark_transition
 
 
 @dataclass(frozen=True)
@@ -52,28 +52,15 @@ class LRUConfig(MixerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         name = type(self).__name__
-        if not _is_int(self.d_state) or self.d_state < 1:
+        if not is_int(self.d_state) or self.d_state < 1:
             raise ValueError(f"{name}: d_state={self.d_state!r} must be a positive int")
-        if not (_is_real(self.r_min) and _is_real(self.r_max) and 0.0 <= self.r_min <= self.r_max < 1.0):
+        if not (is_real(self.r_min) and is_real(self.r_max) and 0.0 <= self.r_min <= self.r_max < 1.0):
             raise ValueError(
                 f"{name}: r_min={self.r_min!r}, r_max={self.r_max!r} must satisfy 0 <= r_min <= r_max < 1 "
                 f"(|λ| = 1 would make γ = √(1 − |λ|²) zero)"
             )
-        if not _is_real(self.max_phase) or not 0.0 < self.max_phase <= 2 * math.pi:
+        if not is_real(self.max_phase) or not 0.0 < self.max_phase <= 2 * math.pi:
             raise ValueError(f"{name}: max_phase={self.max_phase!r} must lie in (0, 2π]")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _fp32(t: torch.Tensor) -> torch.Tensor:
-    """t in fp32, or kept in fp64: the recurrence never runs below single precision."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 class LRU(nn.Module):
@@ -109,13 +96,13 @@ class LRU(nn.Module):
 
     def _transition(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """λ (N,), γ-normalised B (N, D), C (D, N): complex, at least complex64."""
-        lam = torch.exp(torch.complex(-torch.exp(_fp32(self.nu_log)), torch.exp(_fp32(self.theta_log))))
-        B = torch.view_as_complex(_fp32(self.B)) * torch.exp(_fp32(self.gamma_log)).unsqueeze(-1)
-        return lam, B, torch.view_as_complex(_fp32(self.C))
+        lam = torch.exp(torch.complex(-torch.exp(at_least_fp32(self.nu_log)), torch.exp(at_least_fp32(self.theta_log))))
+        B = torch.view_as_complex(at_least_fp32(self.B)) * torch.exp(at_least_fp32(self.gamma_log)).unsqueeze(-1)
+        return lam, B, torch.view_as_complex(at_least_fp32(self.C))
 
     def _readout(self, h: torch.Tensor, C: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """y = Re(C h) + D ⊙ u: h (..., N), x (..., D) -> (..., D), at least fp32."""
-        return (h @ C.T).real + _fp32(self.D) * _fp32(x)
+        return (h @ C.T).real + at_least_fp32(self.D) * at_least_fp32(x)
 
     def _glu(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         g = F.gelu(y).to(dtype)
@@ -124,7 +111,7 @@ class LRU(nn.Module):
     def _mix(self, x: torch.Tensor, scan: Scan) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
             lam, B, C = self._transition()
-            h, _ = scan(lam[None, None], _fp32(x).to(B.dtype) @ B.T)  # (B, L, N)
+            h, _ = scan(lam[None, None], at_least_fp32(x).to(B.dtype) @ B.T)  # (B, L, N)
             y = self._readout(h, C, x)
         return self._glu(y, x.dtype)
 
@@ -144,7 +131,7 @@ class LRU(nn.Module):
         """One token: x (B, D) and the state (B, N) -> (B, D) and the next state."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             lam, B, C = self._transition()
-            h = lam * cache + _fp32(x).to(B.dtype) @ B.T
+            h = lam * cache + at_least_fp32(x).to(B.dtype) @ B.T
             y = self._readout(h, C, x)
         return self._glu(y, x.dtype), h
 

@@ -44,7 +44,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from baselines.scan import linear_scan
-from gateloop.mixer import MixerConfig, mark_transition
+from gateloop.mixer import MixerConfig, at_least_fp32, is_int, is_real, mark_transition
 
 DT_INITS = ("random", "constant")
 
@@ -71,15 +71,15 @@ class MambaConfig(MixerConfig):
         name = type(self).__name__
         for field in ("d_state", "expand", "d_conv", "chunk_size"):
             value = getattr(self, field)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"{name}: {field}={value!r} must be a positive int")
-        if self.dt_rank is not None and (not _is_int(self.dt_rank) or self.dt_rank < 1):
+        if self.dt_rank is not None and (not is_int(self.dt_rank) or self.dt_rank < 1):
             raise ValueError(f"{name}: dt_rank={self.dt_rank!r} must be None (auto: ceil(d_model/16)) or a positive int")
-        if not (_is_real(self.dt_min) and _is_real(self.dt_max) and 0.0 < self.dt_min <= self.dt_max):
+        if not (is_real(self.dt_min) and is_real(self.dt_max) and 0.0 < self.dt_min <= self.dt_max):
             raise ValueError(f"{name}: dt_min={self.dt_min!r}, dt_max={self.dt_max!r} must satisfy 0 < dt_min <= dt_max")
-        if not _is_real(self.dt_init_floor) or self.dt_init_floor < 0.0:
+        if not is_real(self.dt_init_floor) or self.dt_init_floor < 0.0:
             raise ValueError(f"{name}: dt_init_floor={self.dt_init_floor!r} must be a real number >= 0")
-        if not _is_real(self.dt_scale) or self.dt_scale <= 0.0:
+        if not is_real(self.dt_scale) or self.dt_scale <= 0.0:
             raise ValueError(f"{name}: dt_scale={self.dt_scale!r} must be a real number > 0")
         if self.dt_init not in DT_INITS:
             raise ValueError(f"{name}: dt_init={self.dt_init!r} must be one of {DT_INITS}")
@@ -96,19 +96,6 @@ class MambaConfig(MixerConfig):
     def rank(self) -> int:
         """dt_rank, resolved."""
         return math.ceil(self.d_model / 16) if self.dt_rank is None else self.dt_rank
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _fp32(t: torch.Tensor) -> torch.Tensor:
-    """t in fp32, or kept in fp64: the scan never runs below single precision."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def selective_scan_ref(
@@ -199,19 +186,19 @@ class Mamba(nn.Module):
     def _ssm_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Conv'd inner activations x (..., E·D) -> Δ (..., E·D), A (E·D, N), B_t, C_t (..., N), at least fp32."""
         N, R = self.config.d_state, self.config.rank
-        dt_low, B_t, C_t = _fp32(self.x_proj(x)).split([R, N, N], dim=-1)
-        delta = F.softplus(F.linear(dt_low, _fp32(self.dt_proj.weight), _fp32(self.dt_proj.bias)))
-        return delta, -torch.exp(_fp32(self.A_log)), B_t, C_t
+        dt_low, B_t, C_t = at_least_fp32(self.x_proj(x)).split([R, N, N], dim=-1)
+        delta = F.softplus(F.linear(dt_low, at_least_fp32(self.dt_proj.weight), at_least_fp32(self.dt_proj.bias)))
+        return delta, -torch.exp(at_least_fp32(self.A_log)), B_t, C_t
 
     def _mix(self, x: torch.Tensor, ssm: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         L = x.shape[1]
         xs, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E·D) each
         xs = F.silu(self.conv1d(xs.transpose(1, 2))[..., :L].transpose(1, 2))  # causal: keep the first L outputs
         with torch.autocast(device_type=x.device.type, enabled=False):
-            u = _fp32(xs)
+            u = at_least_fp32(xs)
             delta, A, B_t, C_t = self._ssm_inputs(u)
             y, _ = ssm(u, delta, A, B_t, C_t)  # (B, L, E·D)
-            y = y + _fp32(self.D) * u
+            y = y + at_least_fp32(self.D) * u
         return self.out_proj(y.to(z.dtype) * F.silu(z))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -239,10 +226,10 @@ class Mamba(nn.Module):
             xs = xs + self.conv1d.bias
         xs = F.silu(xs)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            u = _fp32(xs)
+            u = at_least_fp32(xs)
             delta, A, B_t, C_t = self._ssm_inputs(u)
             h = torch.exp(delta.unsqueeze(-1) * A) * h + (delta * u).unsqueeze(-1) * B_t.unsqueeze(1)
-            y = torch.einsum("bdn,bn->bd", h, C_t) + _fp32(self.D) * u
+            y = torch.einsum("bdn,bn->bd", h, C_t) + at_least_fp32(self.D) * u
         return self.out_proj(y.to(z.dtype) * F.silu(z)), (window[..., 1:], h)
 
     def state_size(self, seq_len: int) -> int:

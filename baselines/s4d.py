@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.scan import Scan, linear_scan, linear_scan_ref
-from gateloop.mixer import MixerConfig, mark_transition
+from gateloop.mixer import MixerConfig, at_least_fp32, is_int, is_real, mark_transition
 
 INITS = ("lin", "inv")
 MODES = ("fft", "scan")
@@ -54,27 +54,14 @@ class S4DConfig(MixerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         name = type(self).__name__
-        if not _is_int(self.d_state) or self.d_state < 2 or self.d_state % 2:
+        if not is_int(self.d_state) or self.d_state < 2 or self.d_state % 2:
             raise ValueError(f"{name}: d_state={self.d_state!r} must be an even int >= 2 (N/2 conjugate pairs)")
         if self.init not in INITS:
             raise ValueError(f"{name}: init={self.init!r} must be one of {INITS}")
         if self.mode not in MODES:
             raise ValueError(f"{name}: mode={self.mode!r} must be one of {MODES}")
-        if not (_is_real(self.dt_min) and _is_real(self.dt_max) and 0.0 < self.dt_min <= self.dt_max):
+        if not (is_real(self.dt_min) and is_real(self.dt_max) and 0.0 < self.dt_min <= self.dt_max):
             raise ValueError(f"{name}: dt_min={self.dt_min!r}, dt_max={self.dt_max!r} must satisfy 0 < dt_min <= dt_max")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _fp32(t: torch.Tensor) -> torch.Tensor:
-    """t in fp32, or kept in fp64: the SSM never runs below single precision."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 class S4D(nn.Module):
@@ -108,10 +95,10 @@ class S4D(nn.Module):
 
     def _discretize(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Δ A, B̄ and C: (D, N/2) complex each, in the parameters' precision (at least fp32)."""
-        A = torch.complex(-torch.exp(_fp32(self.log_A_real)), _fp32(self.A_imag))
-        dtA = A * torch.exp(_fp32(self.log_dt)).unsqueeze(-1)
+        A = torch.complex(-torch.exp(at_least_fp32(self.log_A_real)), at_least_fp32(self.A_imag))
+        dtA = A * torch.exp(at_least_fp32(self.log_dt)).unsqueeze(-1)
         B_bar = torch.expm1(dtA) / A
-        return dtA, B_bar, torch.view_as_complex(_fp32(self.C))
+        return dtA, B_bar, torch.view_as_complex(at_least_fp32(self.C))
 
     def kernel(self, seq_len: int) -> torch.Tensor:
         """K_l = 2 Re(Σ_n C_n B̄_n Ā_n^l) for l < seq_len: (D, L).
@@ -146,20 +133,20 @@ class S4D(nn.Module):
 
     def _output(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """SSM output y (..., D) fp32 plus D skip of input x (..., D) -> GLU(W_o GELU(·)) in x's dtype."""
-        y = y + _fp32(self.D) * _fp32(x)
+        y = y + at_least_fp32(self.D) * at_least_fp32(x)
         return F.glu(self.output_linear(F.gelu(y).to(x.dtype)), dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, D) -> (B, L, D), the SSM by FFT convolution (mode "fft") or linear_scan ("scan")."""
         with torch.autocast(device_type=x.device.type, enabled=False):
-            u = _fp32(x)
+            u = at_least_fp32(x)
             y = self._ssm_fft(u) if self.config.mode == "fft" else self._ssm_recurrent(u)
         return self._output(y, x)
 
     def forward_ref(self, x: torch.Tensor) -> torch.Tensor:
         """`forward` with the recurrence as a plain loop over time: the spec for both modes."""
         with torch.autocast(device_type=x.device.type, enabled=False):
-            y = self._ssm_recurrent(_fp32(x), scan=linear_scan_ref)
+            y = self._ssm_recurrent(at_least_fp32(x), scan=linear_scan_ref)
         return self._output(y, x)
 
     def init_cache(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -170,7 +157,7 @@ class S4D(nn.Module):
         """One token: x (B, D) and h (B, D, N/2) -> (B, D) and the next h."""
         with torch.autocast(device_type=x.device.type, enabled=False):
             dtA, B_bar, C = self._discretize()
-            h = torch.exp(dtA) * cache + B_bar * _fp32(x).unsqueeze(-1)
+            h = torch.exp(dtA) * cache + B_bar * at_least_fp32(x).unsqueeze(-1)
             y = 2 * torch.einsum("bdn,dn->bd", h, C).real
         return self._output(y, x), h
 

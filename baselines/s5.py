@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from baselines.scan import Scan, linear_scan, linear_scan_ref
-from gateloop.mixer import MixerConfig, mark_transition
+from gateloop.mixer import MixerConfig, at_least_fp32, is_int, is_real, mark_transition
 
 ACTIVATIONS = ("half_glu1", "half_glu2", "full_glu", "gelu")
 
@@ -59,7 +59,7 @@ class S5Config(MixerConfig):
         name = type(self).__name__
         for field in ("d_state", "blocks"):
             value = getattr(self, field)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"{name}: {field}={value!r} must be a positive int")
         if self.d_state % self.blocks:
             raise ValueError(
@@ -73,7 +73,7 @@ class S5Config(MixerConfig):
                 f"{name}: conj_sym keeps half of each block's eigenvalues, so the block size "
                 f"d_state/blocks={self.d_state // self.blocks} must be even"
             )
-        if not (_is_real(self.dt_min) and _is_real(self.dt_max) and 0.0 < self.dt_min <= self.dt_max):
+        if not (is_real(self.dt_min) and is_real(self.dt_max) and 0.0 < self.dt_min <= self.dt_max):
             raise ValueError(f"{name}: dt_min={self.dt_min!r}, dt_max={self.dt_max!r} must satisfy 0 < dt_min <= dt_max")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"{name}: activation={self.activation!r} must be one of {ACTIVATIONS}")
@@ -82,19 +82,6 @@ class S5Config(MixerConfig):
     def modes(self) -> int:
         """Complex states held: P/2 with conjugate symmetry, else P."""
         return self.d_state // 2 if self.conj_sym else self.d_state
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _fp32(t: torch.Tensor) -> torch.Tensor:
-    """t in fp32, or kept in fp64: the SSM never runs below single precision."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def hippo_n(size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,18 +149,18 @@ class S5(nn.Module):
 
     def _discretize(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Λ̄ (M,), B̄ (M, D), C̃ (D, M): complex, at least complex64."""
-        real = _fp32(self.Lambda_re)
+        real = at_least_fp32(self.Lambda_re)
         if self.config.clip_eigs:
             real = real.clamp(max=-1e-4)
-        Lambda = torch.complex(real, _fp32(self.Lambda_im))
-        Lambda_bar = torch.exp(Lambda * torch.exp(_fp32(self.log_step)))
-        B_bar = ((Lambda_bar - 1) / Lambda).unsqueeze(-1) * torch.view_as_complex(_fp32(self.B))
-        return Lambda_bar, B_bar, torch.view_as_complex(_fp32(self.C))
+        Lambda = torch.complex(real, at_least_fp32(self.Lambda_im))
+        Lambda_bar = torch.exp(Lambda * torch.exp(at_least_fp32(self.log_step)))
+        B_bar = ((Lambda_bar - 1) / Lambda).unsqueeze(-1) * torch.view_as_complex(at_least_fp32(self.B))
+        return Lambda_bar, B_bar, torch.view_as_complex(at_least_fp32(self.C))
 
     def _readout(self, h: torch.Tensor, C: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """y = 2 Re(C̃ h) + D u (factor 1 without conj_sym): h (..., M), u (..., D) -> (..., D)."""
         y = (h @ C.T).real
-        return (2 * y if self.config.conj_sym else y) + _fp32(self.D) * u
+        return (2 * y if self.config.conj_sym else y) + at_least_fp32(self.D) * u
 
     def _activation(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         g = F.gelu(y).to(dtype)
@@ -189,7 +176,7 @@ class S5(nn.Module):
 
     def _mix(self, x: torch.Tensor, scan: Scan) -> torch.Tensor:
         with torch.autocast(device_type=x.device.type, enabled=False):
-            u = _fp32(x)
+            u = at_least_fp32(x)
             Lambda_bar, B_bar, C = self._discretize()
             h, _ = scan(Lambda_bar[None, None], u.to(B_bar.dtype) @ B_bar.T)  # (B, L, M)
             y = self._readout(h, C, u)
@@ -210,7 +197,7 @@ class S5(nn.Module):
     def step(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One token: x (B, D) and the state (B, M) -> (B, D) and the next state."""
         with torch.autocast(device_type=x.device.type, enabled=False):
-            u = _fp32(x)
+            u = at_least_fp32(x)
             Lambda_bar, B_bar, C = self._discretize()
             h = Lambda_bar * cache + u.to(B_bar.dtype) @ B_bar.T
             y = self._readout(h, C, u)

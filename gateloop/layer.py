@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gateloop.mixer import MixerConfig, mark_transition
+from gateloop.mixer import MixerConfig, is_int, is_real, mark_transition
 from gateloop.scan import MODES, gateloop_scan, gateloop_step
 
 MAGNITUDES = ("data", "fixed", "one")
@@ -94,7 +94,7 @@ class GateLoopConfig(MixerConfig):
         super().__post_init__()
         name = type(self).__name__
         if self.num_heads is not None:
-            if not _is_int(self.num_heads) or self.num_heads < 1:
+            if not is_int(self.num_heads) or self.num_heads < 1:
                 raise ValueError(f"{name}: num_heads={self.num_heads!r} must be None (max-headed) or a positive int")
             if self.d_model % self.num_heads != 0:
                 raise ValueError(
@@ -115,10 +115,10 @@ class GateLoopConfig(MixerConfig):
                 raise ValueError(f"{name}: {field}={getattr(self, field)!r} must be a bool")
         if not isinstance(self.mode, str) or self.mode not in MODES:
             raise ValueError(f"{name}: mode={self.mode!r} must be one of the gateloop_scan modes {sorted(MODES)}")
-        if not _is_int(self.chunk_size) or self.chunk_size < 1:
+        if not is_int(self.chunk_size) or self.chunk_size < 1:
             raise ValueError(f"{name}: chunk_size={self.chunk_size!r} must be a positive int")
         lo, hi = self.magnitude_init_min, self.magnitude_init_max
-        if not (_is_real(lo) and _is_real(hi) and 0.0 < lo <= hi < 1.0):
+        if not (is_real(lo) and is_real(hi) and 0.0 < lo <= hi < 1.0):
             raise ValueError(
                 f"{name}: magnitude_init_min={lo!r}, magnitude_init_max={hi!r} must satisfy 0 < min <= max < 1"
             )
@@ -127,9 +127,9 @@ class GateLoopConfig(MixerConfig):
                 f"{name}: with magnitude_param='sigmoid_of_modulus' |a| = σ(|z|) >= 0.5, so "
                 f"magnitude_init_min={lo} must be >= 0.5"
             )
-        if not _is_real(self.phase_init_max) or not 0.0 <= self.phase_init_max <= math.pi:
+        if not is_real(self.phase_init_max) or not 0.0 <= self.phase_init_max <= math.pi:
             raise ValueError(f"{name}: phase_init_max={self.phase_init_max!r} must lie in [0, π]")
-        if not _is_real(self.gate_init_gain) or self.gate_init_gain < 0.0:
+        if not is_real(self.gate_init_gain) or self.gate_init_gain < 0.0:
             raise ValueError(f"{name}: gate_init_gain={self.gate_init_gain!r} must be a real number >= 0")
 
     @property
@@ -141,14 +141,6 @@ class GateLoopConfig(MixerConfig):
     def head_dim(self) -> int:
         """K = V = D / H."""
         return self.d_model // self.heads
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class GateLoop(nn.Module):

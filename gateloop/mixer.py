@@ -5,6 +5,7 @@ also decode token by token through `init_cache` / `step`, which must reproduce `
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -57,3 +58,21 @@ def is_transition(p: nn.Parameter) -> bool:
 def num_real_parameters(module: nn.Module) -> int:
     """Trainable parameter count with complex parameters counted twice (real and imaginary part)."""
     return sum(p.numel() * (2 if p.is_complex() else 1) for p in module.parameters() if p.requires_grad)
+
+
+# Validation and precision helpers shared by every mixer config and mixer.
+
+
+def is_int(value: object) -> bool:
+    """An int that is not a bool (True is an int in Python, never a valid width)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """A finite int or float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """t in fp32, or kept in fp64: recurrences never run below single precision (autocast may hand bf16)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
