@@ -209,6 +209,25 @@ def _direct_terms(
     return y, q_decayed, U
 
 
+def _direct_form_refusal(log_mag: torch.Tensor, G: torch.Tensor) -> str:
+    """Why the direct form may not run on these chunked log-gates (..., Cp, K) and their sums G; "" if it may."""
+    decay, gate = -G[..., -1, :].max().item(), log_mag.min().exp().item()
+    if decay > DIRECT_MAX_DECAY:
+        return f"every chunk's total decay <= {DIRECT_MAX_DECAY} nats (largest: {decay:.3g})"
+    if gate < DIRECT_MIN_GATE:
+        return f"every |a| >= {DIRECT_MIN_GATE} (smallest: {gate:.3g})"
+    return ""
+
+
+def chunked_form(a: torch.Tensor, chunk_size: int = 64) -> str:
+    """The within-chunk form gateloop_scan_chunked(..., form="auto") takes for gates a (B, L, H, K)."""
+    B, L, H, K = a.shape
+    C = min(chunk_size, L)
+    log_mag = torch.nn.functional.pad(torch.log(a.abs()), (0, 0, 0, 0, 0, -(-L // C) * C - L))
+    log_mag = log_mag.reshape(B, -1, C, H, K).transpose(2, 3)  # (B, nc, H, C, K)
+    return "split" if _direct_form_refusal(log_mag, log_mag.to(torch.float64).cumsum(-2)) else "direct"
+
+
 def gateloop_scan_chunked(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -216,17 +235,21 @@ def gateloop_scan_chunked(
     a: torch.Tensor,
     initial_state: torch.Tensor | None = None,
     chunk_size: int = 64,
+    form: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GateLoop by chunks of `chunk_size` steps; same signature and results as `gateloop_scan_ref`.
 
     q, k (B, L, H, K) real; v (B, L, H, V) real; a (B, L, H, K) complex, 0 < |a| <= 1;
     initial_state (B, H, K, V) complex or None. Returns y (B, L, H, V) and the final state (B, H, K, V).
     Any chunk_size >= 1 works; inside a chunk the split form runs on the next power of two, the extra
-    positions being identity steps (a = 1, k = v = 0).
+    positions being identity steps (a = 1, k = v = 0). form: "auto" (direct where its conditions hold,
+    split otherwise), "split", or "direct" (raises where its conditions do not hold).
     """
     state = check_scan_inputs(q, k, v, a, initial_state)
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size!r} must be a positive int")
+    if form not in ("auto", "split", "direct"):
+        raise ValueError(f"form={form!r} must be 'auto', 'split' or 'direct'")
     B, L, H, K = q.shape
     V = v.shape[-1]
     out_dtype, real = q.dtype, a.real.dtype
@@ -245,8 +268,12 @@ def gateloop_scan_chunked(
     P = chunks(torch.angle(a)).to(torch.float64).cumsum(-2)
     qr, kr = _real_form(q, _rotation(P, real)), _real_form(k, _rotation(P, real))  # (B, H, nc, Cp, 2K)
 
-    direct = bool((G[..., -1, :] >= -DIRECT_MAX_DECAY).all() & (log_mag >= math.log(DIRECT_MIN_GATE)).all())
-    terms = _direct_terms if direct else _split_terms
+    if form != "split":
+        why_not = _direct_form_refusal(log_mag, G)
+        if form == "direct" and why_not:
+            raise ValueError(f"form='direct' needs {why_not}")
+        form = "split" if why_not else "direct"
+    terms = _direct_terms if form == "direct" else _split_terms
     y, q_decayed, U = terms(q, k, qr, kr, v, G, P, real)
 
     # The chunk's total transition A_C = e^{G_C + i P_C}, (B, H, nc, K, 1), and the state entering each chunk.

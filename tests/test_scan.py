@@ -172,27 +172,41 @@ def test_dispatcher_runs_every_mode_and_routes_max_headed_chunked_to_elementwise
 
 
 @pytest.mark.parametrize("form", ("direct", "split"))
-def test_chunked_forms_agree_with_loop(form: str, monkeypatch) -> None:
-    """Both within-chunk forms, each forced, on the same inputs; the direct form at the edge of its domain."""
-    taken = []
-    for name in ("_direct_terms", "_split_terms"):
-        original = getattr(chunked, name)
-        monkeypatch.setattr(chunked, name, lambda *args, _f=original, _n=name: taken.append(_n) or _f(*args))
-    if form == "split":
-        monkeypatch.setattr(chunked, "DIRECT_MIN_GATE", 1.0)  # no gate qualifies
+def test_chunked_forms_agree_with_loop(form: str) -> None:
+    """Both within-chunk forms on the same inputs, at the edge of the direct form's domain."""
     B, L, H, K, V = 1, 200, 2, 2, 3
     q, k, v, _, s0 = make_inputs(B, L, H, K, V, 0.5, True, seed=9)
     g = torch.Generator().manual_seed(9)
-    # Total decay per 64-step chunk just above -DIRECT_MAX_DECAY, with some gates at DIRECT_MIN_GATE.
+    # Total decay per 64-step chunk just under DIRECT_MAX_DECAY, with two gates per chunk at DIRECT_MIN_GATE.
     log_mag = torch.full((B, L, H, K), -(chunked.DIRECT_MAX_DECAY - 0.5 - 2 * 3.0) / 62, dtype=torch.float64)
     log_mag[:, 5::64] = log_mag[:, 40::64] = math.log(chunked.DIRECT_MIN_GATE) + 1e-3
     a = torch.polar(log_mag.exp(), 2 * math.pi * torch.rand(B, L, H, K, generator=g, dtype=torch.float64))
     inputs = (q, k, v, a, s0)
     gy, gs = cotangents((B, L, H, V), (B, H, K, V))
     expected = run_with_grads(gateloop_scan_ref, inputs, gy, gs)
-    got = run_with_grads(gateloop_scan_chunked, tuple(map(to_single, inputs)), gy, gs, chunk_size=64)
-    assert taken == [f"_{form}_terms"]
+    got = run_with_grads(gateloop_scan_chunked, tuple(map(to_single, inputs)), gy, gs, chunk_size=64, form=form)
     assert_close_to(got, expected, TOL32, f"chunked, {form} form")
+
+
+@pytest.mark.parametrize(("magnitude", "expected_form"), ((0.99, "direct"), (0.5, "split"), (1e-3, "split")))
+def test_chunked_auto_form_choice(magnitude: float, expected_form: str) -> None:
+    """"auto" runs the direct form for gates near 1 and the split form once chunks decay by > 20 nats."""
+    inputs = tuple(map(to_single, make_inputs(1, 128, 2, 2, 3, magnitude, True)[:4]))
+    y_auto, _ = gateloop_scan_chunked(*inputs)
+    y_form, _ = gateloop_scan_chunked(*inputs, form=expected_form)
+    assert torch.equal(y_auto, y_form)
+
+
+def test_chunked_direct_form_refuses_where_it_is_not_exact() -> None:
+    q, k, v, a, _ = make_inputs(1, 64, 1, 2, 2, 1e-3, True)
+    with pytest.raises(ValueError, match="total decay <= 20.0 nats"):
+        gateloop_scan_chunked(q, k, v, a, form="direct")
+    one_small_gate = torch.ones_like(a)
+    one_small_gate[:, 10] = 0.01  # 4.6 nats in total, but one gate below DIRECT_MIN_GATE
+    with pytest.raises(ValueError, match="every \\|a\\| >= 0.05"):
+        gateloop_scan_chunked(q, k, v, one_small_gate, form="direct")
+    assert chunked.chunked_form(a) == chunked.chunked_form(one_small_gate) == "split"
+    assert chunked.chunked_form(torch.ones_like(a)) == "direct"
 
 
 def test_default_mode_is_chunked() -> None:

@@ -5,6 +5,8 @@ Two shapes, each at L ∈ {256, 1024, 4096} (`quick`: L ∈ {64, 256}):
   max-headed    B=8, H=256, K=V=1    (D = 256; elementwise, the paper's setting)
 
 Inputs: q, k, v ~ N(0, 1) (q scaled by 1/sqrt(K)), |a| uniform in [0.8, 1), phases uniform in [0, 2π).
+Such gates (near 1, as GateLoop is initialised) let the chunked engine take its direct form; the row
+"chunked, split form forced" shows what gates that forget fast (a chunk decaying by > 20 nats) cost.
 One timed call is a forward and a backward of a fixed random cotangent into q, k, v and a; "fwd" is the
 time until the forward returned (with autograd recording, as in training), "fwd+bwd" until the backward
 finished. Each figure is the median of 5 calls after a warm-up call, except where a call takes over 4 s
@@ -24,8 +26,8 @@ Error: the largest relative error (‖x - x_loop‖ / ‖x_loop‖) over y, the 
 gradients, against the loop on the same inputs in the same (single) precision.
 
 The machine's matmul rate is measured as the median of float32 (1024 × 1024) @ (1024 × 1024) products; the
-chunked forward's attained fraction counts the matmul FLOPs of its algorithm (within-chunk levels, chunk
-summaries and the carried-state readout) over its measured forward time.
+chunked forward's attained fraction counts the matmul FLOPs of the form it took (within-chunk scores and
+their product with v, chunk summaries, carried-state readout) over its measured forward time.
 """
 from __future__ import annotations
 
@@ -40,14 +42,16 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gateloop.chunked import chunked_form, gateloop_scan_chunked
 from gateloop.scan import gateloop_scan
 
 SHAPES = {"matrix state": (8, 4, 32, 32), "max-headed": (8, 256, 1, 1)}  # (B, H, K, V)
-MODES = ("recurrent", "chunked", "elementwise", "scan", "attention")
+MODES = ("recurrent", "chunked", "chunked/split", "elementwise", "scan", "attention")
 MEMORY_BUDGET = 3 * 2**30  # bytes a mode may be expected to need before it is skipped
 SCAN_BYTES_PER_STATE_ELEMENT = 8 * 8  # complex64 K×V states, about eight live copies in forward+backward
 ATTENTION_BYTES_PER_DECAY_ELEMENT = 40  # float64 differences and float32 decay, phase and saved tensors
 SLOW_CALL_S, VERY_SLOW_CALL_S = 4.0, 15.0
+SKIP_PROJECTED_S = 30.0  # a mode whose call, projected linearly from the previous length, would take longer
 
 
 @dataclass
@@ -102,16 +106,23 @@ def _start_peak_memory(device: torch.device) -> Callable[[], float]:
     return lambda: float(_rss_kib("VmHWM") - before) * 1024
 
 
+def _engine(mode: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    if mode == "chunked/split":
+        return lambda q, k, v, a: gateloop_scan_chunked(q, k, v, a, form="split")
+    return lambda q, k, v, a: gateloop_scan(q, k, v, a, mode=mode)
+
+
 def _measure(mode: str, inputs: tuple[torch.Tensor, ...], device: torch.device, max_calls: int) -> Cell:
     q, k, v, a, grad_y, grad_state = inputs
     leaves = [x.detach().clone().requires_grad_() for x in (q, k, v, a)]
+    engine = _engine(mode)
 
     def call() -> tuple[float, float, list[torch.Tensor]]:
         for x in leaves:
             x.grad = None
         _sync(device)
         t0 = time.perf_counter()
-        y, state = gateloop_scan(*leaves, mode=mode)
+        y, state = engine(*leaves)
         _sync(device)
         t1 = time.perf_counter()
         ((y * grad_y).sum() + (state.conj() * grad_state).real.sum()).backward()
@@ -138,16 +149,21 @@ def _measure(mode: str, inputs: tuple[torch.Tensor, ...], device: torch.device, 
     )
 
 
-def _skip_reason(mode: str, B: int, L: int, H: int, K: int, V: int) -> str:
+def _skip_reason(mode: str, B: int, L: int, H: int, K: int, V: int, previous: Cell | None) -> str:
     if mode == "scan":
         need = B * L * H * K * V * SCAN_BYTES_PER_STATE_ELEMENT
     elif mode == "attention":
         need = B * L * L * H * K * ATTENTION_BYTES_PER_DECAY_ELEMENT
-    elif mode == "elementwise":
-        need = B * L * H * K * V * 8 * 4
     else:
-        return ""
-    return f"needs ~{need / 2**30:.0f} GiB" if need > MEMORY_BUDGET else ""
+        need = 0
+    if need > MEMORY_BUDGET:
+        return f"needs ~{need / 2**30:.0f} GiB"
+    if mode != "recurrent" and previous is not None and not previous.skipped:
+        growth = 4 if mode != "attention" else 16  # the lengths grow ×4; attention is O(L²)
+        projected = previous.fwd_bwd * growth
+        if projected > SKIP_PROJECTED_S:
+            return f"~{projected:.0f} s per call (×{growth} of the previous length)"
+    return ""
 
 
 def _rel_error(results: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
@@ -168,14 +184,17 @@ def _matmul_gflops(device: torch.device, repeats: int) -> float:
     return 2 * n**3 / statistics.median(times[1:]) / 1e9
 
 
-def _chunked_forward_flops(B: int, L: int, H: int, K: int, V: int, C: int = 64) -> float:
-    """Matmul FLOPs of the chunked engine's forward (see gateloop/chunked.py)."""
+def _chunked_forward_flops(B: int, L: int, H: int, K: int, V: int, form: str, C: int = 64) -> float:
+    """Matmul FLOPs of the chunked engine's forward in the given form (see gateloop/chunked.py)."""
     C = min(C, L)
     nc = -(-L // C)
     Cp = 1 << (C - 1).bit_length()
-    levels = sum((Cp // b) * 2 * (b // 2) ** 2 * (2 * K + V) for b in (2**i for i in range(1, Cp.bit_length())))
+    if form == "direct":
+        within = 2 * Cp * Cp * (2 * K + V)  # one masked C × C score matmul and its product with v
+    else:
+        within = sum((Cp // b) * 2 * (b // 2) ** 2 * (2 * K + V) for b in (2**i for i in range(1, Cp.bit_length())))
     summaries_and_readout = 2 * (2 * 2 * K * Cp * V)
-    return B * H * nc * (levels + summaries_and_readout)
+    return B * H * nc * (within + summaries_and_readout)
 
 
 def _fmt_time(seconds: float) -> str:
@@ -208,16 +227,19 @@ def main(quick: bool) -> None:
         print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
         for L in lengths:
             inputs = _make_inputs(B, L, H, K, V, device)
+            form = chunked_form(inputs[3])
+            chunked_label = "chunked (elementwise engine)" if K == V == 1 else f"chunked ({form} form)"
             for mode in MODES:
-                if mode == "elementwise" and K == V == 1:
+                if K == V == 1 and mode in ("elementwise", "chunked/split"):
                     continue  # "chunked" runs the elementwise engine when K = V = 1
-                reason = _skip_reason(mode, B, L, H, K, V)
+                previous = table.get((shape_name, lengths[lengths.index(L) - 1], mode)) if L != lengths[0] else None
+                reason = _skip_reason(mode, B, L, H, K, V, previous)
                 cell = Cell(skipped=reason) if reason else _measure(mode, inputs, device, max_calls)
                 table[shape_name, L, mode] = cell
                 loop = table[shape_name, L, "recurrent"]
                 if not reason:
                     cell.error = _rel_error(cell.results, loop.results)
-                label = "chunked (elementwise engine)" if mode == "chunked" and K == V == 1 else mode
+                label = {"chunked": chunked_label, "chunked/split": "chunked, split form forced"}.get(mode, mode)
                 if reason:
                     print(f"| {L} | {label} | 0 | skipped: {reason} | | | | | |")
                     continue
@@ -235,7 +257,7 @@ def main(quick: bool) -> None:
     B, H, K, V = SHAPES["matrix state"]
     for L in lengths:
         cell = table["matrix state", L, "chunked"]
-        flops = _chunked_forward_flops(B, L, H, K, V)
+        flops = _chunked_forward_flops(B, L, H, K, V, chunked_form(_make_inputs(B, L, H, K, V, device)[3]))
         attained = flops / cell.fwd / 1e9
         print(
             f"L={L}: {flops / 1e9:.2f} GFLOP in {_fmt_time(cell.fwd)} = {attained:.1f} GFLOP/s, "
