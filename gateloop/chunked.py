@@ -163,17 +163,17 @@ DIRECT_MIN_GATE = 0.05  # smallest |a| for which the direct form's gradients are
 def _split_terms(
     q: torch.Tensor,
     k: torch.Tensor,
-    qr: torch.Tensor,
-    kr: torch.Tensor,
+    rotation: torch.Tensor,
     v: torch.Tensor,
     G: torch.Tensor,
     P: torch.Tensor,
     real: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Within-chunk outputs y (..., Cp, V), the carried-state query factor q' e^{G} (..., Cp, 2K) and the chunk
-    summaries U (..., K, V) by the split form. q, k (..., Cp, K); qr, kr (..., Cp, 2K); v (..., Cp, V);
-    G, P (..., Cp, K) cumulative log|a| and phase in float64."""
-    y = _IntraChunk.apply(q, k, qr, kr, v, G)  # (B, H, nc, Cp, V)
+    summaries U (..., K, V) by the split form. q, k (..., Cp, K); rotation (..., Cp, 2, K) (cos P, sin P);
+    v (..., Cp, V); G, P (..., Cp, K) cumulative log|a| and phase in float64."""
+    qr, kr = _real_form(q, rotation), _real_form(k, rotation)  # (..., Cp, 2K)
+    y = _IntraChunk.apply(q, k, qr, kr, v, G)
     # U = Σ_m (A_C / A_m) k_mᵀ v_m with A_C / A_m = e^{E_m + i Φ_m}, written with Φ_m rather than as
     # e^{i P_C} e^{-i P_m} so that the m = C term has phase exactly 0, not 0 up to rounding.
     G_end, P_end = G[..., -1:, :], P[..., -1:, :]
@@ -181,14 +181,13 @@ def _split_terms(
     XY = k_to_end.transpose(-1, -2) @ v  # (B, H, nc, 2K, V): Re U over Im U
     K = q.shape[-1]
     U = torch.complex(XY[..., :K, :], XY[..., K:, :])
-    return y, _scale_real_form(qr, torch.exp(G.to(real))), U
+    return y, _real_form(q * torch.exp(G.to(real)), rotation), U
 
 
 def _direct_terms(
     q: torch.Tensor,
     k: torch.Tensor,
-    qr: torch.Tensor,
-    kr: torch.Tensor,
+    rotation: torch.Tensor,
     v: torch.Tensor,
     G: torch.Tensor,
     P: torch.Tensor,
@@ -196,8 +195,8 @@ def _direct_terms(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The same three quantities by the direct form (only under the conditions in the module docstring)."""
     G32 = G.to(real)
-    q_decayed = _scale_real_form(qr, torch.exp(G32))  # q' e^{G_n}, ≤ |q'|
-    k_grown = _scale_real_form(kr, torch.exp(-G32))  # k' e^{-G_m}, ≤ e^{DIRECT_MAX_DECAY} |k'|
+    q_decayed = _real_form(q * torch.exp(G32), rotation)  # q' e^{G_n}, ≤ |q'|
+    k_grown = _real_form(k * torch.exp(-G32), rotation)  # k' e^{-G_m}, ≤ e^{DIRECT_MAX_DECAY} |k'|
     scores = (q_decayed @ k_grown.transpose(-1, -2)).tril()  # (B, H, nc, Cp, Cp)
     y = scores @ v
     # U = e^{G_C} e^{i P_C} Σ_m e^{-G_m} e^{-i P_m} k_mᵀ v_m, and Σ_m k'_m e^{-G_m} v_m = [X; Y] gives X - iY.
@@ -259,14 +258,17 @@ def gateloop_scan_chunked(
 
     def chunks(x: torch.Tensor) -> torch.Tensor:
         # (B, L, H, X) -> (B, H, nc, Cp, X), zero-padded: zeros are identity steps for every input here.
-        x = torch.nn.functional.pad(x.transpose(1, 2), (0, 0, 0, nc * C - L))
-        return torch.nn.functional.pad(x.reshape(B, H, nc, C, x.shape[-1]), (0, 0, 0, Cp - C))
+        x = x.transpose(1, 2)
+        if nc * C > L:
+            x = torch.nn.functional.pad(x, (0, 0, 0, nc * C - L))
+        x = x.reshape(B, H, nc, C, x.shape[-1])
+        return torch.nn.functional.pad(x, (0, 0, 0, Cp - C)) if Cp > C else x
 
     q, k, v = chunks(q.to(real)), chunks(k.to(real)), chunks(v.to(real))
     log_mag = chunks(torch.log(a.abs()))  # (B, H, nc, Cp, K), ≤ 0
     G = log_mag.to(torch.float64).cumsum(-2)  # non-increasing within each chunk
     P = chunks(torch.angle(a)).to(torch.float64).cumsum(-2)
-    qr, kr = _real_form(q, _rotation(P, real)), _real_form(k, _rotation(P, real))  # (B, H, nc, Cp, 2K)
+    rotation = _rotation(P, real)  # (B, H, nc, Cp, 2, K)
 
     if form != "split":
         why_not = _direct_form_refusal(log_mag, G)
@@ -274,7 +276,7 @@ def gateloop_scan_chunked(
             raise ValueError(f"form='direct' needs {why_not}")
         form = "split" if why_not else "direct"
     terms = _direct_terms if form == "direct" else _split_terms
-    y, q_decayed, U = terms(q, k, qr, kr, v, G, P, real)
+    y, q_decayed, U = terms(q, k, rotation, v, G, P, real)
 
     # The chunk's total transition A_C = e^{G_C + i P_C}, (B, H, nc, K, 1), and the state entering each chunk.
     A_end = torch.polar(torch.exp(G[..., -1, :]), P[..., -1, :]).to(a.dtype).unsqueeze(-1)
