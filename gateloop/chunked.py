@@ -265,9 +265,12 @@ def gateloop_scan_chunked(
         return torch.nn.functional.pad(x, (0, 0, 0, Cp - C)) if Cp > C else x
 
     q, k, v = chunks(q.to(real)), chunks(k.to(real)), chunks(v.to(real))
-    log_mag = chunks(torch.log(a.abs()))  # (B, H, nc, Cp, K), ≤ 0
+    # log|a| and arg a from contiguous real and imaginary planes: on strided views of the complex tensor
+    # log and atan2 run several times slower.
+    re, im = torch.view_as_real(a).movedim(-1, 0).contiguous()  # (B, L, H, K) each
+    log_mag = chunks(0.5 * torch.log(re.square() + im.square()))  # (B, H, nc, Cp, K), ≤ 0
     G = log_mag.to(torch.float64).cumsum(-2)  # non-increasing within each chunk
-    P = chunks(torch.angle(a)).to(torch.float64).cumsum(-2)
+    P = chunks(torch.atan2(im, re)).to(torch.float64).cumsum(-2)
     rotation = _rotation(P, real)  # (B, H, nc, Cp, 2, K)
 
     if form != "split":
