@@ -262,6 +262,25 @@ def figures(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]]
 # ---------------------------------------------------------------------------------------------- entry
 
 
+def summary_table(confirm_rows: list[dict[str, Any]], reference: str = "gateloop") -> str:
+    """Task × model: mean confirmed accuracy [95% bootstrap CI]; the best mean of each task in bold."""
+    tasks = sorted({r["task"] for r in confirm_rows})
+    models = sorted({r["model"] for r in confirm_rows}, key=lambda m: (m != reference, m))
+    body = []
+    for task in tasks:
+        cells, means = [], {}
+        for m in models:
+            acc = [r["accuracy"] for r in confirm_rows if r["task"] == task and r["model"] == m]
+            if acc:
+                means[m], low, high = bootstrap_ci(acc)
+                cells.append(f"{means[m]:.3f} [{low:.3f}, {high:.3f}]")
+            else:
+                cells.append("–")
+        best = max(means.values(), default=None)
+        body.append([task, *[f"**{c}**" if m in means and means[m] == best else c for m, c in zip(models, cells)]])
+    return markdown_table(["task", *models], body)
+
+
 def report_markdown(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]], prefix: str,
                     reference: str = "gateloop") -> str:
     """The Markdown report from the tidy rows alone (so it can be rebuilt from trials/confirm.jsonl)."""
@@ -270,6 +289,8 @@ def report_markdown(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[st
             "Accuracy: held-out token accuracy of each model's best tuning trial re-trained with fresh seeds; "
             "diverged seeds count as 0; `@k×L`: mean accuracy of the same runs on held-out sequences k times "
             "the training length. p-values: two-sided, Holm-corrected over the comparisons of a task.\n\n"
+            "### Summary: mean accuracy [95% bootstrap CI] over the final seeds (best of each task in bold)\n\n"
+            + summary_table(confirm_rows, reference) + "\n"
             + "\n".join(task_table(t, trial_rows, confirm_rows, reference) for t in tasks))
 
 

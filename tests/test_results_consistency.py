@@ -35,3 +35,16 @@ def test_ablation_table_matches_its_stored_runs(directory: Path):
     records = [r for r in load_records(directory) if "ablation" in r]
     lr_note = json.loads((directory / "lr_note.json").read_text())["lr_note"]
     assert ablation_table(records, lr_note) == (directory / "ablations.md").read_text()
+
+
+README = RESULTS.parent / "README.md"
+QUOTE = re.compile(r"<!-- quoted from (\S+) -->\n(.*?)<!-- end quote -->", re.S)
+
+
+def test_readme_quotes_results_verbatim():
+    """Every table the README quotes (between `<!-- quoted from FILE -->` and `<!-- end quote -->`)
+    stands verbatim in that committed file, so README numbers cannot drift from the data."""
+    quotes = QUOTE.findall(README.read_text())
+    assert quotes, "the README quotes no results"
+    for source, text in quotes:
+        assert text.strip() in (RESULTS.parent / source).read_text(), f"README quote from {source} is not in it"
