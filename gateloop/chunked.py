@@ -167,16 +167,19 @@ def _split_terms(
     v: torch.Tensor,
     G: torch.Tensor,
     P: torch.Tensor,
+    G_end: torch.Tensor,
+    P_end: torch.Tensor,
+    A_end: torch.Tensor,
     real: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Within-chunk outputs y (..., Cp, V), the carried-state query factor q' e^{G} (..., Cp, 2K) and the chunk
     summaries U (..., K, V) by the split form. q, k (..., Cp, K); rotation (..., Cp, 2, K) (cos P, sin P);
-    v (..., Cp, V); G, P (..., Cp, K) cumulative log|a| and phase in float64."""
+    v (..., Cp, V); G, P (..., Cp, K) cumulative log|a| and phase in float64, G_end, P_end (..., 1, K)
+    their chunk totals; A_end (..., K, 1) the chunk's total transition."""
     qr, kr = _real_form(q, rotation), _real_form(k, rotation)  # (..., Cp, 2K)
     y = _IntraChunk.apply(q, k, qr, kr, v, G)
     # U = Σ_m (A_C / A_m) k_mᵀ v_m with A_C / A_m = e^{E_m + i Φ_m}, written with Φ_m rather than as
     # e^{i P_C} e^{-i P_m} so that the m = C term has phase exactly 0, not 0 up to rounding.
-    G_end, P_end = G[..., -1:, :], P[..., -1:, :]
     k_to_end = _real_form(k * torch.exp((G_end - G).to(real)), _rotation(P_end - P, real))
     XY = k_to_end.transpose(-1, -2) @ v  # (B, H, nc, 2K, V): Re U over Im U
     K = q.shape[-1]
@@ -191,6 +194,9 @@ def _direct_terms(
     v: torch.Tensor,
     G: torch.Tensor,
     P: torch.Tensor,
+    G_end: torch.Tensor,
+    P_end: torch.Tensor,
+    A_end: torch.Tensor,
     real: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The same three quantities by the direct form (only under the conditions in the module docstring)."""
@@ -202,15 +208,13 @@ def _direct_terms(
     # U = e^{G_C} e^{i P_C} Σ_m e^{-G_m} e^{-i P_m} k_mᵀ v_m, and Σ_m k'_m e^{-G_m} v_m = [X; Y] gives X - iY.
     K = q.shape[-1]
     XY = k_grown.transpose(-1, -2) @ v  # (B, H, nc, 2K, V)
-    U = torch.complex(XY[..., :K, :], -XY[..., K:, :])
-    A_C = torch.polar(torch.exp(G[..., -1, :]), P[..., -1, :]).to(U.dtype)  # (B, H, nc, K)
-    U = A_C.unsqueeze(-1) * U
+    U = A_end * torch.complex(XY[..., :K, :], -XY[..., K:, :])
     return y, q_decayed, U
 
 
-def _direct_form_refusal(log_mag: torch.Tensor, G: torch.Tensor) -> str:
-    """Why the direct form may not run on these chunked log-gates (..., Cp, K) and their sums G; "" if it may."""
-    decay, gate = -G[..., -1, :].max().item(), log_mag.min().exp().item()
+def _direct_form_refusal(log_mag: torch.Tensor, G_end: torch.Tensor) -> str:
+    """Why the direct form may not run on chunked log-gates (..., Cp, K) with chunk totals G_end; "" if it may."""
+    decay, gate = -G_end.max().item(), log_mag.min().exp().item()
     if decay > DIRECT_MAX_DECAY:
         return f"every chunk's total decay <= {DIRECT_MAX_DECAY} nats (largest: {decay:.3g})"
     if gate < DIRECT_MIN_GATE:
@@ -224,7 +228,7 @@ def chunked_form(a: torch.Tensor, chunk_size: int = 64) -> str:
     C = min(chunk_size, L)
     log_mag = torch.nn.functional.pad(torch.log(a.abs()), (0, 0, 0, 0, 0, -(-L // C) * C - L))
     log_mag = log_mag.reshape(B, -1, C, H, K).transpose(2, 3)  # (B, nc, H, C, K)
-    return "split" if _direct_form_refusal(log_mag, log_mag.to(torch.float64).cumsum(-2)) else "direct"
+    return "split" if _direct_form_refusal(log_mag, log_mag.to(torch.float64).sum(-2)) else "direct"
 
 
 def gateloop_scan_chunked(
@@ -269,20 +273,23 @@ def gateloop_scan_chunked(
     # log and atan2 run several times slower.
     re, im = torch.view_as_real(a).movedim(-1, 0).contiguous()  # (B, L, H, K) each
     log_mag = chunks(0.5 * torch.log(re.square() + im.square()))  # (B, H, nc, Cp, K), ≤ 0
-    G = log_mag.to(torch.float64).cumsum(-2)  # non-increasing within each chunk
-    P = chunks(torch.atan2(im, re)).to(torch.float64).cumsum(-2)
+    # One float64 copy of each, so that the gradient contributions meant to cancel do so in float64.
+    log_mag64, phase = log_mag.to(torch.float64), chunks(torch.atan2(im, re)).to(torch.float64)
+    G, P = log_mag64.cumsum(-2), phase.cumsum(-2)  # G non-increasing within each chunk
+    # Chunk totals as sums of their own (not the last cumulative entries: selecting those would cost a
+    # zero-filled full-size gradient each in backward). A_C = e^{G_C + i P_C} is the chunk's transition.
+    G_end, P_end = log_mag64.sum(-2, keepdim=True), phase.sum(-2, keepdim=True)  # (..., 1, K)
+    A_end = torch.polar(torch.exp(G_end), P_end).to(a.dtype).transpose(-1, -2)  # (B, H, nc, K, 1)
     rotation = _rotation(P, real)  # (B, H, nc, Cp, 2, K)
 
     if form != "split":
-        why_not = _direct_form_refusal(log_mag, G)
+        why_not = _direct_form_refusal(log_mag, G_end)
         if form == "direct" and why_not:
             raise ValueError(f"form='direct' needs {why_not}")
         form = "split" if why_not else "direct"
     terms = _direct_terms if form == "direct" else _split_terms
-    y, q_decayed, U = terms(q, k, rotation, v, G, P, real)
+    y, q_decayed, U = terms(q, k, rotation, v, G, P, G_end, P_end, A_end, real)
 
-    # The chunk's total transition A_C = e^{G_C + i P_C}, (B, H, nc, K, 1), and the state entering each chunk.
-    A_end = torch.polar(torch.exp(G[..., -1, :]), P[..., -1, :]).to(a.dtype).unsqueeze(-1)
     incoming = []
     for A_c, U_c in zip(A_end.unbind(2), U.unbind(2)):
         incoming.append(state)
