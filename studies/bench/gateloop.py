@@ -9,9 +9,10 @@ Such gates (near 1, as GateLoop is initialised) let the chunked engine take its 
 "chunked, split form forced" shows what gates that forget fast (a chunk decaying by > 20 nats) cost.
 One timed call is a forward and a backward of a fixed random cotangent into q, k, v and a; "fwd" is the
 time until the forward returned (with autograd recording, as in training), "fwd+bwd" until the backward
-finished. Each figure is the median of 5 calls after a warm-up call, except where a call takes over 4 s
-(the loop and the associative scan at large L): there the warm-up call counts and 2 more are made, or
-none above 15 s; the "runs" column says how many calls the median is of. Ratios are the recurrent loop's
+finished. Each figure is the median of 5 calls after a warm-up call; of 3 where the warm-up took over
+1.5 s, and the warm-up call alone where it took over 6 s (the loop and the associative scan at large L),
+so that the whole benchmark stays under 5 minutes; the "runs" column says how many. Modes projected to
+take over 20 s per call (×4 of the previous length) are not run. Ratios are the recurrent loop's
 time divided by the mode's, both measured in this process.
 Modes whose memory would exceed a budget are not run: "scan" stores every K×V state several times over,
 "attention" a (L, L, K) decay tensor per head. For the 15× target the scan at L=4096 is extrapolated
@@ -50,8 +51,8 @@ MODES = ("recurrent", "chunked", "chunked/split", "elementwise", "scan", "attent
 MEMORY_BUDGET = 3 * 2**30  # bytes a mode may be expected to need before it is skipped
 SCAN_BYTES_PER_STATE_ELEMENT = 8 * 8  # complex64 K×V states, about eight live copies in forward+backward
 ATTENTION_BYTES_PER_DECAY_ELEMENT = 40  # float64 differences and float32 decay, phase and saved tensors
-SLOW_CALL_S, VERY_SLOW_CALL_S = 4.0, 15.0
-SKIP_PROJECTED_S = 30.0  # a mode whose call, projected linearly from the previous length, would take longer
+FAST_CALL_S, SLOW_CALL_S = 1.5, 6.0
+SKIP_PROJECTED_S = 20.0  # a mode whose call, projected linearly from the previous length, would take longer
 
 
 @dataclass
@@ -134,12 +135,10 @@ def _measure(mode: str, inputs: tuple[torch.Tensor, ...], device: torch.device, 
     stop_memory = _start_peak_memory(device)
     warm_up = call()
     peak = stop_memory()
-    if warm_up[1] > VERY_SLOW_CALL_S or max_calls == 1:
+    if warm_up[1] > SLOW_CALL_S or max_calls == 1:
         timings = [warm_up]  # first-call costs are negligible next to a call this slow
-    elif warm_up[1] > SLOW_CALL_S:
-        timings = [warm_up, call(), call()]
     else:
-        timings = [call() for _ in range(max_calls)]
+        timings = [call() for _ in range(max_calls if warm_up[1] < FAST_CALL_S else 3)]
     return Cell(
         fwd=statistics.median(t[0] for t in timings),
         fwd_bwd=statistics.median(t[1] for t in timings),
@@ -218,6 +217,10 @@ def main(quick: bool) -> None:
     print(
         f"## gateloop engines on {device.type} ({torch.get_num_threads()} threads), torch {torch.__version__}; "
         f"load average at start {load[0]:.1f}; matmul {gflops:.1f} GFLOP/s (float32, 1024²)"
+    )
+    print(
+        "(Ops on tensors above torch's grain size run on all threads; when other processes hold the cores that"
+        " is slower than one thread, so on a shared machine compare with OMP_NUM_THREADS=1.)"
     )
     started = time.perf_counter()
     table: dict[tuple[str, int, str], Cell] = {}
