@@ -207,6 +207,10 @@ def test_chunked_direct_form_refuses_where_it_is_not_exact() -> None:
         gateloop_scan_chunked(q, k, v, one_small_gate, form="direct")
     assert chunked.chunked_form(a) == chunked.chunked_form(one_small_gate) == "split"
     assert chunked.chunked_form(torch.ones_like(a)) == "direct"
+    one_fast_chunk = torch.ones(1, 256, 1, 2, dtype=a.dtype)
+    one_fast_chunk[:, 130:150] = 0.3  # 24 nats inside the third chunk of 64, every gate >= 0.05
+    assert chunked.chunked_form(one_fast_chunk) == "split"
+    assert chunked.chunked_form(one_fast_chunk[:, :128]) == "direct"
 
 
 def test_default_mode_is_chunked() -> None:
