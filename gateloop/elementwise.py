@@ -3,7 +3,7 @@
 For max-headed GateLoop (K = V = 1) every channel is an independent scalar recurrence
 S_n = a_n S_{n-1} + b_n, b_n = k_n v_n, and there is no matmul for the chunked engine to exploit. Autograd
 through a Python loop over L steps spends its time on per-step overhead and on the L saved graph nodes;
-torch tree scans move O(L log L) memory. This engine does the L-step recurrence in L / C + C vectorised
+a torch tree scan makes several full passes over the states per level. This engine does the L-step recurrence in L / C + C vectorised
 steps (two levels):
 
 1. inside every chunk of C steps, all chunks at once: the local states s_n = a_n s_{n-1} + b_n from s = 0
@@ -13,9 +13,11 @@ steps (two levels):
 
 The backward is the adjoint recurrence, run by the same two-level scan in reverse time:
 
-    λ_n = ∂S_n + conj(a_{n+1}) λ_{n+1},   ∂b_n = λ_n,   ∂a_n = conj(S_{n-1}) λ_n,   ∂S_0 = conj(a_1) λ_1
+    λ_n = ∂S_n + conj(a_{n+1}) λ_{n+1},   ∂b_n = λ_n,   ∂a_n = conj(S_{n-1}) λ_n,   ∂S_{-1} = conj(a_0) λ_0
 
-(PyTorch's gradient of a complex tensor is the conjugate Wirtinger derivative, hence the conj.) It is exact
+(n = 0 .. L-1, S_{-1} the initial state)
+
+(PyTorch's gradient of a complex tensor is the conjugate Wirtinger derivative, hence the conj). It is exact
 arithmetic on the same complex numbers as the reference loop, so it has the loop's accuracy. It works for
 any K, V, but it materialises all L states (B, L, H, K, V) of a block of rows, which only pays when K·V
 is small.

@@ -10,7 +10,8 @@ state (B, H, K, V) complex; y (B, L, H, V) real.
 
 - "recurrent"   `gateloop_scan_ref`: O(L) sequential steps; `gateloop_step` is its single step, for decoding.
 - "scan"        `gateloop_scan_assoc`: associative scan, log depth, materialises every K×V state.
-- "chunked"     `gateloop_scan_chunked` (chunked.py): matmuls inside chunks, the state carried across.
+- "chunked"     `gateloop_scan_chunked` (chunked.py): real matmuls inside chunks (a direct or a split form,
+                chosen by the gates), the K×V state carried across chunks.
 - "attention"   `gateloop_scan_attention`: O(L²) surrogate attention with a masked decay tensor.
 - "elementwise" `gateloop_scan_elementwise` (elementwise.py): B·H·K·V scalar recurrences with a
                 hand-written backward; what "chunked" runs when K = V = 1.
