@@ -16,10 +16,9 @@ The backward is the adjoint recurrence, run by the same two-level scan in revers
     λ_n = ∂S_n + conj(a_{n+1}) λ_{n+1},   ∂b_n = λ_n,   ∂a_n = conj(S_{n-1}) λ_n,   ∂S_{-1} = conj(a_0) λ_0
 
 with n = 0 .. L-1 and S_{-1} the initial state (PyTorch's gradient of a complex tensor is the conjugate
-Wirtinger derivative, hence the conj). It is exact
-arithmetic on the same complex numbers as the reference loop, so it has the loop's accuracy. It works for
-any K, V, but it materialises all L states (B, L, H, K, V) of a block of rows, which only pays when K·V
-is small.
+Wirtinger derivative, hence the conj). It is exact arithmetic on the same complex numbers as the reference
+loop, so it has the loop's accuracy. It works for any K, V, but it materialises all L states
+(B, L, H, K, V) of a block of rows, which only pays when K·V is small.
 """
 from __future__ import annotations
 
