@@ -181,6 +181,10 @@ def suite_figures(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         grid = sns.relplot(data=df, x="length ×", y="value", hue="model", col="task", kind="line", marker="o",
                            errorbar=("ci", 95), col_wrap=min(4, df["task"].nunique()), height=2.6)
         grid.set(xscale="log", ylim=(0, 1.02), ylabel="accuracy")
+        multipliers = sorted(df["length ×"].unique())
+        for ax in grid.axes.flat:
+            ax.set_xticks(multipliers, [f"{m}×" for m in multipliers])
+            ax.minorticks_off()
         grid.set_axis_labels("evaluated length / training length", "accuracy")
         paths.append(out / "accuracy_by_length.png")
         grid.savefig(paths[-1], dpi=120)
