@@ -13,15 +13,6 @@ from gateloop import LM, MODES, GateLoop, GateLoopConfig, LMConfig, MixerConfig,
 VOCAB = 11
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The shapes here are tiny: extra intra-op threads only contend for the shared cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_lm(n_layers: int = 2, mlp: bool = True, seed: int = 0, **mixer_kwargs) -> LM:
     mixer_kwargs.setdefault("mode", "recurrent")
     torch.manual_seed(seed)  # nn.Module init draws from the global generator

@@ -20,15 +20,6 @@ ABLATIONS = [
 OTHER_MODES = [m for m in MODES if m != "recurrent"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The shapes here are tiny: extra intra-op threads only contend for the shared cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def ablation_id(kwargs: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in kwargs.items())
 

@@ -28,15 +28,6 @@ NO_LEARNED_TRANSITION = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to a loaded machine's thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _mixer(name: str, seed: int = 0, d_model: int = D) -> nn.Module:
     cls = get_mixer(name)
     with torch.random.fork_rng(devices=[]):

@@ -19,15 +19,6 @@ from gateloop.scan import MODES
 ENGINE_MODES = ("recurrent", "scan", "chunked", "attention")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to a loaded machine's thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _need(mode: str) -> None:
     if mode not in MODES:
         pytest.skip(f"gateloop_scan mode {mode!r} is not implemented yet (have {sorted(MODES)})")
