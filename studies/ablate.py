@@ -81,21 +81,27 @@ def tuned_learning_rates(storage: str, prefix: str, tasks: Sequence[str]) -> dic
 # --------------------------------------------------------------------------------------------- reporting
 
 
-def _accuracies(records: list[dict[str, Any]]) -> dict[tuple[str, str], list[float]]:
+def _accuracies(records: list[dict[str, Any]], names: dict[str, list[str]]) -> dict[tuple[str, str], list[float]]:
+    """(ablation, task) -> final accuracies over seeds; a run shared by several names counts for each."""
     acc: dict[tuple[str, str], list[float]] = {}
     for r in records:
         value = r["final"][str(r["config"]["task"]["seq_len"])]["accuracy"] if r["final"] else 0.0
-        acc.setdefault((r["ablation"], r["config"]["task"]["name"]), []).append(value)
+        for name in names[r["run_id"]]:
+            acc.setdefault((name, r["config"]["task"]["name"]), []).append(value)
     return acc
 
 
-def ablation_table(records: list[dict[str, Any]], lr_note: str) -> str:
-    """Markdown: one row per ablation; per task mean ± 95% CI and the difference to `full` (Welch p)."""
-    acc = _accuracies(records)
+def ablation_table(records: list[dict[str, Any]], names: dict[str, list[str]], lr_note: str) -> str:
+    """Markdown: one row per ablation; per task mean ± 95% CI and the difference to `full` (Welch p).
+
+    `names` maps each run id to the ablations it stands for (several when their configs coincide,
+    e.g. `max_heads` is the default head layout, so it shares the runs of `full`).
+    """
+    acc = _accuracies(records, names)
     ablations = [a for a in ABLATIONS if any(k[0] == a for k in acc)]
     tasks = sorted({t for _, t in acc})
-    params = {r["ablation"]: r["num_parameters"] for r in records}
-    states = {r["ablation"]: r["state_size"] for r in records}
+    params = {n: r["num_parameters"] for r in records for n in names[r["run_id"]]}
+    states = {n: r["state_size"] for r in records for n in names[r["run_id"]]}
     header = ["ablation", *tasks, "params", "state"]
     rows = []
     for a in ablations:
@@ -114,12 +120,14 @@ def ablation_table(records: list[dict[str, Any]], lr_note: str) -> str:
             cells.append(cell)
         flag = "" if params.get(a) == params.get("full") or "full" not in params else " (≠ full)"
         rows.append([a, *cells, human_count(params[a]) + flag, human_count(states[a])])
+    shared = sorted({tuple(n) for n in names.values() if len(n) > 1})
+    same = "".join(f" `{' = '.join(group)}`: identical configurations, one set of runs." for group in shared)
     note = (f"Held-out token accuracy at the training length, mean ± 95% t-interval over seeds; Δ = difference "
-            f"to `full`, p = Welch t-test (not corrected for multiple comparisons). {lr_note}\n\n")
+            f"to `full`, p = Welch t-test (not corrected for multiple comparisons). {lr_note}{same}\n\n")
     return note + markdown_table(header, rows)
 
 
-def ablation_heatmap(records: list[dict[str, Any]], path: Path) -> None:
+def ablation_heatmap(records: list[dict[str, Any]], names: dict[str, list[str]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,7 +135,7 @@ def ablation_heatmap(records: list[dict[str, Any]], path: Path) -> None:
     import pandas as pd
     import seaborn as sns
 
-    acc = _accuracies(records)
+    acc = _accuracies(records, names)
     frame = pd.DataFrame([{"ablation": a, "task": t, "accuracy": float(np.mean(v))} for (a, t), v in acc.items()])
     grid = frame.pivot(index="ablation", columns="task", values="accuracy")
     grid = grid.reindex([a for a in ABLATIONS if a in grid.index])
@@ -189,12 +197,18 @@ def gate_figure(out: Path, records: list[dict[str, Any]], path: Path, channels: 
     return True
 
 
-def rebuild_ablation_report(out: Path, lr_note: str) -> str:
-    records = [r for r in load_records(out) if "ablation" in r]
-    table = ablation_table(records, lr_note)
+STUDY_FILE = "ablation_study.json"  # run id -> ablation names, and the learning-rate note
+
+
+def rebuild_ablation_report(out: Path) -> str:
+    """Rebuild ablations.md and the figures from DIR/runs and DIR/ablation_study.json alone."""
+    study = json.loads((out / STUDY_FILE).read_text())
+    names = study["ablations"]
+    records = [r for r in load_records(out) if r["run_id"] in names]
+    table = ablation_table(records, names, study["lr_note"])
     write_atomic(out / "ablations.md", table)
-    ablation_heatmap(records, out / "ablation_heatmap.png")
-    gate_figure(out, records, out / "gates.png")
+    ablation_heatmap(records, names, out / "ablation_heatmap.png")
+    gate_figure(out, [r for r in records if "full" in names[r["run_id"]]], out / "gates.png")
     return table
 
 
@@ -231,15 +245,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         lr_note = f"Learning rate fixed to the `{args.preset}` preset's value for every ablation (not tuned)."
     print(lr_note)
-    names = {config.run_id(): name for name, config in labelled}
+    names: dict[str, list[str]] = {}
+    unique: dict[str, RunConfig] = {}
+    for name, config in labelled:
+        names.setdefault(config.run_id(), []).append(name)
+        unique.setdefault(config.run_id(), config)
     out = Path(args.out or f"runs/ablate-{args.preset}")
     run_configs(
-        [c for _, c in labelled], out, progress=not args.quiet,
-        labels=lambda c: {"ablation": names[c.run_id()]},
-        keep_model=lambda c: names[c.run_id()] == "full" and c.train.seed == 0 and c.task_name in INSPECT,
+        list(unique.values()), out, progress=not args.quiet,
+        keep_model=lambda c: "full" in names[c.run_id()] and c.train.seed == 0 and c.task_name in INSPECT,
     )
-    table = rebuild_ablation_report(out, lr_note)
-    write_atomic(out / "lr_note.json", json.dumps({"lr_note": lr_note}))
+    write_atomic(out / STUDY_FILE, json.dumps({"lr_note": lr_note, "ablations": names}, indent=1))
+    table = rebuild_ablation_report(out)
     print()
     print(table)
     print(f"table: {out / 'ablations.md'}, figures: {out / 'ablation_heatmap.png'}, {out / 'gates.png'}")

@@ -65,3 +65,12 @@ def test_smoke_ablation_writes_table_figures_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0
     assert "12 already finished" in capsys.readouterr().out
+
+
+def test_ablations_with_identical_configs_share_runs(tmp_path, capsys):
+    # max_heads is the default head layout: the same runs stand for both names, trained once.
+    args = [*SMOKE, "--ablations", "full,max_heads", "--tasks", "mqar", "--seeds", "1", "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert "1 runs: 0 already finished" in capsys.readouterr().out
+    table = (tmp_path / "ablations.md").read_text()
+    assert "| full |" in table and "| max_heads |" in table and "`full = max_heads`" in table

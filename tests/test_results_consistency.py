@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from studies.ablate import ablation_table
+from studies.ablate import STUDY_FILE, ablation_table
 from studies.report import report_markdown
 from studies.results import read_jsonl
 from studies.suite import load_records
@@ -32,9 +32,9 @@ def test_report_matches_its_tidy_results(directory: Path):
 
 @pytest.mark.parametrize("directory", ABLATIONS, ids=lambda p: str(p.relative_to(RESULTS)))
 def test_ablation_table_matches_its_stored_runs(directory: Path):
-    records = [r for r in load_records(directory) if "ablation" in r]
-    lr_note = json.loads((directory / "lr_note.json").read_text())["lr_note"]
-    assert ablation_table(records, lr_note) == (directory / "ablations.md").read_text()
+    study = json.loads((directory / STUDY_FILE).read_text())
+    records = [r for r in load_records(directory) if r["run_id"] in study["ablations"]]
+    assert ablation_table(records, study["ablations"], study["lr_note"]) == (directory / "ablations.md").read_text()
 
 
 README = RESULTS.parent / "README.md"
