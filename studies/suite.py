@@ -218,7 +218,14 @@ def run_configs(
     check_out_dir(out)
     runs_dir = out / "runs"
     done = {p.stem for p in runs_dir.glob("*.json")} if runs_dir.exists() else set()
-    todo = [c for c in configs if c.run_id() not in done]
+
+    def finished(config: RunConfig) -> bool:
+        # A run whose weights should be kept but are missing is not finished (it is rerun, deterministically).
+        run_id = config.run_id()
+        wants_weights = keep_model is not None and keep_model(config)
+        return run_id in done and (not wants_weights or (runs_dir / f"{run_id}.pt").exists())
+
+    todo = [c for c in configs if not finished(c)]
     print(f"{len(configs)} runs: {len(configs) - len(todo)} already finished in {out}, {len(todo)} to do", flush=True)
     for i, config in enumerate(todo, 1):
         run_id = config.run_id()

@@ -3,6 +3,7 @@ ablation study writes its table and figures and resumes."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -65,6 +66,16 @@ def test_smoke_ablation_writes_table_figures_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0
     assert "12 already finished" in capsys.readouterr().out
+    # A run whose kept weights went missing is not finished: it is rerun (deterministically).
+    weights = sorted((tmp_path / "runs").glob("*.pt"))[0]
+    def stored() -> dict:
+        return {k: v for k, v in json.loads(weights.with_suffix(".json").read_text()).items() if k != "wall_time"}
+
+    before = stored()
+    weights.unlink()
+    assert main(args) == 0
+    assert "11 already finished" in capsys.readouterr().out
+    assert weights.exists() and stored() == before
 
 
 def test_ablations_with_identical_configs_share_runs(tmp_path, capsys):
