@@ -113,7 +113,9 @@ def ablation_table(records: list[dict[str, Any]], names: dict[str, list[str]], l
                 continue
             cell = f"{fmt_mean_ci(vals)} (n={len(vals)})"
             full = acc.get(("full", t), [])
-            if a != "full" and len(full) >= 2 and len(vals) >= 2:
+            if a != "full" and vals == full:
+                cell += "<br>(the runs of `full`)"
+            elif a != "full" and len(full) >= 2 and len(vals) >= 2:
                 diff = np.mean(vals) - np.mean(full)
                 p = stats.ttest_ind(vals, full, equal_var=False).pvalue
                 cell += f"<br>Δ {diff:+.3f}, p={p:.2g}" if np.isfinite(p) else f"<br>Δ {diff:+.3f}, p=–"
