@@ -98,6 +98,10 @@ class Task:
         if not condition:
             raise ValueError(f"{self.name}: {constraint}")
 
+    def _require_key_value_vocab(self, vocab: int) -> None:
+        """Recall tasks split `vocab` into a key half and a disjoint value half."""
+        self._require(vocab >= 2 and vocab % 2 == 0, f"vocab={vocab} must be even and >= 2 (half keys, half values)")
+
     @classmethod
     def knobs(cls) -> dict[str, Any]:
         """Knob name -> default value, in declaration order."""

@@ -50,9 +50,7 @@ class MemoryHorizon(Task):
     NONE = 2
 
     def _validate(self) -> None:
-        self._require(
-            self.vocab >= 2 and self.vocab % 2 == 0, f"vocab={self.vocab} must be even and >= 2 (half keys, half values)"
-        )
+        self._require_key_value_vocab(self.vocab)
         self._require(self.seq_len >= 2, f"seq_len={self.seq_len} must be >= 2 (a query takes two tokens)")
         self._require(0 < self.p_query < 1, f"p_query={self.p_query} must be in (0, 1)")
         self._require(0 <= self.p_reset < 1, f"p_reset={self.p_reset} must be in [0, 1)")

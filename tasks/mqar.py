@@ -42,9 +42,7 @@ class MQAR(Task):
     BLANK = 0
 
     def _validate(self) -> None:
-        self._require(
-            self.vocab >= 2 and self.vocab % 2 == 0, f"vocab={self.vocab} must be even and >= 2 (half keys, half values)"
-        )
+        self._require_key_value_vocab(self.vocab)
         self._require(self.num_kv_pairs >= 1, f"num_kv_pairs={self.num_kv_pairs} must be >= 1")
         self._require(
             self.num_kv_pairs <= self.vocab // 2,
