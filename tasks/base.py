@@ -98,9 +98,16 @@ class Task:
         if not condition:
             raise ValueError(f"{self.name}: {constraint}")
 
-    def _require_key_value_vocab(self, vocab: int) -> None:
-        """Recall tasks split `vocab` into a key half and a disjoint value half."""
+    def _require_key_value_vocab(self, vocab: int, num_kv_pairs: int | None = None) -> None:
+        """Recall tasks split `vocab` into a key half and a disjoint value half; with `num_kv_pairs`
+        single-token keys, each pair needs its own key."""
         self._require(vocab >= 2 and vocab % 2 == 0, f"vocab={vocab} must be even and >= 2 (half keys, half values)")
+        if num_kv_pairs is not None:
+            self._require(num_kv_pairs >= 1, f"num_kv_pairs={num_kv_pairs} must be >= 1")
+            self._require(
+                num_kv_pairs <= vocab // 2,
+                f"num_kv_pairs={num_kv_pairs} must be <= vocab//2={vocab // 2} (keys are distinct)",
+            )
 
     @classmethod
     def knobs(cls) -> dict[str, Any]:

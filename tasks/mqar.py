@@ -42,12 +42,7 @@ class MQAR(Task):
     BLANK = 0
 
     def _validate(self) -> None:
-        self._require_key_value_vocab(self.vocab)
-        self._require(self.num_kv_pairs >= 1, f"num_kv_pairs={self.num_kv_pairs} must be >= 1")
-        self._require(
-            self.num_kv_pairs <= self.vocab // 2,
-            f"num_kv_pairs={self.num_kv_pairs} must be <= vocab//2={self.vocab // 2} (keys are distinct)",
-        )
+        self._require_key_value_vocab(self.vocab, self.num_kv_pairs)
         self._require(
             3 * self.num_kv_pairs <= self.seq_len,
             f"3*num_kv_pairs={3 * self.num_kv_pairs} must be <= seq_len={self.seq_len} (2 per pair + 1 per query)",

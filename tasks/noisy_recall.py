@@ -44,12 +44,7 @@ class NoisyRecall(Task):
     SEP = 1
 
     def _validate(self) -> None:
-        self._require_key_value_vocab(self.vocab)
-        self._require(self.num_kv_pairs >= 1, f"num_kv_pairs={self.num_kv_pairs} must be >= 1")
-        self._require(
-            self.num_kv_pairs <= self.vocab // 2,
-            f"num_kv_pairs={self.num_kv_pairs} must be <= vocab//2={self.vocab // 2} (keys are distinct)",
-        )
+        self._require_key_value_vocab(self.vocab, self.num_kv_pairs)
         self._require(0 <= self.noise_frac < 1, f"noise_frac={self.noise_frac} must be in [0, 1)")
         self._require(self.num_noise_tokens >= 1, f"num_noise_tokens={self.num_noise_tokens} must be >= 1")
         needed = 3 * self.num_kv_pairs + self.num_noise + 1
