@@ -1,30 +1,43 @@
-"""List the tasks with their knobs and defaults, or print one decoded example (`tasks show NAME key=value ...`).
+"""List the tasks, print one decoded example, or audit the tasks' no-solve baselines.
 
     testbed tasks                                  # every task, its knobs and defaults
     testbed tasks show mqar num_kv_pairs=4 seq_len=24 --seed 3
+    testbed tasks audit --preset headline          # chance, oracle and every baseline per task, as Markdown
+
+The audit scores each task of the preset at the preset's sizes on the held-out sets its final runs are
+evaluated on: `TaskData(task, seed, test_size).test` for seeds 1000-1004 (the confirm seeds of
+studies/tune.py) and the preset's test_size, pooled.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import torch
 
+from studies.presets import PRESETS
 from tasks import IGNORE, TASKS, Task, make_task
+from tasks.shortcuts import AUDIT_SEEDS, audit, audit_markdown, held_out_batch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="action", metavar="{show}")
+    sub = parser.add_subparsers(dest="action", metavar="{show,audit}")
     show = sub.add_parser("show", help="print one decoded example: inputs, targets, scored positions, metadata")
     show.add_argument("name", help=f"task name: {', '.join(TASKS)}")
     show.add_argument("overrides", nargs="*", metavar="key=value", help="knob overrides, e.g. num_kv_pairs=4")
     show.add_argument("--seed", type=int, default=0, help="generator seed for the example")
+    check = sub.add_parser("audit", help="chance, oracle and every no-solve baseline per task, as Markdown tables")
+    check.add_argument("--preset", default="headline", help=f"whose tasks, sizes and test_size: {', '.join(PRESETS)}")
+    check.add_argument("--tasks", default=None, help="comma-separated subset of the preset's tasks (default: all)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.action is None:
         print(list_tasks())
         return 0
+    if args.action == "audit":
+        return run_audit(args.preset, args.tasks)
     try:
         task = make_task(args.name, **parse_overrides(args.name, args.overrides))
     except ValueError as error:
@@ -91,3 +104,37 @@ def show_example(task: Task, seed: int) -> str:
     lines.append(f"scored positions (*): {', '.join(scored)}")
     lines += [f"{key}: {value}" for key, value in per_sequence.items()]
     return "\n".join(lines)
+
+
+def run_audit(preset_name: str, task_list: str | None) -> int:
+    """Print the audit of a preset's tasks; 2 with one line on stderr for a bad preset or task name."""
+    if preset_name not in PRESETS:
+        print(f"testbed tasks audit: error: unknown preset {preset_name!r}; valid presets: {', '.join(PRESETS)}",
+              file=sys.stderr)
+        return 2
+    preset = PRESETS[preset_name]
+    names = list(preset.tasks) if task_list is None else [name.strip() for name in task_list.split(",")]
+    unknown = [name for name in names if name not in preset.tasks]
+    if unknown:
+        print(f"testbed tasks audit: error: task(s) {', '.join(unknown)} not in preset {preset_name!r}; "
+              f"its tasks are {', '.join(preset.tasks)}", file=sys.stderr)
+        return 2
+    test_size = preset.train["test_size"]
+    start = time.perf_counter()
+    rows, pending = [], []
+    for name in names:
+        task = make_task(name, **preset.tasks[name])
+        if type(task).oracle is Task.oracle:  # not yet implemented for this task: nothing to audit against
+            pending.append(name)
+            continue
+        rows.append(audit(task, held_out_batch(task, test_size)))
+    print(f"## Shortcut audit, preset {preset_name}: test_size {test_size} x seeds "
+          f"{AUDIT_SEEDS[0]}-{AUDIT_SEEDS[-1]} (TaskData test sets, pooled)")
+    print()
+    print("\n".join(f"- {row.task}" for row in rows))
+    print()
+    print(audit_markdown(rows))
+    if pending:
+        print(f"\nnot audited (no oracle implemented yet): {', '.join(pending)}")
+    print(f"\n({time.perf_counter() - start:.1f} s)")
+    return 0

@@ -3,11 +3,17 @@
 Alignment convention, used by every task and every model: `targets[:, t]` is the token the model must
 predict after reading `inputs[:, :t+1]`, and `IGNORE` (-100, PyTorch's cross-entropy default) marks
 positions that are not scored.
+
+Every task also states what solving it means and what does not count: `oracle` is its exact solver
+from the inputs alone, `shortcuts` its named no-solve rules (see tasks/shortcuts.py, which adds the
+generic ones and audits them), `chance` the score of uniform guessing on the task's `metric`.
 """
 from __future__ import annotations
 
 import dataclasses
 import typing
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -15,6 +21,12 @@ import torch
 from torch import Tensor
 
 IGNORE = -100
+METRICS = ("accuracy", "sequence_accuracy")
+
+# (inputs (B, L) int64, scored (B, L) bool) -> predictions (B, L) int64. Only predictions at scored
+# positions are ever read. A predictor reads nothing but its two arguments and the task's own fields:
+# never targets, never meta.
+Predictor = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass(frozen=True)
@@ -65,9 +77,10 @@ class Batch:
 class Task:
     """Base of every task: a frozen dataclass whose fields are the task's knobs.
 
-    Subclasses give every field a default, set the ClassVars `name` and `extrapolates`, and implement
-    `vocab_size`, `token_names` and `sample`. Field types (int, float, str) are checked here, so a
-    subclass's `_validate` only states its own constraints.
+    Subclasses give every field a default, set the ClassVars `name`, `extrapolates` and `metric`, and
+    implement `vocab_size`, `token_names`, `sample`, `chance`, `oracle` and (where the task has any)
+    `shortcuts`. Field types (int, float, bool, str) are checked here, so a subclass's `_validate` only
+    states its own constraints.
     """
 
     seq_len: int
@@ -75,6 +88,9 @@ class Task:
     name: ClassVar[str] = "task"
     # True where evaluating at 2x/4x the training length poses the same problem over a longer horizon.
     extrapolates: ClassVar[bool] = False
+    # The metric the headline reports for this task and that the audit's floor is judged on: "accuracy"
+    # (token accuracy on scored positions) or "sequence_accuracy" (every scored position of a row right).
+    metric: ClassVar[str] = "accuracy"
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -132,6 +148,25 @@ class Task:
         """n independent sequences of length seq_len, on the generator's device."""
         raise NotImplementedError
 
+    def chance(self) -> float:
+        """Expected score on `self.metric` of guessing uniformly among the answers a scored position
+        can take (for sequence_accuracy: the product over a row's scored positions, averaged)."""
+        raise NotImplementedError
+
+    def oracle(self, inputs: Tensor, scored: Tensor) -> Tensor:
+        """The exact solver, from the inputs alone: equals targets at every scored position.
+
+        Written independently of `sample` (loops allowed: it is the spec, not a fast path).
+        inputs (B, L) int64, scored (B, L) bool -> predictions (B, L) int64.
+        """
+        raise NotImplementedError
+
+    def shortcuts(self) -> dict[str, Predictor]:
+        """The task's own named no-solve rules: deterministic Predictors that do not solve the task but
+        exploit something about its layout or statistics. The generic ones (majority, copy_previous)
+        live in tasks/shortcuts.py and apply to every task."""
+        return {}
+
     def at_length(self, seq_len: int) -> Task:
         """The same task at another length; raises ValueError if it cannot be posed there.
 
@@ -161,3 +196,34 @@ def sample_without_replacement(
     # In place: this (n, population) buffer dominates the cost. u == 0 gives -inf, which is never drawn
     # while any other index remains, as u^(1/w) = 0 would be.
     return u.log_().div_(weights).topk(k, dim=-1).indices
+
+
+def predict_by_row(
+    inputs: Tensor, scored: Tensor, rule: Callable[[list[int], list[int]], list[int]], fill: int = 0
+) -> Tensor:
+    """(B, L) int64 predictions from a plain-Python rule applied row by row.
+
+    rule(x, positions) gets one row of inputs as a list and its scored positions in increasing order,
+    and returns one prediction per scored position. Unscored positions hold `fill` (never read). For
+    oracles and shortcut rules, which are specs and audits, not fast paths.
+    """
+    out = torch.full_like(inputs, fill)
+    for b, (x, mask) in enumerate(zip(inputs.tolist(), scored.tolist())):
+        positions = [t for t, s in enumerate(mask) if s]
+        if positions:
+            out[b, positions] = torch.tensor(rule(x, positions), dtype=torch.int64)
+    return out
+
+
+def uniform_chance(metric: str, answers: int, scored_per_row: int) -> float:
+    """`chance` of a task whose every scored position has `answers` equally likely answers and whose
+    every row has `scored_per_row` scored positions."""
+    if metric == "accuracy":
+        return 1 / answers
+    return answers ** -scored_per_row
+
+
+def most_frequent(tokens: Iterable[int]) -> int:
+    """The most frequent of `tokens` (ties to the lowest id), for frequency shortcuts."""
+    counts = Counter(tokens)
+    return min(counts, key=lambda token: (-counts[token], token))

@@ -24,8 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
-from tasks.base import IGNORE, Batch, Task, sample_without_replacement
+from tasks.base import IGNORE, Batch, Predictor, Task, predict_by_row, sample_without_replacement, uniform_chance
 
 
 @dataclass(frozen=True)
@@ -126,3 +127,62 @@ class FuzzyRecall(Task):
         value_index = torch.full((n, L), -1, dtype=torch.int64, device=device)
         value_index[:, scored_pos.reshape(-1)] = i.repeat(K)
         return Batch(inputs, targets, {"distance": distance, "value_index": value_index})
+
+    def chance(self) -> float:
+        return uniform_chance(self.metric, len(self.values), self.num_kv_pairs * self.value_len)
+
+    def _parse(self, x: list[int]) -> tuple[list[tuple[tuple[int, ...], list[int]]], int]:
+        """The context's (key, value) pairs in order, and the position of the separator."""
+        kl, block = self.key_len, self.key_len + self.value_len
+        sep = x.index(self.SEP)
+        context = [tok for tok in x[:sep] if tok != self.PAD]
+        pairs = [(tuple(context[b : b + kl]), context[b + kl : b + block]) for b in range(0, len(context), block)]
+        return pairs, sep
+
+    def _query(self, t: int, sep: int) -> tuple[int, int]:
+        """For a scored position t: the start of its query block and which value token it predicts."""
+        block = self.key_len + self.value_len
+        start = sep + 1 + block * ((t - sep - 1) // block)
+        return start, t - (start + self.key_len - 1)
+
+    def oracle(self, inputs: Tensor, scored: Tensor) -> Tensor:
+        def rule(x: list[int], positions: list[int]) -> list[int]:
+            pairs, sep = self._parse(x)
+            binding = dict(pairs)
+            out = []
+            for t in positions:  # the last key token predicts value[0], value token i predicts value[i+1]
+                start, i = self._query(t, sep)
+                out.append(binding[tuple(x[start : start + self.key_len])][i])
+            return out
+
+        return predict_by_row(inputs, scored, rule)
+
+    def shortcuts(self) -> dict[str, Predictor]:
+        kl, block = self.key_len, self.key_len + self.value_len
+
+        def unqueried_pair(x: list[int], positions: list[int]) -> list[int]:
+            # Ignore the key; among the pairs whose value agrees with the value tokens read so far,
+            # prefer those not queried yet (earlier query blocks show which were), first in context order.
+            pairs, sep = self._parse(x)
+            out = []
+            for t in positions:
+                start, i = self._query(t, sep)
+                queried = {tuple(x[b : b + kl]) for b in range(sep + 1, start, block)}
+                prefix = x[start + kl : start + kl + i]
+                fits = [value for _, value in pairs if value[:i] == prefix]
+                fresh = [value for key, value in pairs if value[:i] == prefix and key not in queried]
+                out.append((fresh or fits or [pair[1] for pair in pairs])[0][i])
+            return out
+
+        def last_token_match(x: list[int], positions: list[int]) -> list[int]:
+            # Match only the token just read against the context and answer what followed it there.
+            sep = x.index(self.SEP)
+            follows = {}
+            for s in range(sep - 1, 0, -1):  # backwards, so the first occurrence wins
+                follows[x[s - 1]] = x[s]
+            return [follows.get(x[t], self.PAD) for t in positions]
+
+        return {
+            "unqueried_pair": lambda inputs, scored: predict_by_row(inputs, scored, unqueried_pair),
+            "last_token_match": lambda inputs, scored: predict_by_row(inputs, scored, last_token_match),
+        }

@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
-from tasks.base import IGNORE, Batch, Task
+from tasks.base import IGNORE, Batch, Predictor, Task, most_frequent, predict_by_row, uniform_chance
 
 
 @dataclass(frozen=True)
@@ -61,3 +62,26 @@ class InductionHeads(Task):
         targets[:, -1] = inputs.gather(1, trigger_pos + 1).squeeze(1)
         distance = (L - 1) - (trigger_pos.squeeze(1) + 1)
         return Batch(inputs, targets, {"distance": distance})
+
+    def chance(self) -> float:
+        return uniform_chance(self.metric, self.vocab, 1)
+
+    def oracle(self, inputs: Tensor, scored: Tensor) -> Tensor:
+        def rule(x: list[int], positions: list[int]) -> list[int]:
+            first = x.index(self.TRIGGER)  # the earlier trigger; the token after it is the answer
+            return [x[first + 1] for _ in positions]
+
+        return predict_by_row(inputs, scored, rule)
+
+    def shortcuts(self) -> dict[str, Predictor]:
+        def most_frequent_token(x: list[int], positions: list[int]) -> list[int]:
+            return [most_frequent(tok for tok in x if tok in self.ordinary_tokens)] * len(positions)
+
+        def before_final_trigger(inputs: Tensor, scored: Tensor) -> Tensor:
+            # The token right before the last position (the final trigger).
+            return inputs[:, -2:-1].expand_as(inputs).clone()
+
+        return {
+            "most_frequent_token": lambda inputs, scored: predict_by_row(inputs, scored, most_frequent_token),
+            "before_final_trigger": before_final_trigger,
+        }

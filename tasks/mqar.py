@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
-from tasks.base import IGNORE, Batch, Task, sample_without_replacement
+from tasks.base import IGNORE, Batch, Predictor, Task, most_frequent, predict_by_row, sample_without_replacement, uniform_chance
 
 FILLERS = ("blank", "values")
 
@@ -93,3 +94,30 @@ class MQAR(Task):
         key_pos = 2 * torch.arange(K, device=device)
         distance.scatter_(1, query_pos, query_pos - key_pos)
         return Batch(inputs, targets, {"distance": distance})
+
+    def chance(self) -> float:
+        return uniform_chance(self.metric, len(self.values), self.num_kv_pairs)
+
+    def oracle(self, inputs: Tensor, scored: Tensor) -> Tensor:
+        def rule(x: list[int], positions: list[int]) -> list[int]:
+            # The first 2K tokens alternate key, value; a query answers with its key's value there.
+            binding = {x[2 * i]: x[2 * i + 1] for i in range(self.num_kv_pairs)}
+            return [binding[x[t]] for t in positions]
+
+        return predict_by_row(inputs, scored, rule)
+
+    def shortcuts(self) -> dict[str, Predictor]:
+        K = self.num_kv_pairs
+
+        def most_frequent_value(x: list[int], positions: list[int]) -> list[int]:
+            # The mode of the pairs' values, ties to the lowest id: right 1/K of the time when values are distinct.
+            return [most_frequent(x[1 : 2 * K : 2])] * len(positions)
+
+        def latest_value(x: list[int], positions: list[int]) -> list[int]:
+            # The last value token read before the query, whatever key it belonged to.
+            return [next(tok for tok in reversed(x[:t]) if tok in self.values) for t in positions]
+
+        return {
+            "most_frequent_value": lambda inputs, scored: predict_by_row(inputs, scored, most_frequent_value),
+            "latest_value": lambda inputs, scored: predict_by_row(inputs, scored, latest_value),
+        }

@@ -25,8 +25,9 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
-from tasks.base import IGNORE, Batch, Task, sample_without_replacement
+from tasks.base import IGNORE, Batch, Predictor, Task, most_frequent, predict_by_row, sample_without_replacement, uniform_chance
 
 
 @dataclass(frozen=True)
@@ -121,3 +122,25 @@ class NoisyRecall(Task):
         kv_gap = torch.full((n, L), -1, dtype=torch.int64, device=device)
         kv_gap[:, L - K :] = value_pos - key_pos - 1
         return Batch(inputs, targets, {"distance": distance, "kv_gap": kv_gap})
+
+    def chance(self) -> float:
+        return uniform_chance(self.metric, len(self.values), self.num_kv_pairs)
+
+    def oracle(self, inputs: Tensor, scored: Tensor) -> Tensor:
+        def rule(x: list[int], positions: list[int]) -> list[int]:
+            sep = x.index(self.SEP)
+            binding, key = {}, None
+            for tok in x[:sep]:  # a key binds to the next token that is neither noise nor padding
+                if tok in self.keys:
+                    key = tok
+                elif tok in self.values:
+                    binding[key] = tok
+            return [binding[x[t]] for t in positions]
+
+        return predict_by_row(inputs, scored, rule)
+
+    def shortcuts(self) -> dict[str, Predictor]:
+        def most_frequent_value(x: list[int], positions: list[int]) -> list[int]:
+            return [most_frequent(tok for tok in x if tok in self.values)] * len(positions)
+
+        return {"most_frequent_value": lambda inputs, scored: predict_by_row(inputs, scored, most_frequent_value)}

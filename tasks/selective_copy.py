@@ -21,8 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
-from tasks.base import IGNORE, Batch, Task, sample_without_replacement
+from tasks.base import IGNORE, Batch, Predictor, Task, most_frequent, predict_by_row, sample_without_replacement, uniform_chance
 
 
 @dataclass(frozen=True)
@@ -75,3 +76,30 @@ class SelectiveCopy(Task):
         distance = torch.full((n, L), -1, dtype=torch.int64, device=device)
         distance[:, region:] = copy_pos - data_pos
         return Batch(inputs, targets, {"copy_index": copy_index, "distance": distance})
+
+    def chance(self) -> float:
+        return uniform_chance(self.metric, self.vocab, self.num_tokens)
+
+    def oracle(self, inputs: Tensor, scored: Tensor) -> Tensor:
+        def rule(x: list[int], positions: list[int]) -> list[int]:
+            data = [tok for tok in x if tok in self.data_tokens]  # in order of appearance
+            markers = [t for t, tok in enumerate(x) if tok == self.MARKER]
+            copy = dict(zip(markers, data, strict=True))
+            return [copy[t] for t in positions]
+
+        return predict_by_row(inputs, scored, rule)
+
+    def shortcuts(self) -> dict[str, Predictor]:
+        def most_frequent_data(x: list[int], positions: list[int]) -> list[int]:
+            # The right tokens, no order: the mode of the data tokens (ties to the lowest id) everywhere.
+            return [most_frequent(tok for tok in x if tok in self.data_tokens)] * len(positions)
+
+        def sorted_data(x: list[int], positions: list[int]) -> list[int]:
+            # The right tokens in a fixed order that ignores where they were: sorted by id.
+            data = sorted(tok for tok in x if tok in self.data_tokens)
+            return [data[i] for i in range(len(positions))]
+
+        return {
+            "most_frequent_data": lambda inputs, scored: predict_by_row(inputs, scored, most_frequent_data),
+            "sorted_data": lambda inputs, scored: predict_by_row(inputs, scored, sorted_data),
+        }
