@@ -30,19 +30,24 @@ def get_preset(name: str) -> Preset:
 
 
 _SMOKE_TASKS: dict[str, dict[str, Any]] = {
-    "mqar": {"seq_len": 16, "vocab": 16, "num_kv_pairs": 2},
+    "mqar": {"seq_len": 16, "vocab": 16, "num_kv_pairs": 4},
     "state_tracking": {"seq_len": 16, "modulus": 2},
     "memory_horizon": {"seq_len": 16},
 }
 
 # Small versions of every task (length 32), sized so that a ~50k-parameter model can learn them in a
-# few hundred steps on one CPU core: the quick preset and the headline study.
+# few hundred steps on one CPU core: the quick preset and the headline study. Sized also so that no
+# no-solve baseline of `testbed tasks audit` beats chance by more than 0.10 on the task's metric
+# (tests/test_shortcuts.py checks it for the headline tasks): recall tasks with distinct values need
+# K pairs with 1/K <= chance + 0.10 (mqar: K=8 of 16 values, 1/8 against 1/16 + 0.10; noisy_recall:
+# K=5 of 8 values); selective_copy is scored on exact match. fuzzy_recall cannot meet it at length 32
+# (matching part of a key scores ~0.8; see its docstring), and says so in the audit.
 _SMALL_TASKS: dict[str, dict[str, Any]] = {
-    "mqar": {"seq_len": 32, "vocab": 32, "num_kv_pairs": 4},
-    "selective_copy": {"seq_len": 32, "vocab": 8, "num_tokens": 4},
+    "mqar": {"seq_len": 32, "vocab": 32, "num_kv_pairs": 8},
+    "selective_copy": {"seq_len": 32, "vocab": 16, "num_tokens": 8},
     "induction_heads": {"seq_len": 32, "vocab": 8},
-    "noisy_recall": {"seq_len": 32, "vocab": 16, "num_kv_pairs": 3},
-    "fuzzy_recall": {"seq_len": 32, "vocab": 16, "num_kv_pairs": 3},
+    "noisy_recall": {"seq_len": 32, "vocab": 16, "num_kv_pairs": 5, "noise_frac": 0.5},
+    "fuzzy_recall": {"seq_len": 32, "vocab": 8, "num_kv_pairs": 4, "num_queries": 4},
     "memory_horizon": {"seq_len": 32},
     "state_tracking": {"seq_len": 32, "modulus": 2},
 }

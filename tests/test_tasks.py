@@ -39,9 +39,11 @@ def gen(seed: int) -> torch.Generator:
 
 
 def oracle_mqar(task, x: list[int]) -> dict[int, int]:
+    # Every key after the pairs, answered by its binding there. Without decoys these are exactly the
+    # queries; with filler="random" some are decoys, which `labels_match` allows to be unscored.
     K = task.num_kv_pairs
     binding = {x[2 * i]: x[2 * i + 1] for i in range(K)}  # the first 2K tokens alternate key, value
-    return {t: binding[x[t]] for t in range(2 * K, len(x)) if x[t] in task.keys}
+    return {t: binding[x[t]] for t in range(2 * K, len(x)) if x[t] in binding}
 
 
 def oracle_selective_copy(task, x: list[int]) -> dict[int, int]:
@@ -52,7 +54,7 @@ def oracle_selective_copy(task, x: list[int]) -> dict[int, int]:
 
 def oracle_induction_heads(task, x: list[int]) -> dict[int, int]:
     first, second = [t for t, tok in enumerate(x) if tok == task.TRIGGER]
-    assert first + 1 < second == len(x) - 1  # an ordinary token follows the first trigger; the second ends
+    assert first + 2 < second == len(x) - 1  # the target after the first trigger is not next to the second
     return {second: x[first + 1]}
 
 
@@ -73,9 +75,10 @@ def oracle_fuzzy_recall(task, x: list[int]) -> dict[int, int]:
     context = [tok for tok in x[:sep] if tok != task.PAD]
     binding = {tuple(context[b : b + kl]): context[b + kl : b + block] for b in range(0, len(context), block)}
     out = {}
-    for b in range(sep + 1, len(x), block):
+    for b in range(sep + 1, len(x), block - 1):  # query blocks: the key, then value_len - 1 markers
+        assert x[b + kl : b + block - 1] == [task.MARKER] * (task.value_len - 1)
         value = binding[tuple(x[b : b + kl])]
-        for i, tok in enumerate(value):  # the last key token predicts value[0], value[i] predicts value[i+1]
+        for i, tok in enumerate(value):  # the last key token predicts value[0], the i-th marker value[i]
             out[b + kl - 1 + i] = tok
     return out
 
@@ -114,24 +117,31 @@ ORACLES = {
     "state_tracking": oracle_state_tracking,
 }
 
-# Non-default settings that exercise each task's knobs.
+# Non-default settings that exercise each task's knobs (more in MORE_VARIANTS).
 VARIANTS = {
-    "mqar": dict(seq_len=40, vocab=16, num_kv_pairs=5, power_a=1.0, filler="values"),
-    "selective_copy": dict(seq_len=20, vocab=3, num_tokens=10),
-    "induction_heads": dict(seq_len=3, vocab=2),
-    "noisy_recall": dict(seq_len=30, num_kv_pairs=4, noise_frac=0.0, num_noise_tokens=1),
-    "fuzzy_recall": dict(seq_len=60, vocab=6, num_kv_pairs=9, key_len=2, value_len=1),
+    "mqar": dict(seq_len=40, vocab=16, num_kv_pairs=5, power_a=1.0, filler="values", distinct_values=False),
+    "selective_copy": dict(seq_len=20, vocab=3, num_tokens=10, distinct=False),
+    "induction_heads": dict(seq_len=4, vocab=2),
+    "noisy_recall": dict(seq_len=30, num_kv_pairs=4, noise_frac=0.0, num_noise_tokens=1, distinct_values=False),
+    "fuzzy_recall": dict(seq_len=60, vocab=6, num_kv_pairs=9, key_len=2, value_len=1, num_queries=5),
     "memory_horizon": dict(seq_len=33, vocab=2, p_query=0.5, p_reset=0.3),
     "state_tracking": dict(seq_len=17, modulus=5),
 }
 
+MORE_VARIANTS = {
+    "mqar": [dict(seq_len=48, vocab=16, num_kv_pairs=6, filler="random"), dict(filler="random", distinct_values=False)],
+    "selective_copy": [dict(seq_len=12, vocab=5, num_tokens=5)],
+    "induction_heads": [dict(seq_len=100, vocab=7)],
+    "fuzzy_recall": [dict(seq_len=64, vocab=10, num_kv_pairs=4, key_len=3, value_len=3, num_queries=6)],
+}
+
 # Settings whose sequence space is small enough that a training stream would hit the test set.
 TINY = {
-    "mqar": dict(seq_len=4, vocab=6, num_kv_pairs=1),
+    "mqar": dict(seq_len=6, vocab=4, num_kv_pairs=2),
     "selective_copy": dict(seq_len=5, vocab=3, num_tokens=2),
-    "induction_heads": dict(seq_len=4, vocab=3),
-    "noisy_recall": dict(seq_len=6, vocab=4, num_kv_pairs=1, noise_frac=0.5, num_noise_tokens=1),
-    "fuzzy_recall": dict(seq_len=9, vocab=4, num_kv_pairs=1, key_len=2, value_len=2),
+    "induction_heads": dict(seq_len=6, vocab=2),
+    "noisy_recall": dict(seq_len=8, vocab=4, num_kv_pairs=2, noise_frac=0.2, num_noise_tokens=1),
+    "fuzzy_recall": dict(seq_len=6, vocab=4, num_kv_pairs=2, key_len=1, value_len=1, num_queries=1),
     "memory_horizon": dict(seq_len=4, vocab=2),
     "state_tracking": dict(seq_len=4, modulus=2),
 }
@@ -140,11 +150,21 @@ TINY = {
 INVALID = {
     "mqar": (dict(seq_len=64, num_kv_pairs=30), "mqar: 3*num_kv_pairs=90 must be <= seq_len=64"),
     "selective_copy": (dict(seq_len=10, num_tokens=6), "selective_copy: 2*num_tokens=12 must be <= seq_len=10"),
-    "induction_heads": (dict(seq_len=2), "induction_heads: seq_len=2 must be >= 3"),
+    "induction_heads": (dict(seq_len=3), "induction_heads: seq_len=3 must be >= 4"),
     "noisy_recall": (dict(seq_len=40), "noisy_recall: 3*num_kv_pairs + noise + separator = 24+24+1 = 49 must be <="),
     "fuzzy_recall": (dict(vocab=4, num_kv_pairs=5), "fuzzy_recall: num_kv_pairs=5 must be <= (vocab//2)**key_len=4"),
     "memory_horizon": (dict(p_query=0.7, p_reset=0.3), "memory_horizon: p_query + p_reset = 1.0 must be < 1"),
     "state_tracking": (dict(modulus=1), "state_tracking: modulus=1 must be >= 2"),
+}
+
+
+# Settings that would make a task trivial (one possible answer), and the words its error must contain.
+TRIVIAL = {
+    "mqar": (dict(num_kv_pairs=1), "mqar: num_kv_pairs=1 must be >= 2 (with one pair every query has the same"),
+    "selective_copy": (dict(vocab=1), "selective_copy: vocab=1 must be >= 2 (with one data token the answer"),
+    "induction_heads": (dict(vocab=1), "induction_heads: vocab=1 must be >= 2 (with one ordinary token"),
+    "noisy_recall": (dict(num_kv_pairs=1), "noisy_recall: num_kv_pairs=1 must be >= 2"),
+    "fuzzy_recall": (dict(num_kv_pairs=1), "fuzzy_recall: num_kv_pairs=1 must be >= 2"),
 }
 
 
@@ -156,7 +176,20 @@ def test_tables_cover_the_registry():
 
 
 def settings(name: str) -> list[Task]:
-    return [make_task(name), make_task(name, **VARIANTS[name])]
+    return [make_task(name), make_task(name, **VARIANTS[name])] + [
+        make_task(name, **overrides) for overrides in MORE_VARIANTS.get(name, [])
+    ]
+
+
+def labels_match(task: Task, x: list[int], y: list[int]) -> bool:
+    """The targets of row (x, y) are exactly what the independent oracle derives from x."""
+    got = {t: target for t, target in enumerate(y) if target != IGNORE}
+    expected = ORACLES[task.name](task, x)
+    if task.name == "mqar" and task.filler == "random":
+        # Decoys make the query positions underivable from the inputs: every scored position must
+        # still carry the binding, and each key is queried once.
+        return got.items() <= expected.items() and len(got) == task.num_kv_pairs
+    return got == expected
 
 
 # --------------------------------------------------------------------------- every task
@@ -183,9 +216,7 @@ def test_oracle_scores_every_target_and_nothing_else(name):
     for task in settings(name):
         batch = task.sample(48, gen(1))
         for x, y in zip(batch.inputs.tolist(), batch.targets.tolist()):
-            expected = ORACLES[name](task, x)
-            got = {t: target for t, target in enumerate(y) if target != IGNORE}
-            assert got == expected, (task, x, y)
+            assert labels_match(task, x, y), (task, x, y)
 
 
 @pytest.mark.parametrize("name", list(TASKS))
@@ -219,7 +250,7 @@ def test_train_stream_never_repeats_a_test_sequence(name):
         assert len(batch) == 64
         assert not any(tuple(row) in test_rows for row in batch.inputs.tolist())
         for x, y in zip(batch.inputs.tolist(), batch.targets.tolist()):  # redrawn rows keep their own labels
-            assert {t: v for t, v in enumerate(y) if v != IGNORE} == ORACLES[name](task, x)
+            assert labels_match(task, x, y)
 
 
 @pytest.mark.parametrize("name", list(TASKS))
@@ -237,6 +268,13 @@ def test_invalid_settings_raise_naming_the_constraint(name):
         make_task(name).sample(0, gen(0))
 
 
+@pytest.mark.parametrize("name", list(TRIVIAL))
+def test_trivial_settings_are_refused(name):
+    overrides, message = TRIVIAL[name]
+    with pytest.raises(ValueError, match=_literal(message)):
+        make_task(name, **overrides)
+
+
 @pytest.mark.parametrize("name", [name for name, cls in TASKS.items() if cls.extrapolates])
 def test_at_length_poses_the_same_task_longer(name):
     task = make_task(name)
@@ -247,7 +285,7 @@ def test_at_length_poses_the_same_task_longer(name):
         batch = longer.sample(8, gen(2))
         assert batch.inputs.shape == (8, longer.seq_len)
         for x, y in zip(batch.inputs.tolist(), batch.targets.tolist()):
-            assert {t: v for t, v in enumerate(y) if v != IGNORE} == ORACLES[name](longer, x)
+            assert labels_match(longer, x, y)
 
 
 def test_extrapolating_tasks():
@@ -280,19 +318,35 @@ def test_configs_are_frozen_and_floats_normalised():
 
 
 def test_mqar_keys_values_and_queries():
+    repeats = 0
     for task in settings("mqar"):
         K = task.num_kv_pairs
         batch = task.sample(64, gen(7))
-        for x, y in zip(batch.inputs.tolist(), batch.targets.tolist()):
+        for x, y, decoys in zip(batch.inputs.tolist(), batch.targets.tolist(), batch.meta["decoys"].tolist()):
             keys, values = x[0 : 2 * K : 2], x[1 : 2 * K : 2]
             assert all(k in task.keys for k in keys) and all(v in task.values for v in values)
             assert len(set(keys)) == K
+            if task.distinct_values:
+                assert len(set(values)) == K  # no value is more frequent than another: no frequency shortcut
+            repeats += len(set(values)) < K
             queries = [t for t in range(len(x)) if y[t] != IGNORE]
             assert len(queries) == K and sorted(x[t] for t in queries) == sorted(keys)  # each key queried once
             for t in queries:
-                assert x[: t].count(x[t]) == 1  # the key occurs exactly once before its query: no decoys
+                assert x[:t].count(x[t]) == 1 + decoys[t]  # the binding, then any decoys in the filler
             fill = [tok for t, tok in enumerate(x) if t >= 2 * K and t not in queries]
-            assert all(tok not in task.keys for tok in fill)
+            if task.filler != "random":
+                assert all(tok not in task.keys for tok in fill) and all(decoys[t] == 0 for t in queries)
+    assert repeats > 0  # distinct_values=False does repeat values
+
+
+def test_mqar_random_filler_has_decoys_at_the_documented_rate():
+    # The docstring's numbers: 12 % of queries have a decoy at the defaults, 6 % at the headline size.
+    for overrides, low, high in [({}, 0.11, 0.13), (dict(seq_len=32, vocab=32, num_kv_pairs=8), 0.05, 0.07)]:
+        batch = make_task("mqar", filler="random", **overrides).sample(10_000, gen(14))
+        rate = (batch.meta["decoys"][batch.scored] > 0).float().mean().item()
+        assert low < rate < high, (overrides, rate)
+    blank = make_task("mqar").sample(256, gen(14))
+    assert (blank.meta["decoys"][blank.scored] == 0).all()
 
 
 def test_mqar_queries_follow_a_power_law():
@@ -316,6 +370,43 @@ def test_query_order_is_independent_of_write_order(name):
         width = task.key_len if name == "fuzzy_recall" else 1
         first_written_first += key_tokens[:width] == x[t - width + 1 : t + 1]
     assert 0.45 < first_written_first / 1000 < 0.55
+
+
+def test_selective_copy_data_tokens_are_distinct_unless_asked():
+    for task, distinct in [(make_task("selective_copy"), True), (make_task("selective_copy", distinct=False), False)]:
+        batch = task.sample(256, gen(15))
+        data = batch.targets[batch.scored].reshape(256, task.num_tokens)
+        all_distinct = all(len(set(row)) == task.num_tokens for row in data.tolist())
+        assert all_distinct == distinct
+    assert make_task("selective_copy").metric == "sequence_accuracy"
+
+
+def test_induction_heads_counts_are_balanced_and_the_target_is_not_adjacent():
+    task = make_task("induction_heads", seq_len=32, vocab=8)
+    batch = task.sample(512, gen(16))
+    ordinary = batch.inputs[batch.inputs != task.TRIGGER].reshape(512, 30)
+    counts = torch.stack([(ordinary == tok).sum(dim=1) for tok in task.ordinary_tokens], dim=1)  # (B, V)
+    assert set(counts.unique().tolist()) == {3, 4}  # 30 tokens over 8 ids: each 3 or 4 times
+    assert (batch.inputs[:, -2] != task.TRIGGER).all()
+    # The target is not the token before the final trigger's position by construction, and every id
+    # is the target about equally often.
+    target = batch.targets[:, -1]
+    assert (batch.meta["distance"] >= 2).all()
+    share = torch.bincount(target, minlength=task.vocab_size)[1:].float() / 512
+    assert share.min() > 0.08 and share.max() < 0.17
+
+
+def test_fuzzy_recall_queries_reveal_no_value_and_repeat_pairs():
+    task = make_task("fuzzy_recall")
+    batch = task.sample(256, gen(17))
+    repeated = 0
+    for x in batch.inputs.tolist():
+        sep = x.index(task.SEP)
+        assert not any(tok in task.values for tok in x[sep:])  # no value after the separator: no teacher forcing
+        qblock = task.key_len + task.value_len - 1
+        asked = [tuple(x[b : b + task.key_len]) for b in range(sep + 1, len(x), qblock)]
+        repeated += len(set(asked)) < len(asked)
+    assert repeated > 0  # with replacement: earlier queries say nothing about the next
 
 
 def test_selective_copy_blanks_can_follow_the_last_data_token():
@@ -353,7 +444,7 @@ def _has_rebinding(task, x: list[int]) -> bool:
 
 
 def test_fuzzy_recall_keys_are_distinct_tuples_sharing_tokens():
-    task = make_task("fuzzy_recall", vocab=4, num_kv_pairs=4, key_len=2, value_len=1, seq_len=25)
+    task = make_task("fuzzy_recall", vocab=4, num_kv_pairs=4, key_len=2, value_len=1, seq_len=25, num_queries=4)
     batch = task.sample(32, gen(10))
     block = task.key_len + task.value_len
     for x in batch.inputs.tolist():
@@ -383,8 +474,8 @@ def test_taskdata_streams_are_reproducible_and_separate():
 
 
 def test_taskdata_refuses_when_the_test_set_covers_every_sequence():
-    task = make_task("mqar", seq_len=3, vocab=2, num_kv_pairs=1)  # exactly one possible sequence
-    data = TaskData(task, seed=0, test_size=2)
+    task = make_task("selective_copy", seq_len=2, vocab=2, num_tokens=1)  # two possible sequences
+    data = TaskData(task, seed=0, test_size=32)
     with pytest.raises(RuntimeError, match="covers nearly every sequence"):
         data.train_batch(4)
 
@@ -462,7 +553,7 @@ def test_cli_lists_every_task_with_knobs_and_defaults():
 def test_cli_shows_a_decoded_example():
     code, out, _ = cli("show", "mqar", "seq_len=12", "vocab=8", "num_kv_pairs=2", "power_a=0.5", "--seed", "4")
     assert code == 0
-    assert "MQAR(seq_len=12, vocab=8, num_kv_pairs=2, power_a=0.5, filler='blank')" in out
+    assert "MQAR(seq_len=12, vocab=8, num_kv_pairs=2, power_a=0.5, filler='blank', distinct_values=True)" in out
     batch = make_task("mqar", seq_len=12, vocab=8, num_kv_pairs=2, power_a=0.5).sample(1, gen(4))
     scored = [str(t) for t in batch.scored[0].nonzero().squeeze(1).tolist()]
     assert f"scored positions (*): {', '.join(scored)}" in out
