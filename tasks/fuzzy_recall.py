@@ -212,8 +212,7 @@ class FuzzyRecall(Task):
 
         rules: dict[str, Predictor] = {
             "unqueried_pair": lambda inputs, scored: predict_by_row(inputs, scored, unqueried_pair),
-            "last_key_token": key_token_match(kl - 1),
         }
-        if kl > 1:
-            rules["first_key_token"] = key_token_match(0)
+        if kl > 1:  # with one-token keys, matching the key's token is the solution
+            rules.update(last_key_token=key_token_match(kl - 1), first_key_token=key_token_match(0))
         return rules

@@ -61,8 +61,9 @@ class SelectiveCopy(Task):
                 f"num_tokens={self.num_tokens} must be <= vocab={self.vocab} (distinct=True: data tokens are distinct)",
             )
         self._require(
-            2 * self.num_tokens <= self.seq_len,
-            f"2*num_tokens={2 * self.num_tokens} must be <= seq_len={self.seq_len} (data + one marker per token)",
+            2 * self.num_tokens < self.seq_len,
+            f"2*num_tokens={2 * self.num_tokens} must be < seq_len={self.seq_len} (data + one marker per token "
+            "+ at least one blank; without blanks every data token sits at a fixed place)",
         )
 
     @property

@@ -120,7 +120,7 @@ ORACLES = {
 # Non-default settings that exercise each task's knobs (more in MORE_VARIANTS).
 VARIANTS = {
     "mqar": dict(seq_len=40, vocab=16, num_kv_pairs=5, power_a=1.0, filler="values", distinct_values=False),
-    "selective_copy": dict(seq_len=20, vocab=3, num_tokens=10, distinct=False),
+    "selective_copy": dict(seq_len=21, vocab=3, num_tokens=10, distinct=False),
     "induction_heads": dict(seq_len=4, vocab=2),
     "noisy_recall": dict(seq_len=30, num_kv_pairs=4, noise_frac=0.0, num_noise_tokens=1, distinct_values=False),
     "fuzzy_recall": dict(seq_len=60, vocab=6, num_kv_pairs=9, key_len=2, value_len=1, num_queries=5),
@@ -149,7 +149,7 @@ TINY = {
 # One impossible setting per task, and the words its error must contain.
 INVALID = {
     "mqar": (dict(seq_len=64, num_kv_pairs=30), "mqar: 3*num_kv_pairs=90 must be <= seq_len=64"),
-    "selective_copy": (dict(seq_len=10, num_tokens=6), "selective_copy: 2*num_tokens=12 must be <= seq_len=10"),
+    "selective_copy": (dict(seq_len=10, num_tokens=6), "selective_copy: 2*num_tokens=12 must be < seq_len=10"),
     "induction_heads": (dict(seq_len=3), "induction_heads: seq_len=3 must be >= 4"),
     "noisy_recall": (dict(seq_len=40), "noisy_recall: 3*num_kv_pairs + noise + separator = 24+24+1 = 49 must be <="),
     "fuzzy_recall": (dict(vocab=4, num_kv_pairs=5), "fuzzy_recall: num_kv_pairs=5 must be <= (vocab//2)**key_len=4"),
@@ -474,7 +474,7 @@ def test_taskdata_streams_are_reproducible_and_separate():
 
 
 def test_taskdata_refuses_when_the_test_set_covers_every_sequence():
-    task = make_task("selective_copy", seq_len=2, vocab=2, num_tokens=1)  # two possible sequences
+    task = make_task("selective_copy", seq_len=3, vocab=2, num_tokens=1)  # four possible sequences
     data = TaskData(task, seed=0, test_size=32)
     with pytest.raises(RuntimeError, match="covers nearly every sequence"):
         data.train_batch(4)
