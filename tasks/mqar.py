@@ -39,7 +39,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tasks.base import IGNORE, Batch, Predictor, Task, most_frequent, predict_by_row, sample_without_replacement, uniform_chance
+from tasks.base import (
+    IGNORE, Batch, Predictor, Task, most_frequent, predict_by_row, sample_without_replacement, uniform_chance,
+)
 
 FILLERS = ("blank", "values", "random")
 

@@ -5,9 +5,10 @@ vocabulary, values from the value half, distinct too unless distinct_values=Fals
 inserted at uniformly random places, so noise can also fall between a key and its value: a key binds
 to the next non-noise token. A fraction noise_frac of the context is noise (noise tokens are drawn
 uniformly from their own ids). Then a separator, then each key once in random order; reading a query
-key the model must emit its value. Only the K query positions are scored. The context and queries need 3·K + 1 + (noise) positions;
-seq_len leaves the rest as padding at the start, so a longer seq_len poses the same problem and the
-task does not extrapolate in any meaningful sense. Metric: token accuracy over the K queries.
+key the model must emit its value. Only the K query positions are scored. The context and queries
+need 3·K + 1 + (noise) positions; seq_len leaves the rest as padding at the start, so a longer
+seq_len poses the same problem and the task does not extrapolate in any meaningful sense. Metric:
+token accuracy over the K queries.
 
 Why distinct values: drawn with replacement, values repeat in a third of rows at K=3, vocab=16, and
 emitting the most frequent value scored 0.44 (chance 0.125). With distinct values a rule that ignores
@@ -32,7 +33,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tasks.base import IGNORE, Batch, Predictor, Task, most_frequent, predict_by_row, sample_without_replacement, uniform_chance
+from tasks.base import (
+    IGNORE, Batch, Predictor, Task, most_frequent, predict_by_row, sample_without_replacement, uniform_chance,
+)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tasks.base import IGNORE, Batch, Predictor, Task, most_frequent, predict_by_row, sample_without_replacement, uniform_chance
+from tasks.base import (
+    IGNORE, Batch, Predictor, Task, most_frequent, predict_by_row, sample_without_replacement, uniform_chance,
+)
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ class SelectiveCopy(Task):
         if self.distinct:
             data = self.data_tokens.start + sample_without_replacement(n, self.vocab, N, generator)  # (B, N)
         else:
-            data = torch.randint(self.data_tokens.start, self.data_tokens.stop, (n, N), generator=generator, device=device)
+            tokens = self.data_tokens
+            data = torch.randint(tokens.start, tokens.stop, (n, N), generator=generator, device=device)
         data_pos = sample_without_replacement(n, region, N, generator).sort(dim=1).values  # (B, N)
 
         inputs = torch.full((n, L), self.BLANK, dtype=torch.int64, device=device)

@@ -47,7 +47,8 @@ def registered(names) -> list:
 SETTINGS: dict[str, list[dict]] = {
     "mqar": [dict(filler="values", distinct_values=False, power_a=1.0, seq_len=40, vocab=16, num_kv_pairs=5),
              dict(filler="random"), dict(filler="random", distinct_values=False, seq_len=33, vocab=12, num_kv_pairs=6)],
-    "selective_copy": [dict(distinct=False, vocab=3, num_tokens=10, seq_len=21), dict(seq_len=10, vocab=4, num_tokens=4)],
+    "selective_copy": [dict(distinct=False, vocab=3, num_tokens=10, seq_len=21),
+                       dict(seq_len=10, vocab=4, num_tokens=4)],
     "induction_heads": [dict(seq_len=4, vocab=2), dict(seq_len=101, vocab=7)],
     "noisy_recall": [dict(seq_len=30, num_kv_pairs=4, noise_frac=0.0, num_noise_tokens=1, distinct_values=False),
                      dict(seq_len=64, vocab=16, num_kv_pairs=5, noise_frac=0.8)],
@@ -168,7 +169,9 @@ def test_headline_floor_is_within_chance_plus_margin(name):
     task = make_task(name, **HEADLINE.tasks[name])
     best, score, metric = floor(task, HEADLINE.train["test_size"])
     assert metric == task.metric
-    assert score <= task.chance() + FLOOR_MARGIN, f"{name}: {best} scores {score:.3f} on {metric}, chance {task.chance():.3f}"
+    assert score <= task.chance() + FLOOR_MARGIN, (
+        f"{name}: {best} scores {score:.3f} on {metric}, chance {task.chance():.3f}"
+    )
 
 
 def cli(*argv: str) -> tuple[int, str, str]:

@@ -4,6 +4,7 @@ Each task keeps its default knobs and is posed at L=1024 (`at_length`). Timings 
 repeated `sample` calls after a warm-up, at the process's torch thread count and at one thread (on a
 shared machine the single-threaded figure is often the faster one). The reference row is
 `torch.randint` filling the same (B, L) int64 tensor: the floor of producing that many random tokens.
+Zoology's MQAR layout (filler="random", which also counts decoys per query) gets its own row.
 """
 from __future__ import annotations
 
@@ -58,6 +59,8 @@ def main(quick: bool) -> None:
     for name, cls in TASKS.items():
         task = cls().at_length(LENGTH)
         rates[name] = row(name, lambda task=task: task.sample(BATCH, generator))
+    decoys = TASKS["mqar"](filler="random").at_length(LENGTH)
+    row("mqar, filler=random", lambda: decoys.sample(BATCH, generator))
     data = TaskData(TASKS["mqar"]().at_length(LENGTH), seed=0, test_size=1000)
     row("mqar via TaskData (dedup)", lambda: data.train_batch(BATCH))
 
