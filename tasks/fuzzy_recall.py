@@ -22,12 +22,13 @@ sizes cannot make rare: at the quick size (vocab=8: 4 key and 4 value tokens, K=
 value_len=2, L=32) it scores 0.80 against chance 0.25 — far above chance + 0.10 — and at these
 defaults (vocab=8, K=8, L=64) 0.61. On this task a score means something only above that floor.
 
-Worked example (vocab=6: k0..k2 = ids 3..5, v0..v2 = ids 6..8; seq_len=14, num_kv_pairs=2,
-num_queries=2, key_len=2, value_len=2):
+Worked example (vocab=6: k0..k2 = ids 3..5, v0..v2 = ids 6..8; seq_len=15, num_kv_pairs=2,
+num_queries=2, key_len=2, value_len=2; `testbed tasks show fuzzy_recall seq_len=15 vocab=6
+num_kv_pairs=2 num_queries=2 --seed 0`). Both keys end in k0: only the whole tuple tells them apart.
 
-    position   0   1   2   3   4   5   6   7   8   9   10  11  12  13
-    inputs     k1  k0  v2  v2  k0  k1  v0  v1  |   k0  k1  ?   k0  k1  ?
-    targets    .   .   .   .   .   .   .   .   .   .   v0  v1  .   v0  v1
+    position   0   1   2   3   4   5   6   7   8   9   10  11  12  13  14
+    inputs     k2  k0  v1  v1  k1  k0  v1  v0  |   k1  k0  ?   k2  k0  ?
+    targets    .   .   .   .   .   .   .   .   .   .   v1  v0  .   v1  v1
 
 meta["distance"]    (B, L): scored position minus the position of the same value token in the context; -1 elsewhere.
 meta["value_index"] (B, L): which token of the value is the target (0..value_len-1); -1 elsewhere.

@@ -17,11 +17,12 @@ chance 0.125) every baseline is at chance: `most_frequent_token` 0.127 (the targ
 multiset, so a token holding the extra occurrence is the target with odds 4/30 rather than 3/30),
 `majority` 0.130, `before_final_trigger` 0.101.
 
-Worked example (vocab=3: t0..t2 = ids 1..3; seq_len=8: 6 ordinary tokens, each exactly twice):
+Worked example (vocab=3: t0..t2 = ids 1..3; seq_len=8: 6 ordinary tokens, each exactly twice;
+`testbed tasks show induction_heads seq_len=8 vocab=3 --seed 0`):
 
     position   0   1   2   3   4   5   6   7
-    inputs     t2  t0  *   t1  t2  t0  t1  *
-    targets    .   .   .   .   .   .   .   t1      (. = -100, unscored)
+    inputs     t0  t2  t1  *   t2  t0  t1  *
+    targets    .   .   .   .   .   .   .   t2      (. = -100, unscored)
 
 meta["distance"] (B,): last position minus the position of the target token after the first trigger.
 """

@@ -22,11 +22,12 @@ guess among the K values of the context, 1/K: `most_frequent_value` and `latest_
 the headline size (K=8, vocab=32, chance 0.0625: within chance + 0.10), and at these defaults
 (K=8, vocab=64) 0.125 against chance 0.031. Metric: token accuracy over the K queries.
 
-Worked example (vocab=8: k0..k3 = ids 1..4, v0..v3 = ids 5..8; seq_len=10, num_kv_pairs=2):
+Worked example (vocab=8: k0..k3 = ids 1..4, v0..v3 = ids 5..8; seq_len=10, num_kv_pairs=2;
+`testbed tasks show mqar seq_len=10 vocab=8 num_kv_pairs=2 --seed 0`):
 
     position   0   1   2   3   4   5   6   7   8   9
-    inputs     k3  v1  k0  v3  _   k0  _   _   k3  _
-    targets    .   .   .   .   .   v3  .   .   v1  .       (. = -100, unscored)
+    inputs     k1  v3  k0  v1  k0  k1  _   _   _   _
+    targets    .   .   .   .   v1  v3  .   .   .   .       (. = -100, unscored)
 
 meta["distance"] (B, L): query position minus the position of its key in the pairs; -1 elsewhere.
 meta["decoys"]   (B, L): at a query, how often its key occurs between the pairs and the query (0 unless

@@ -16,11 +16,12 @@ the key guesses among the K values of the context: `most_frequent_value` scores 
 size (K=5, vocab=16, chance 0.125) and 0.125 at these defaults (K=8, vocab=32, chance 0.0625).
 
 Worked example (vocab=8: k0..k3 = ids 6..9, v0..v3 = ids 10..13; num_noise_tokens=4: n0..n3 = ids
-2..5; seq_len=10, num_kv_pairs=2, noise_frac=0.5, so 2 noise tokens):
+2..5; seq_len=10, num_kv_pairs=2, noise_frac=0.34, so round(4 · 0.34/0.66) = 2 noise tokens;
+`testbed tasks show noisy_recall seq_len=10 vocab=8 num_kv_pairs=2 noise_frac=0.34 num_noise_tokens=4 --seed 2`):
 
     position   0   1   2   3   4   5   6   7   8   9
-    inputs     _   k2  n1  v0  n1  k1  v3  |   k1  k2
-    targets    .   .   .   .   .   .   .   .   v3  v0      (. = -100, unscored)
+    inputs     _   k2  n3  v0  k0  n2  v1  |   k0  k2
+    targets    .   .   .   .   .   .   .   .   v1  v0      (. = -100, unscored)
 
 meta["distance"] (B, L): query position minus the position of the recalled value; -1 elsewhere.
 meta["kv_gap"]   (B, L): noise tokens between the queried key and its value; -1 elsewhere.

@@ -5,11 +5,12 @@ blanks; the last N positions hold the marker, once per token to emit. Reading th
 model must emit the i-th data token (in order of appearance). Blanks may sit anywhere, including
 right before the first marker, so no fixed delay separates a data token from its copy slot and a
 time-invariant convolution cannot solve the task: the model has to select by content. The marker
-carries no hint of the answer (no teacher forcing), so the model must also keep count.
+carries no hint of the answer (no teacher forcing), so the model must also keep count. At least one
+blank is required: without blanks every data token sits at a fixed place.
 
-The data tokens of a sequence are distinct by default (distinct=False draws them with replacement),
-and the metric is sequence exact match: a row counts only if all N tokens come out in order. Token
-accuracy rewards partial rules: with repeats allowed, emitting the most frequent data token everywhere
+The data tokens of a sequence are distinct by default (distinct_tokens=False draws them with
+replacement), and the metric is sequence exact match: a row counts only if all N tokens come out in
+order. Token accuracy rewards partial rules: with repeats allowed, emitting the most frequent data token everywhere
 scored 0.41 token accuracy at N=4, vocab=8 (chance 0.125); and since the i-th of N uniformly placed
 tokens sits near a predictable place, `expected_position` (the data token nearest to where the i-th
 one lies on average, no counting) scores 0.47 token accuracy even at N=8. Exact match compounds
@@ -17,11 +18,12 @@ those errors over the row: at the headline size (L=32, N=8, vocab=16; chance 16^
 baseline is `expected_position` at 0.028, at these defaults (L=64) 0.020. N must not be small: at
 N=4 in L=32 `expected_position` gets 0.22 exact match.
 
-Worked example (vocab=4: d0..d3 = ids 2..5; seq_len=10, num_tokens=3):
+Worked example (vocab=4: d0..d3 = ids 2..5; seq_len=10, num_tokens=3;
+`testbed tasks show selective_copy seq_len=10 vocab=4 num_tokens=3 --seed 0`):
 
     position   0   1   2   3   4   5   6   7   8   9
-    inputs     _   d2  _   _   d0  d3  _   >   >   >
-    targets    .   .   .   .   .   .   .   d2  d0  d3      (. = -100, unscored)
+    inputs     _   d1  _   d0  _   d3  _   >   >   >
+    targets    .   .   .   .   .   .   .   d1  d0  d3      (. = -100, unscored)
 
 meta["copy_index"] (B, L): i at the i-th marker, -1 elsewhere.
 meta["distance"]   (B, L): at the i-th marker, its position minus that of the i-th data token; -1 elsewhere.
@@ -43,7 +45,7 @@ class SelectiveCopy(Task):
     seq_len: int = 64
     vocab: int = 16  # data tokens
     num_tokens: int = 8
-    distinct: bool = True  # the N data tokens of a sequence are distinct; False draws with replacement
+    distinct_tokens: bool = True  # the N data tokens of a sequence are distinct; False draws with replacement
 
     name = "selective_copy"
     extrapolates = True
@@ -57,10 +59,10 @@ class SelectiveCopy(Task):
             self.vocab >= 2, f"vocab={self.vocab} must be >= 2 (with one data token the answer is always the same)"
         )
         self._require(self.num_tokens >= 1, f"num_tokens={self.num_tokens} must be >= 1")
-        if self.distinct:
+        if self.distinct_tokens:
             self._require(
                 self.num_tokens <= self.vocab,
-                f"num_tokens={self.num_tokens} must be <= vocab={self.vocab} (distinct=True: data tokens are distinct)",
+                f"num_tokens={self.num_tokens} must be <= vocab={self.vocab} (distinct_tokens=True)",
             )
         self._require(
             2 * self.num_tokens < self.seq_len,
@@ -83,7 +85,7 @@ class SelectiveCopy(Task):
         self._check_n(n)
         device, N, L = generator.device, self.num_tokens, self.seq_len
         region = L - N
-        if self.distinct:
+        if self.distinct_tokens:
             data = self.data_tokens.start + sample_without_replacement(n, self.vocab, N, generator)  # (B, N)
         else:
             tokens = self.data_tokens

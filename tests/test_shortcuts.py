@@ -47,7 +47,7 @@ def registered(names) -> list:
 SETTINGS: dict[str, list[dict]] = {
     "mqar": [dict(filler="values", distinct_values=False, power_a=1.0, seq_len=40, vocab=16, num_kv_pairs=5),
              dict(filler="random"), dict(filler="random", distinct_values=False, seq_len=33, vocab=12, num_kv_pairs=6)],
-    "selective_copy": [dict(distinct=False, vocab=3, num_tokens=10, seq_len=21),
+    "selective_copy": [dict(distinct_tokens=False, vocab=3, num_tokens=10, seq_len=21),
                        dict(seq_len=10, vocab=4, num_tokens=4)],
     "induction_heads": [dict(seq_len=4, vocab=2), dict(seq_len=101, vocab=7)],
     "noisy_recall": [dict(seq_len=30, num_kv_pairs=4, noise_frac=0.0, num_noise_tokens=1, distinct_values=False),

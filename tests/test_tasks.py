@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import io
 import re
+import sys
 
 import pytest
 import torch
@@ -120,7 +121,7 @@ ORACLES = {
 # Non-default settings that exercise each task's knobs (more in MORE_VARIANTS).
 VARIANTS = {
     "mqar": dict(seq_len=40, vocab=16, num_kv_pairs=5, power_a=1.0, filler="values", distinct_values=False),
-    "selective_copy": dict(seq_len=21, vocab=3, num_tokens=10, distinct=False),
+    "selective_copy": dict(seq_len=21, vocab=3, num_tokens=10, distinct_tokens=False),
     "induction_heads": dict(seq_len=4, vocab=2),
     "noisy_recall": dict(seq_len=30, num_kv_pairs=4, noise_frac=0.0, num_noise_tokens=1, distinct_values=False),
     "fuzzy_recall": dict(seq_len=60, vocab=6, num_kv_pairs=9, key_len=2, value_len=1, num_queries=5),
@@ -373,7 +374,7 @@ def test_query_order_is_independent_of_write_order(name):
 
 
 def test_selective_copy_data_tokens_are_distinct_unless_asked():
-    for task, distinct in [(make_task("selective_copy"), True), (make_task("selective_copy", distinct=False), False)]:
+    for task, distinct in [(make_task("selective_copy"), True), (make_task("selective_copy", distinct_tokens=False), False)]:
         batch = task.sample(256, gen(15))
         data = batch.targets[batch.scored].reshape(256, task.num_tokens)
         all_distinct = all(len(set(row)) == task.num_tokens for row in data.tolist())
@@ -574,6 +575,30 @@ def test_cli_shows_a_decoded_example():
 def test_cli_rejects_bad_overrides_clearly(argv, message):
     code, out, err = cli(*argv)
     assert code == 2 and out == "" and message in err
+
+
+def _documented_examples() -> list[str]:
+    return [name for name, cls in TASKS.items() if "testbed tasks show" in (sys.modules[cls.__module__].__doc__ or "")]
+
+
+@pytest.mark.parametrize("name", _documented_examples())
+def test_docstring_worked_example_is_the_generators_output(name):
+    # The worked example names the `tasks show` command that prints it; rerun it and compare the rows.
+    doc = sys.modules[TASKS[name].__module__].__doc__
+    command = " ".join(re.search(r"`testbed tasks show ([^`]+)`", doc).group(1).split())
+    *argv, seed_flag, seed = command.split()
+    assert seed_flag == "--seed"
+    task = make_task(argv[0], **tasks_cli.parse_overrides(argv[0], argv[1:]))
+    batch = task.sample(1, gen(int(seed)))  # what `tasks show` samples
+    names = task.token_names()
+    inputs = re.search(r"^ +inputs +(.+)$", doc, re.M).group(1).split()
+    targets = re.search(r"^ +targets +(.+)$", doc, re.M).group(1).split()[: task.seq_len]
+    assert inputs == [names[t] for t in batch.inputs[0].tolist()]
+    assert targets == [names[t] if t != IGNORE else "." for t in batch.targets[0].tolist()]
+
+
+def test_every_redesigned_task_documents_a_reproducible_example():
+    assert {"mqar", "selective_copy", "induction_heads", "noisy_recall", "fuzzy_recall"} <= set(_documented_examples())
 
 
 def test_benchmark_prints_a_row_per_task(monkeypatch, capsys):
