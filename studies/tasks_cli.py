@@ -124,7 +124,9 @@ def run_audit(preset_name: str, task_list: str | None) -> int:
     rows, pending = [], []
     for name in names:
         task = make_task(name, **preset.tasks[name])
-        if type(task).oracle is Task.oracle:  # not yet implemented for this task: nothing to audit against
+        # TEMPORARY until tasks-b's branch (memory_horizon, state_tracking oracles) is merged: then every
+        # task has an oracle (tests/test_shortcuts.py enforces it) and this branch and `pending` go.
+        if type(task).oracle is Task.oracle:
             pending.append(name)
             continue
         rows.append(audit(task, held_out_batch(task, test_size)))

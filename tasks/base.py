@@ -218,9 +218,9 @@ def predict_by_row(
 def uniform_chance(metric: str, answers: int, scored_per_row: int) -> float:
     """`chance` of a task whose every scored position has `answers` equally likely answers and whose
     every row has `scored_per_row` scored positions."""
-    if metric == "accuracy":
-        return 1 / answers
-    return answers ** -scored_per_row
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r} must be one of {METRICS}")
+    return 1 / answers if metric == "accuracy" else answers ** -scored_per_row
 
 
 def most_frequent(tokens: Iterable[int]) -> int:

@@ -147,14 +147,19 @@ class MQAR(Task):
         K = self.num_kv_pairs
 
         def most_frequent_value(x: list[int], positions: list[int]) -> list[int]:
-            # The mode of the pairs' values, ties to the lowest id: right 1/K of the time when values are distinct.
+            # The mode of the pairs' values (ties to the lowest id): right 1/K of the time if values are distinct.
             return [most_frequent(x[1 : 2 * K : 2])] * len(positions)
 
         def latest_value(x: list[int], positions: list[int]) -> list[int]:
             # The last value token read before the query, whatever key it belonged to.
             return [next(tok for tok in reversed(x[:t]) if tok in self.values) for t in positions]
 
+        def write_order(x: list[int], positions: list[int]) -> list[int]:
+            # The j-th query answered with the j-th pair's value: exact if queries followed write order.
+            return x[1 : 2 * K : 2][: len(positions)]
+
         return {
             "most_frequent_value": lambda inputs, scored: predict_by_row(inputs, scored, most_frequent_value),
             "latest_value": lambda inputs, scored: predict_by_row(inputs, scored, latest_value),
+            "write_order": lambda inputs, scored: predict_by_row(inputs, scored, write_order),
         }

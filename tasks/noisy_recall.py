@@ -160,4 +160,11 @@ class NoisyRecall(Task):
         def most_frequent_value(x: list[int], positions: list[int]) -> list[int]:
             return [most_frequent(tok for tok in x if tok in self.values)] * len(positions)
 
-        return {"most_frequent_value": lambda inputs, scored: predict_by_row(inputs, scored, most_frequent_value)}
+        def write_order(x: list[int], positions: list[int]) -> list[int]:
+            # The j-th query answered with the j-th value written: exact if queries followed write order.
+            return [tok for tok in x if tok in self.values][: len(positions)]
+
+        return {
+            "most_frequent_value": lambda inputs, scored: predict_by_row(inputs, scored, most_frequent_value),
+            "write_order": lambda inputs, scored: predict_by_row(inputs, scored, write_order),
+        }

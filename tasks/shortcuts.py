@@ -13,7 +13,7 @@ task. Every task gets the generic ones here; each task adds its own in `Task.sho
 best baseline on the task's metric, on the test sets a suite run evaluates on (`TaskData(task, seed,
 test_size).test` for each seed), cached.
 
-    audit(task, held_out_batch(task, 256))       # AuditRow: chance, oracle, every baseline, best
+    audit(task, held_out_batch(task, 256))     # AuditRow: chance, oracle, every baseline, best
     floor(task, 256)                           # ("most_frequent_value", 0.125, "accuracy")
 """
 from __future__ import annotations
