@@ -82,7 +82,7 @@ def list_tasks() -> str:
         summary = (sys.modules[cls.__module__].__doc__ or "").strip().split("\n")[0]
         knobs = "  ".join(f"{key}={value}" for key, value in cls.knobs().items())
         extra = ", extrapolates" if cls.extrapolates else ""
-        lines += [f"{name} — {summary}", f"    {knobs}    (vocab_size {task.vocab_size}{extra})"]
+        lines += [f"{name} — {summary}", f"    {knobs}    (vocab_size {task.vocab_size}{extra}, metric {cls.metric})"]
     return "\n".join(lines)
 
 

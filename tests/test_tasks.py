@@ -549,6 +549,7 @@ def test_cli_lists_every_task_with_knobs_and_defaults():
     for name, cls in TASKS.items():
         assert f"{name} — " in out
         assert all(f"{key}={value}" in out for key, value in cls.knobs().items())
+        assert f"metric {cls.metric})" in out
 
 
 def test_cli_shows_a_decoded_example():
