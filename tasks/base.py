@@ -215,6 +215,11 @@ def predict_by_row(
     return out
 
 
+def by_row(rule: Callable[[list[int], list[int]], list[int]]) -> Predictor:
+    """A Predictor from a row rule (see `predict_by_row`)."""
+    return lambda inputs, scored: predict_by_row(inputs, scored, rule)
+
+
 def uniform_chance(metric: str, answers: int, scored_per_row: int) -> float:
     """`chance` of a task whose every scored position has `answers` equally likely answers and whose
     every row has `scored_per_row` scored positions."""

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tasks.base import IGNORE, Batch, Predictor, Task, predict_by_row, uniform_chance
+from tasks.base import IGNORE, Batch, Predictor, Task, by_row, predict_by_row, uniform_chance
 
 
 @dataclass(frozen=True)
@@ -209,10 +209,10 @@ class FuzzyRecall(Task):
                     out.append(next((value for key, value in pairs if key[j] == token), pairs[0][1])[i])
                 return out
 
-            return lambda inputs, scored: predict_by_row(inputs, scored, rule)
+            return by_row(rule)
 
         rules: dict[str, Predictor] = {
-            "unqueried_pair": lambda inputs, scored: predict_by_row(inputs, scored, unqueried_pair),
+            "unqueried_pair": by_row(unqueried_pair),
         }
         if kl > 1:  # with one-token keys, matching the key's token is the solution
             rules.update(last_key_token=key_token_match(kl - 1), first_key_token=key_token_match(0))

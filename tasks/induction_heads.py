@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from tasks.base import (
-    IGNORE, Batch, Predictor, Task, most_frequent, predict_by_row, sample_without_replacement, uniform_chance,
+    IGNORE, Batch, Predictor, Task, by_row, most_frequent, predict_by_row, sample_without_replacement, uniform_chance,
 )
 
 
@@ -110,6 +110,6 @@ class InductionHeads(Task):
             return inputs[:, -2:-1].expand_as(inputs).clone()
 
         return {
-            "most_frequent_token": lambda inputs, scored: predict_by_row(inputs, scored, most_frequent_token),
+            "most_frequent_token": by_row(most_frequent_token),
             "before_final_trigger": before_final_trigger,
         }

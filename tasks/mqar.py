@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from tasks.base import (
-    IGNORE, Batch, Predictor, Task, most_frequent, predict_by_row, sample_without_replacement, uniform_chance,
+    IGNORE, Batch, Predictor, Task, by_row, most_frequent, predict_by_row, sample_without_replacement, uniform_chance,
 )
 
 FILLERS = ("blank", "values", "random")
@@ -159,7 +159,7 @@ class MQAR(Task):
             return x[1 : 2 * K : 2][: len(positions)]
 
         return {
-            "most_frequent_value": lambda inputs, scored: predict_by_row(inputs, scored, most_frequent_value),
-            "latest_value": lambda inputs, scored: predict_by_row(inputs, scored, latest_value),
-            "write_order": lambda inputs, scored: predict_by_row(inputs, scored, write_order),
+            "most_frequent_value": by_row(most_frequent_value),
+            "latest_value": by_row(latest_value),
+            "write_order": by_row(write_order),
         }

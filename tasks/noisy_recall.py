@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from tasks.base import (
-    IGNORE, Batch, Predictor, Task, most_frequent, predict_by_row, sample_without_replacement, uniform_chance,
+    IGNORE, Batch, Predictor, Task, by_row, most_frequent, predict_by_row, sample_without_replacement, uniform_chance,
 )
 
 
@@ -165,6 +165,6 @@ class NoisyRecall(Task):
             return [tok for tok in x if tok in self.values][: len(positions)]
 
         return {
-            "most_frequent_value": lambda inputs, scored: predict_by_row(inputs, scored, most_frequent_value),
-            "write_order": lambda inputs, scored: predict_by_row(inputs, scored, write_order),
+            "most_frequent_value": by_row(most_frequent_value),
+            "write_order": by_row(write_order),
         }

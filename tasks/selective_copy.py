@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from tasks.base import (
-    IGNORE, Batch, Predictor, Task, most_frequent, predict_by_row, sample_without_replacement, uniform_chance,
+    IGNORE, Batch, Predictor, Task, by_row, most_frequent, predict_by_row, sample_without_replacement, uniform_chance,
 )
 
 
@@ -139,7 +139,7 @@ class SelectiveCopy(Task):
             return out
 
         return {
-            "most_frequent_data": lambda inputs, scored: predict_by_row(inputs, scored, most_frequent_data),
-            "sorted_data": lambda inputs, scored: predict_by_row(inputs, scored, sorted_data),
-            "expected_position": lambda inputs, scored: predict_by_row(inputs, scored, expected_position),
+            "most_frequent_data": by_row(most_frequent_data),
+            "sorted_data": by_row(sorted_data),
+            "expected_position": by_row(expected_position),
         }

@@ -374,7 +374,8 @@ def test_query_order_is_independent_of_write_order(name):
 
 
 def test_selective_copy_data_tokens_are_distinct_unless_asked():
-    for task, distinct in [(make_task("selective_copy"), True), (make_task("selective_copy", distinct_tokens=False), False)]:
+    for distinct in (True, False):
+        task = make_task("selective_copy", distinct_tokens=distinct)
         batch = task.sample(256, gen(15))
         data = batch.targets[batch.scored].reshape(256, task.num_tokens)
         all_distinct = all(len(set(row)) == task.num_tokens for row in data.tolist())
