@@ -12,8 +12,10 @@ token accuracy over the K queries.
 
 Why distinct values: drawn with replacement, values repeat in a third of rows at K=3, vocab=16, and
 emitting the most frequent value scored 0.44 (chance 0.125). With distinct values a rule that ignores
-the key guesses among the K values of the context: `most_frequent_value` scores 1/K, 0.20 at the quick
-size (K=5, vocab=16, chance 0.125) and 0.125 at these defaults (K=8, vocab=32, chance 0.0625).
+the key guesses among the K values of the context: `most_frequent_value` and `write_order` (the
+j-th query answered by the j-th value written; queries come in random order) score 1/K, 0.20 at
+the quick size (K=5, vocab=16, chance 0.125) and 0.125 at these defaults (K=8, vocab=32, chance
+0.0625).
 
 Worked example (vocab=8: k0..k3 = ids 6..9, v0..v3 = ids 10..13; num_noise_tokens=4: n0..n3 = ids
 2..5; seq_len=10, num_kv_pairs=2, noise_frac=0.34, so round(4 · 0.34/0.66) = 2 noise tokens;
