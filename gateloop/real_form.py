@@ -123,6 +123,8 @@ def fla_refusal(device: torch.device | None = None) -> str:
     if importlib.util.find_spec("fla") is None:
         return ("mode='fla' needs flash-linear-attention, which is not installed: pip install -e '.[gpu]' "
                 "(on a CUDA machine), or use mode='chunked'")
+    if importlib.util.find_spec("triton") is None:
+        return "mode='fla' needs triton, which is not installed (it comes with CUDA builds of torch); use mode='chunked'"
     if device is not None and device.type != "cuda":
         return f"mode='fla' runs Triton kernels on CUDA tensors, got tensors on {device.type}: use mode='chunked' there"
     return ""
@@ -149,7 +151,9 @@ def gateloop_scan_fla(
 
     Same signature and results as `gateloop_scan_ref`; chunk_size is unused (fla picks its own chunks).
     Triton's tl.dot defaults to TF32 for float32 inputs and fla asks for IEEE precision only in some of its
-    matmuls, so this mode agrees with the others to TF32 accuracy (~1e-3 relative), not to 1e-5.
+    matmuls, so this mode agrees with the others to TF32 accuracy (~1e-3 relative), not to 1e-5; and the
+    gradient of a, whose phase part is a small difference divided by |a| (module docstring), has ~5e-4 / |a|
+    relative error: only approximate for gates that forget within a few steps.
     """
     why_not = fla_refusal(q.device)
     if why_not:

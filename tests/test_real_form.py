@@ -144,13 +144,20 @@ needs_fla = pytest.mark.skipif(bool(fla_skip_reason()), reason=fla_skip_reason()
 @pytest.mark.parametrize("magnitude", (1e-3, 0.5, 1 - 1e-3))
 @pytest.mark.parametrize("L", (1, 7, 200, 1000))
 def test_fla_mode_matches_chunked_on_cuda(L: int, magnitude: float, with_state: bool) -> None:
-    B, H, K, V = 2, 2, 16, 16  # key width 2K = 32 in fla
+    B, H, K, V = 2, 2, 32, 32  # key width 2K = 64 in fla; the widths check-gpu benchmarks (compiled once)
     q, k, v, a, s0 = make_inputs(B, L, H, K, V, magnitude, True, seed=4)
     inputs = tuple(map(to_single, (q, k, v, a, s0) if with_state else (q, k, v, a)))
     gy, gs = cotangents((B, L, H, V), (B, H, K, V))
     expected = run_with_grads(gateloop_scan_chunked, inputs, gy, gs, "cuda")
     got = run_with_grads(gateloop_scan_fla, inputs, gy, gs, "cuda")
-    assert_close_to(got, expected, FLA_TOL, f"fla L={L} |a|={magnitude} s0={with_state}")
+    what = f"fla L={L} |a|={magnitude} s0={with_state}"
+    grad_a, expected_grad_a = got.pop(5), expected.pop(5)
+    assert_close_to(got, expected, FLA_TOL, what)
+    # The phase part of grad a is a small difference of O(1) terms divided by |a| (see test_real_form_matches_
+    # chunked_and_loop): with TF32 rounding (~5e-4) in fla's matmuls it is only meaningful for gates far from 0.
+    assert torch.isfinite(torch.view_as_real(grad_a)).all()
+    if magnitude >= 0.5:
+        assert rel_err(grad_a, expected_grad_a) <= FLA_TOL, f"{what}: grad_a {rel_err(grad_a, expected_grad_a):.2e}"
 
 
 @needs_fla
