@@ -6,8 +6,8 @@ what ran, what failed and what was not available. Sections, in this order (the m
 
   environment  torch, CUDA, cuDNN, triton and fla versions; device name, capability and memory
   tests        the device-aware tests on CUDA: `python -m pytest --device cuda` (tests/conftest.py), which
-               runs exactly the tests taking the `device` fixture — engine equivalences, mixer contract,
-               decode == forward, training steps, the fla mode against the chunked engine
+               runs exactly the tests taking the `device` fixture or marked `cuda` — engine equivalences,
+               mixer contract, decode == forward, training steps, the fla mode against the chunked engine
   mixers       every registered mixer (and one-head GateLoop in the chunked and fla modes) trained
                MIXER_STEPS steps by `studies.train.train` on CUDA in bf16 autocast: the loss must stay finite
   fla          GateLoop's fla mode (real form + fla's chunk_gla) against fla's own chunk_gla on the same
@@ -18,9 +18,9 @@ what ran, what failed and what was not available. Sections, in this order (the m
   bench        `python -m studies.bench gateloop` (it runs on CUDA when present)
   bench-train  `python -m studies.bench train --quick`, where this checkout has it
 
-Exit code 0 when every section that ran passed ("not available" is not a failure), 1 otherwise. On a
-machine without CUDA it exits at once with one line saying so. The report is Markdown, printed and
-written atomically to --out (default results/gpu/check.md).
+Exit code 0 when every section that ran passed ("not available" and a missed speed goal, "goal missed",
+are not failures), 1 otherwise. On a machine without CUDA it exits at once with one line saying so. The
+report is Markdown, printed and written atomically to --out (default results/gpu/check.md).
 """
 from __future__ import annotations
 
@@ -58,16 +58,18 @@ from tasks import make_task
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = "results/gpu/check.md"
 # Seconds each subprocess section may take, and the budget of the in-process mixer section.
-LIMITS = {"tests": 150, "tune": 90, "bench": 80, "bench-train": 50, "mixers": 60}
+LIMITS = {"tests": 200, "tune": 80, "bench": 70, "bench-train": 45, "mixers": 50}
 MIXER_STEPS = 200
 TUNE_TRIALS = 4
 FLA_SHAPES = ((8, 1024, 4, 32, 32), (8, 4096, 4, 32, 32))  # (B, L, H, K, V), the bench's matrix-state shape
+FLA_TOLERANCE = 1e-2  # largest relative error of the fla mode against chunked (TF32 inside fla's kernels)
 TAIL_LINES = 40
 
 
 @dataclass
 class Section:
-    """One section's outcome: status "ok", "FAILED", "timed out" or "not available", and its Markdown body."""
+    """One section's outcome: status "ok", "FAILED", "timed out", "not available" or "goal missed", and its
+    Markdown body."""
 
     status: str
     body: str
@@ -129,6 +131,8 @@ def environment() -> Section:
 
 def tests() -> Section:
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--device", "cuda", "tests"]
+    if importlib.util.find_spec("xdist") is not None:
+        cmd += ["-n", "4"]  # ~300 small tests, each mostly kernel launches: four processes share the GPU well
     return _command_section(cmd, LIMITS["tests"])
 
 
@@ -221,7 +225,7 @@ def fla() -> Section:
     def own_gla(q_r, k_r, v, g_r):  # fla's real-valued GLA on inputs already in real form
         return chunk_gla(q_r, k_r, v, g_r, scale=1.0, output_final_state=True)
 
-    rows, failed = [], False
+    rows, wrong, slow = [], False, False
     for B, L, H, K, V in FLA_SHAPES:
         q, k, v, a = _cuda_inputs(B, L, H, K, V)
         t_chunked, chunked = _fwd_bwd(gateloop_scan_chunked, (q, k, v, a))
@@ -230,16 +234,18 @@ def fla() -> Section:
         t_own, _ = _fwd_bwd(own_gla, (q_r, k_r, v, g_r))
         error = _max_rel_error(ours, chunked)
         within, faster = t_fla <= 2 * t_own, t_fla < t_chunked
-        failed |= not (within and faster)
+        wrong |= not error <= FLA_TOLERANCE
+        slow |= not (within and faster)
         rows.append((f"B={B} L={L} H={H} K={K} V={V}", f"{t_fla * 1e3:.1f} ms", f"{t_own * 1e3:.1f} ms",
                      f"{t_chunked * 1e3:.1f} ms", f"{t_fla / t_own:.2f} ({'met' if within else 'MISSED'})",
                      f"{t_chunked / t_fla:.1f}× ({'met' if faster else 'MISSED'})", f"{error:.1e}"))
     head = ("Forward + backward (median of 5 after a warm-up), float32, |a| in [0.8, 1), random phases. "
             "chunk_gla alone runs on the real form's inputs (key width 2K) precomputed; the error is the largest "
-            "relative error of fla mode vs chunked over y, the final state and the gradients of q, k, v, a.\n\n")
+            "relative error of fla mode vs chunked over y, the final state and the gradients of q, k, v, a "
+            f"(FAILED above {FLA_TOLERANCE:g}: fla runs float32 matmuls partly as TF32).\n\n")
     table = markdown_table(("shape", "fla mode", "chunk_gla alone", "chunked", "fla / chunk_gla (goal ≤ 2)",
                             "chunked / fla (goal > 1)", "max rel. error"), rows)
-    return Section("FAILED" if failed else "ok", head + table)
+    return Section("FAILED" if wrong else "goal missed" if slow else "ok", head + table)
 
 
 def tune() -> Section:
@@ -354,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
     write_atomic(out, text)
     print(text)
     print(f"report written to {out}", file=sys.stderr)
-    return 0 if all(s.status in ("ok", "not available") for s in results.values()) else 1
+    return 0 if all(s.status in ("ok", "not available", "goal missed") for s in results.values()) else 1
 
 
 if __name__ == "__main__":

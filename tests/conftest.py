@@ -3,8 +3,8 @@ multi-worker tuning tests.
 
 Device-aware tests take a `device` argument ("cpu" or "cuda"). By default each runs once per device, the
 cuda run skipped with its reason where torch sees no CUDA device; `--device cpu` or `--device cuda` keeps
-one of them, and `--device cuda` also deselects every test that does not take `device` (that is how
-`testbed check-gpu` runs the CUDA half of the suite).
+one of them, and `--device cuda` also deselects every test that neither takes `device` nor carries the
+`cuda` mark (CUDA-only tests): that is how `testbed check-gpu` runs the CUDA half of the suite.
 """
 from __future__ import annotations
 
@@ -37,6 +37,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cuda: a CUDA-only test (skips itself without CUDA); kept by --device cuda")
+
+
+def _runs_on_cuda(item: pytest.Item) -> bool:
+    return "device" in getattr(item, "fixturenames", ()) or item.get_closest_marker("cuda") is not None
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "device" in metafunc.fixturenames:
         chosen = metafunc.config.getoption("--device")
@@ -46,10 +54,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--device") != "cuda":
         return
-    deselected = [item for item in items if "device" not in getattr(item, "fixturenames", ())]
+    deselected = [item for item in items if not _runs_on_cuda(item)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if "device" in getattr(item, "fixturenames", ())]
+        items[:] = [item for item in items if _runs_on_cuda(item)]
 
 
 def _pg_bin() -> Path | None:

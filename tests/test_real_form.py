@@ -136,7 +136,10 @@ def fla_skip_reason() -> str:
     return ""
 
 
-needs_fla = pytest.mark.skipif(bool(fla_skip_reason()), reason=fla_skip_reason() or "fla available")
+def needs_fla(test):
+    """CUDA-only (kept by `pytest --device cuda`), skipped with the reason where CUDA or fla is missing."""
+    test = pytest.mark.skipif(bool(fla_skip_reason()), reason=fla_skip_reason() or "fla available")(test)
+    return pytest.mark.cuda(test)
 
 
 @needs_fla
