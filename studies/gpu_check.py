@@ -163,7 +163,8 @@ def mixers() -> Section:
         try:
             result = train(config, progress=False)
         except Exception as e:  # a CUDA-path bug in one mixer must not hide the others
-            rows.append((label, f"FAILED: {type(e).__name__}: {str(e).splitlines()[0][:200]}", "", "", ""))
+            first_line = (str(e).splitlines() or [""])[0][:200]
+            rows.append((label, f"FAILED: {type(e).__name__}: {first_line}", "", "", ""))
             failed = True
             continue
         losses = [r.loss for r in result.history]
