@@ -65,7 +65,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gateloop.mixer import MixerConfig, is_int, is_real, mark_transition
-from gateloop.scan import MODES, gateloop_scan, gateloop_step
+from gateloop.real_form import fla_refusal
+from gateloop.scan import GPU_MODES, MODES, gateloop_scan, gateloop_step
 
 MAGNITUDES = ("data", "fixed", "one")
 PHASES = ("data", "fixed", "zero")
@@ -113,8 +114,12 @@ class GateLoopConfig(MixerConfig):
         for field in ("output_gate", "norm"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"{name}: {field}={getattr(self, field)!r} must be a bool")
-        if not isinstance(self.mode, str) or self.mode not in MODES:
-            raise ValueError(f"{name}: mode={self.mode!r} must be one of the gateloop_scan modes {sorted(MODES)}")
+        if not isinstance(self.mode, str) or self.mode not in (*MODES, *GPU_MODES):
+            raise ValueError(
+                f"{name}: mode={self.mode!r} must be one of the gateloop_scan modes {sorted([*MODES, *GPU_MODES])}"
+            )
+        if self.mode == "fla" and fla_refusal():
+            raise ValueError(f"{name}: {fla_refusal()}")
         if not is_int(self.chunk_size) or self.chunk_size < 1:
             raise ValueError(f"{name}: chunk_size={self.chunk_size!r} must be a positive int")
         lo, hi = self.magnitude_init_min, self.magnitude_init_max

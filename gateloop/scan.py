@@ -15,6 +15,10 @@ state (B, H, K, V) complex; y (B, L, H, V) real.
 - "attention"   `gateloop_scan_attention`: O(L²) surrogate attention with a masked decay tensor.
 - "elementwise" `gateloop_scan_elementwise` (elementwise.py): B·H·K·V scalar recurrences with a
                 hand-written backward; what "chunked" runs when K = V = 1.
+
+`GPU_MODES` are accepted by `gateloop_scan` too but kept out of `MODES`, which every test runs on the CPU:
+- "fla"         `gateloop_scan_fla` (real_form.py): the real form (a real GLA of key width 2K) on
+                flash-linear-attention's Triton chunked GLA; CUDA tensors and the `.[gpu]` extra only.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import torch
 from gateloop._inputs import check_scan_inputs
 from gateloop.chunked import gateloop_scan_chunked
 from gateloop.elementwise import gateloop_scan_elementwise
+from gateloop.real_form import gateloop_scan_fla
 
 
 def gateloop_step(
@@ -148,6 +153,8 @@ MODES: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
     "attention": gateloop_scan_attention,
     "elementwise": gateloop_scan_elementwise,
 }
+# Modes with an optional dependency and a device requirement (see the module docstring).
+GPU_MODES: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {"fla": gateloop_scan_fla}
 
 
 def gateloop_scan(
@@ -167,9 +174,12 @@ def gateloop_scan(
 
     "chunked" is the training default. With K = V = 1 (max-headed) there is no matmul for it to use, and
     it runs the "elementwise" engine instead (chunk_size then sets that engine's within-chunk loop).
+    "fla" (a GPU_MODES entry) needs CUDA tensors and flash-linear-attention, and raises otherwise.
     """
+    if mode in GPU_MODES:
+        return GPU_MODES[mode](q, k, v, a, initial_state, chunk_size=chunk_size)
     if mode not in MODES:
-        raise ValueError(f"unknown gateloop_scan mode {mode!r}; valid modes: {sorted(MODES)}")
+        raise ValueError(f"unknown gateloop_scan mode {mode!r}; valid modes: {sorted([*MODES, *GPU_MODES])}")
     if mode == "recurrent":
         return gateloop_scan_ref(q, k, v, a, initial_state)
     if mode == "chunked" and q.shape[-1] == 1 and v.shape[-1] == 1:

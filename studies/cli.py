@@ -14,6 +14,7 @@ COMMANDS: dict[str, str] = {
     "bench": "studies.bench.__main__",
     "tune": "studies.tune",
     "report": "studies.report",
+    "check-gpu": "studies.gpu_check",
 }
 
 

@@ -1,4 +1,11 @@
-"""Shared fixtures: a throwaway PostgreSQL server for the multi-worker tuning tests."""
+"""Shared fixtures: the `device` every device-aware test runs on, and a throwaway PostgreSQL server for the
+multi-worker tuning tests.
+
+Device-aware tests take a `device` argument ("cpu" or "cuda"). By default each runs once per device, the
+cuda run skipped with its reason where torch sees no CUDA device; `--device cpu` or `--device cuda` keeps
+one of them, and `--device cuda` also deselects every test that neither takes `device` nor carries the
+`cuda` mark (CUDA-only tests): that is how `testbed check-gpu` runs the CUDA half of the suite.
+"""
 from __future__ import annotations
 
 import glob
@@ -13,6 +20,44 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
+
+DEVICES = (
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)")),
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device", choices=("all", "cpu", "cuda"), default="all",
+        help="devices of the tests that take a `device` argument (default all: cpu, and cuda where present); "
+             "cuda also deselects the tests that do not take one",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cuda: a CUDA-only test (skips itself without CUDA); kept by --device cuda")
+
+
+def _runs_on_cuda(item: pytest.Item) -> bool:
+    return "device" in getattr(item, "fixturenames", ()) or item.get_closest_marker("cuda") is not None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "device" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("--device")
+        metafunc.parametrize("device", [p for p in DEVICES if chosen in ("all", p.values[0])])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--device") != "cuda":
+        return
+    deselected = [item for item in items if not _runs_on_cuda(item)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if _runs_on_cuda(item)]
 
 
 def _pg_bin() -> Path | None:
@@ -97,9 +142,17 @@ def postgres_url() -> Iterator[str]:
 def _one_torch_thread() -> Iterator[None]:
     """Tests use tiny tensors, where a second intra-op thread costs more than it gives (and on a busy
     2-core machine much more); one thread also keeps float reductions in a fixed order."""
-    import torch
-
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _float32_convolutions_on_cuda() -> Iterator[None]:
+    """cuDNN runs float32 convolutions as TF32 by default (~1e-3 relative); the tests compare float32
+    computations at float32 tolerances, so on CUDA they run them in full float32 (matmuls already are)."""
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = previous

@@ -32,15 +32,15 @@ def test_forward_shape(num_heads):
 @pytest.mark.parametrize("mlp", [True, False])
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("num_heads", [None, 2])
-def test_step_decoding_matches_forward(num_heads, mode, mlp):
+def test_step_decoding_matches_forward(num_heads, mode, mlp, device):
     model = make_lm(num_heads=num_heads, mode=mode, chunk_size=4, mlp=mlp)
     with torch.no_grad():  # gates far from their init, so that decoding is tested on strong data control
         g = torch.Generator().manual_seed(1)
         for p in model.parameters():
             p.add_(0.2 * torch.randn(p.shape, generator=g))
-    x = tokens(2, 10)
+    model, x = model.to(device), tokens(2, 10).to(device)
     expected = model(x)
-    cache = model.init_cache(2)
+    cache = model.init_cache(2, device)
     shapes = [c.shape for c in cache]
     logits = []
     for n in range(x.shape[1]):

@@ -144,7 +144,7 @@ def _fast_vs_ref(module: nn.Module, fast, ref, x: torch.Tensor, seed: int, rtol:
     results = []
     for fn in (fast, ref):
         y = fn(inputs[0])
-        cotangent = _randn(*y.shape, seed=seed, dtype=y.dtype)
+        cotangent = _randn(*y.shape, seed=seed, dtype=y.dtype).to(y.device)
         results.append((y.detach(), *torch.autograd.grad((y * cotangent).sum(), inputs)))
     _assert_close_all(results[0], results[1], names, rtol=rtol)
 
@@ -157,10 +157,10 @@ S4D_CASES = [
 
 
 @pytest.mark.parametrize("config", S4D_CASES, ids=lambda c: f"{c.init}-{c.mode}")
-def test_s4d_convolution_equals_recurrence(config: S4DConfig) -> None:
-    model = _build(S4D, config).double()
+def test_s4d_convolution_equals_recurrence(config: S4DConfig, device: str) -> None:
+    model = _build(S4D, config).double().to(device)
     for L in (1, 11, 32):
-        _fast_vs_ref(model, model, model.forward_ref, _randn(2, L, config.d_model, seed=L), seed=100 + L)
+        _fast_vs_ref(model, model, model.forward_ref, _randn(2, L, config.d_model, seed=L).to(device), seed=100 + L)
 
 
 def test_s4d_kernel_is_the_impulse_response() -> None:
@@ -182,17 +182,17 @@ S5_CASES = [
 
 
 @pytest.mark.parametrize("config", S5_CASES, ids=lambda c: f"P{c.d_state}J{c.blocks}-{c.activation}")
-def test_s5_scan_equals_loop(config: S5Config) -> None:
-    model = _build(S5, config).double()
+def test_s5_scan_equals_loop(config: S5Config, device: str) -> None:
+    model = _build(S5, config).double().to(device)
     for L in (1, 13):
-        _fast_vs_ref(model, model, model.forward_ref, _randn(2, L, config.d_model, seed=L), seed=200 + L)
+        _fast_vs_ref(model, model, model.forward_ref, _randn(2, L, config.d_model, seed=L).to(device), seed=200 + L)
 
 
 @pytest.mark.parametrize("config", [LRUConfig(d_model=6, d_state=8), LRUConfig(d_model=5, d_state=3, r_min=0.0, r_max=0.5, max_phase=0.3)])
-def test_lru_scan_equals_loop(config: LRUConfig) -> None:
-    model = _build(LRU, config).double()
+def test_lru_scan_equals_loop(config: LRUConfig, device: str) -> None:
+    model = _build(LRU, config).double().to(device)
     for L in (1, 13):
-        _fast_vs_ref(model, model, model.forward_ref, _randn(2, L, config.d_model, seed=L), seed=300 + L)
+        _fast_vs_ref(model, model, model.forward_ref, _randn(2, L, config.d_model, seed=L).to(device), seed=300 + L)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 64])
@@ -218,10 +218,10 @@ def test_selective_scan_equals_loop(chunk_size: int) -> None:
 
 
 @pytest.mark.parametrize("config", [MambaConfig(d_model=8, d_state=4, chunk_size=5), MambaConfig(d_model=6, d_conv=1, expand=1, dt_rank=3, dt_init="constant", bias=True, conv_bias=False)])
-def test_mamba_scan_equals_loop(config: MambaConfig) -> None:
-    model = _build(Mamba, config).double()
+def test_mamba_scan_equals_loop(config: MambaConfig, device: str) -> None:
+    model = _build(Mamba, config).double().to(device)
     for L in (1, 12):
-        _fast_vs_ref(model, model, model.forward_ref, _randn(2, L, config.d_model, seed=L), seed=500 + L)
+        _fast_vs_ref(model, model, model.forward_ref, _randn(2, L, config.d_model, seed=L).to(device), seed=500 + L)
 
 
 def test_mamba_scan_keeps_chunk_states_not_the_full_state_sequence() -> None:
@@ -260,13 +260,13 @@ DECODE_CASES = [
 
 
 @pytest.mark.parametrize("cls, config", DECODE_CASES, ids=lambda v: getattr(v, "__name__", ""))
-def test_decode_equals_forward(cls: type[nn.Module], config) -> None:
-    model = _build(cls, config).double()
+def test_decode_equals_forward(cls: type[nn.Module], config, device: str) -> None:
+    model = _build(cls, config).double().to(device)
     assert isinstance(model, Mixer)
-    x = _randn(3, 10, config.d_model, seed=7)
+    x = _randn(3, 10, config.d_model, seed=7).to(device)
     with torch.no_grad():
         full = model(x)
-        cache = model.init_cache(3)
+        cache = model.init_cache(3, device)
         steps = []
         for n in range(x.shape[1]):
             y, cache = model.step(x[:, n], cache)

@@ -45,7 +45,7 @@ def inputs(*shape: int, seed: int = 0) -> torch.Tensor:
 def with_mode(layer: GateLoop, mode: str) -> GateLoop:
     twin = GateLoop(dataclasses.replace(layer.config, mode=mode))
     twin.load_state_dict(layer.state_dict())
-    return twin
+    return twin.to(layer.out.weight.device)
 
 
 @pytest.mark.parametrize("num_heads", HEADS)
@@ -77,11 +77,11 @@ def test_causal(mode, num_heads):
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("ablation", ABLATIONS, ids=ablation_id)
 @pytest.mark.parametrize("num_heads", HEADS)
-def test_decode_matches_forward(num_heads, ablation, mode):
-    layer = make(num_heads=num_heads, mode=mode, chunk_size=4, **ablation)
-    x = inputs(2, 9, D)
+def test_decode_matches_forward(num_heads, ablation, mode, device):
+    layer = make(num_heads=num_heads, mode=mode, chunk_size=4, **ablation).to(device)
+    x = inputs(2, 9, D).to(device)
     expected = layer(x)
-    cache = layer.init_cache(2)
+    cache = layer.init_cache(2, device)
     steps = []
     for n in range(x.shape[1]):
         y, cache = layer.step(x[:, n], cache)
@@ -101,12 +101,12 @@ def test_decode_matches_forward(num_heads, ablation, mode):
     ids=ablation_id,
 )
 @pytest.mark.parametrize("num_heads", HEADS)
-def test_modes_agree_with_recurrent(num_heads, ablation, mode):
+def test_modes_agree_with_recurrent(num_heads, ablation, mode, device):
     # L = 13 with chunk 4: the last chunk is partial.
-    reference = make(num_heads=num_heads, mode="recurrent", chunk_size=4, **ablation)
+    reference = make(num_heads=num_heads, mode="recurrent", chunk_size=4, **ablation).to(device)
     other = with_mode(reference, mode)
-    x = inputs(2, 13, D)
-    cotangent = inputs(2, 13, D, seed=2)
+    x = inputs(2, 13, D).to(device)
+    cotangent = inputs(2, 13, D, seed=2).to(device)
     grads = []
     for layer in (reference, other):
         x_ = x.clone().requires_grad_()

@@ -4,7 +4,8 @@ A mixer is tested here the moment it is registered: shape and finiteness, causal
 init, decode == forward inside the LM, tagged transition parameters, a positive state size, parameter
 matching to the default budget, and bf16 autocast, and a "fits predict-the-previous-token" check that gradients flow end to end.
 Per-model equivalences (convolution == recurrence, scans == loops, ...) live in the per-model files
-(test_gateloop_layer.py, test_baselines_ssm.py, test_retnet_attention.py).
+(test_gateloop_layer.py, test_baselines_ssm.py, test_retnet_attention.py). The behavioural checks take the
+`device` fixture (conftest.py): on CPU always, on CUDA where present.
 """
 from __future__ import annotations
 
@@ -58,25 +59,25 @@ def test_registry_holds_the_seven_mixers() -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_shape_finite_and_gradients_flow(name: str) -> None:
-    mixer = _mixer(name)
+def test_shape_finite_and_gradients_flow(name: str, device: str) -> None:
+    mixer = _mixer(name).to(device)
     assert isinstance(mixer, Mixer)
-    x = _randn(2, 13, D, seed=1).requires_grad_()
+    x = _randn(2, 13, D, seed=1).to(device).requires_grad_()
     y = mixer(x)
-    assert y.shape == (2, 13, D) and y.dtype == x.dtype
+    assert y.shape == (2, 13, D) and y.dtype == x.dtype and y.device == x.device
     assert torch.isfinite(y).all()
-    (y * _randn(2, 13, D, seed=2)).sum().backward()
+    (y * _randn(2, 13, D, seed=2).to(device)).sum().backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     for pname, p in mixer.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}.{pname} has no finite gradient"
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_causal(name: str) -> None:
-    mixer = _mixer(name)
-    x = _randn(2, 17, D, seed=3)
+def test_causal(name: str, device: str) -> None:
+    mixer = _mixer(name).to(device)
+    x = _randn(2, 17, D, seed=3).to(device)
     perturbed = x.clone()
-    perturbed[:, 9:] += 3 * _randn(2, 8, D, seed=4)
+    perturbed[:, 9:] += 3 * _randn(2, 8, D, seed=4).to(device)
     with torch.no_grad():
         y, y_perturbed = mixer(x), mixer(perturbed)
     torch.testing.assert_close(y_perturbed[:, :9], y[:, :9], rtol=0, atol=1e-6)
@@ -84,9 +85,9 @@ def test_causal(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_deterministic_given_the_seed(name: str) -> None:
-    x = _randn(2, 7, D, seed=5)
-    first, again, other = _mixer(name, seed=0), _mixer(name, seed=0), _mixer(name, seed=1)
+def test_deterministic_given_the_seed(name: str, device: str) -> None:
+    x = _randn(2, 7, D, seed=5).to(device)
+    first, again, other = (_mixer(name, seed=s).to(device) for s in (0, 0, 1))
     for (pname, p), q in zip(first.named_parameters(), again.parameters()):
         assert torch.equal(p, q), f"{name}.{pname} differs between two inits with the same seed"
     with torch.no_grad():
@@ -96,12 +97,12 @@ def test_deterministic_given_the_seed(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_decode_equals_forward_in_the_lm(name: str) -> None:
-    lm = _lm(name).eval()
-    tokens = torch.randint(0, 11, (3, 12), generator=torch.Generator().manual_seed(6))
+def test_decode_equals_forward_in_the_lm(name: str, device: str) -> None:
+    lm = _lm(name).eval().to(device)
+    tokens = torch.randint(0, 11, (3, 12), generator=torch.Generator().manual_seed(6)).to(device)
     with torch.no_grad():
         logits = lm(tokens)  # (B, L, vocab)
-        cache = lm.init_cache(3)
+        cache = lm.init_cache(3, device)
         steps = []
         for n in range(tokens.shape[1]):
             step_logits, cache = lm.step(tokens[:, n], cache)
@@ -133,11 +134,11 @@ def test_transition_parameters_tagged(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_bf16_autocast_runs_and_stays_close(name: str) -> None:
+def test_bf16_autocast_runs_and_stays_close(name: str, device: str) -> None:
     """Training on CUDA uses bf16 autocast; recurrences must keep fp32 inside and give similar outputs."""
-    mixer = _mixer(name)
-    x = _randn(2, 9, D, seed=7).requires_grad_()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    mixer = _mixer(name).to(device)
+    x = _randn(2, 9, D, seed=7).to(device).requires_grad_()
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
         y = mixer(x)
     y.float().sum().backward()
     assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
@@ -197,24 +198,25 @@ FIT_WIDTH = {"retnet": 64}
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_fits_predict_previous_token(name: str) -> None:
+def test_fits_predict_previous_token(name: str, device: str) -> None:
     """y_n = x_{n-1} needs the mixer (the MLP sees token n only): a 1-layer LM learns it to > 90 %."""
     vocab, B, L = 8, 16, 16
     cls = get_mixer(name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         lm = LM(LMConfig(vocab_size=vocab, n_layers=1), cls, cls.config_class(d_model=FIT_WIDTH.get(name, 32)))
+    lm = lm.to(device)
     opt = torch.optim.AdamW(lm.param_groups(weight_decay=0.0, lr=1e-2), lr=1e-2)
     gen = torch.Generator().manual_seed(8)
     for _ in range(300):
-        tokens = torch.randint(0, vocab, (B, L), generator=gen)
+        tokens = torch.randint(0, vocab, (B, L), generator=gen).to(device)
         loss = nn.functional.cross_entropy(lm(tokens)[:, 1:].reshape(-1, vocab), tokens[:, :-1].reshape(-1))
         opt.zero_grad()
         loss.backward()
         opt.step()
         if loss.item() < 0.05:
             break
-    tokens = torch.randint(0, vocab, (64, L), generator=gen)
+    tokens = torch.randint(0, vocab, (64, L), generator=gen).to(device)
     with torch.no_grad():
         accuracy = (lm(tokens)[:, 1:].argmax(-1) == tokens[:, :-1]).float().mean().item()
     assert accuracy > 0.9, f"{name} reached only {accuracy:.2f} accuracy at predicting the previous token"

@@ -3,7 +3,8 @@
 Every mode runs in complex64 and is compared with the loop run in complex128 on the same inputs (the loop
 in float64 is the ground truth; a float32 loop would itself be off by ~1e-7), in outputs, final state and
 the gradients of q, k, v, a and the initial state under random cotangents. A second, float64 comparison
-at a tight tolerance catches mistakes that a 1e-5 tolerance could hide.
+at a tight tolerance catches mistakes that a 1e-5 tolerance could hide. Every equivalence takes the
+`device` fixture (conftest.py): the mode runs there, the float64 reference loop always on the CPU.
 """
 from __future__ import annotations
 
@@ -67,14 +68,15 @@ def cotangents(y_shape: tuple[int, ...], state_shape: tuple[int, ...], seed: int
 
 
 def run_with_grads(
-    fn, inputs: tuple[torch.Tensor, ...], gy: torch.Tensor, gs: torch.Tensor, **kwargs
+    fn, inputs: tuple[torch.Tensor, ...], gy: torch.Tensor, gs: torch.Tensor, device: str = "cpu", **kwargs
 ) -> list[torch.Tensor]:
-    """[y, final_state, grad q, grad k, grad v, grad a, (grad s0)] of fn under cotangents (gy, gs)."""
-    leaves = [x.detach().clone().requires_grad_() for x in inputs]
+    """[y, final_state, grad q, grad k, grad v, grad a, (grad s0)] of fn on `device` under cotangents (gy, gs),
+    returned on the CPU."""
+    leaves = [x.detach().to(device).requires_grad_() for x in inputs]
     y, state = fn(*leaves, **kwargs)
-    loss = (y * gy.to(y.dtype)).sum() + (state.conj() * gs.to(state.dtype)).real.sum()
+    loss = (y * gy.to(device, y.dtype)).sum() + (state.conj() * gs.to(device, state.dtype)).real.sum()
     grads = torch.autograd.grad(loss, leaves)
-    return [y.detach(), state.detach(), *grads]
+    return [x.detach().cpu() for x in (y, state, *grads)]
 
 
 def to_single(x: torch.Tensor) -> torch.Tensor:
@@ -123,39 +125,39 @@ ELEMENTWISE = (2, 3, 1, 1)  # max-headed: K = V = 1
 
 @pytest.mark.parametrize("L", LENGTHS)
 @pytest.mark.parametrize("mode", sorted(FAST_MODES))
-def test_mode_matches_loop_complex64(mode: str, L: int) -> None:
+def test_mode_matches_loop_complex64(mode: str, L: int, device: str) -> None:
     fn = FAST_MODES[mode]
     chunk_sizes = CHUNKS[L] if mode in ("chunked", "elementwise") else (64,)
     for magnitude, random_phase, with_state in cases(L, mode):
         inputs, gy, gs, expected = reference(L, magnitude, random_phase, with_state, MATRIX)
         for chunk_size in chunk_sizes:
-            got = run_with_grads(fn, tuple(map(to_single, inputs)), gy, gs, chunk_size=chunk_size)
+            got = run_with_grads(fn, tuple(map(to_single, inputs)), gy, gs, device, chunk_size=chunk_size)
             what = f"{mode} L={L} C={chunk_size} |a|={magnitude} phase={random_phase} s0={with_state}"
             assert_close_to(got, expected, TOL32, what)
 
 
 @pytest.mark.parametrize("L", (7, 200))
 @pytest.mark.parametrize("mode", sorted(FAST_MODES))
-def test_mode_matches_loop_float64(mode: str, L: int) -> None:
+def test_mode_matches_loop_float64(mode: str, L: int, device: str) -> None:
     for magnitude, random_phase, with_state in cases(L):
         inputs, gy, gs, expected = reference(L, magnitude, random_phase, with_state, MATRIX)
-        got = run_with_grads(FAST_MODES[mode], inputs, gy, gs, chunk_size=CHUNKS[L][1])
+        got = run_with_grads(FAST_MODES[mode], inputs, gy, gs, device, chunk_size=CHUNKS[L][1])
         assert_close_to(got, expected, TOL64, f"{mode} float64 L={L} |a|={magnitude}")
 
 
 @pytest.mark.parametrize("L", (7, 200))
 @pytest.mark.parametrize("mode", sorted(FAST_MODES))
-def test_mode_matches_loop_max_headed(mode: str, L: int) -> None:
+def test_mode_matches_loop_max_headed(mode: str, L: int, device: str) -> None:
     for magnitude, random_phase, with_state in cases(L):
         inputs, gy, gs, expected = reference(L, magnitude, random_phase, with_state, ELEMENTWISE)
-        got = run_with_grads(FAST_MODES[mode], tuple(map(to_single, inputs)), gy, gs, chunk_size=CHUNKS[L][1])
+        got = run_with_grads(FAST_MODES[mode], tuple(map(to_single, inputs)), gy, gs, device, chunk_size=CHUNKS[L][1])
         assert_close_to(got, expected, TOL32, f"{mode} K=V=1 L={L} |a|={magnitude}")
 
 
-def test_dispatcher_runs_every_mode_and_routes_max_headed_chunked_to_elementwise(monkeypatch) -> None:
+def test_dispatcher_runs_every_mode_and_routes_max_headed_chunked_to_elementwise(monkeypatch, device: str) -> None:
     inputs, gy, gs, expected = reference(7, 0.5, True, True, ELEMENTWISE)
     for mode in MODES:
-        got = run_with_grads(gateloop_scan, inputs, gy, gs, mode=mode, chunk_size=4)
+        got = run_with_grads(gateloop_scan, inputs, gy, gs, device, mode=mode, chunk_size=4)
         assert_close_to(got, expected, TOL64, f"gateloop_scan(mode={mode!r})")
     calls = []
 
@@ -172,7 +174,7 @@ def test_dispatcher_runs_every_mode_and_routes_max_headed_chunked_to_elementwise
 
 
 @pytest.mark.parametrize("form", ("direct", "split"))
-def test_chunked_forms_agree_with_loop(form: str) -> None:
+def test_chunked_forms_agree_with_loop(form: str, device: str) -> None:
     """Both within-chunk forms on the same inputs, at the edge of the direct form's domain."""
     B, L, H, K, V = 1, 200, 2, 2, 3
     q, k, v, _, s0 = make_inputs(B, L, H, K, V, 0.5, True, seed=9)
@@ -184,7 +186,7 @@ def test_chunked_forms_agree_with_loop(form: str) -> None:
     inputs = (q, k, v, a, s0)
     gy, gs = cotangents((B, L, H, V), (B, H, K, V))
     expected = run_with_grads(gateloop_scan_ref, inputs, gy, gs)
-    got = run_with_grads(gateloop_scan_chunked, tuple(map(to_single, inputs)), gy, gs, chunk_size=64, form=form)
+    got = run_with_grads(gateloop_scan_chunked, tuple(map(to_single, inputs)), gy, gs, device, chunk_size=64, form=form)
     assert_close_to(got, expected, TOL32, f"chunked, {form} form")
 
 
@@ -213,16 +215,16 @@ def test_chunked_direct_form_refuses_where_it_is_not_exact() -> None:
     assert chunked.chunked_form(one_fast_chunk[:, :128]) == "direct"
 
 
-def test_default_mode_is_chunked() -> None:
+def test_default_mode_is_chunked(device: str) -> None:
     inputs, gy, gs, expected = reference(64, 0.5, True, True, MATRIX)
-    got = run_with_grads(gateloop_scan, tuple(map(to_single, inputs)), gy, gs)
+    got = run_with_grads(gateloop_scan, tuple(map(to_single, inputs)), gy, gs, device)
     assert_close_to(got, expected, TOL32, "gateloop_scan defaults")
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_state_passing(mode: str) -> None:
+def test_state_passing(mode: str, device: str) -> None:
     """Scanning x[:t] and then x[t:] from the carried state equals scanning x (t inside a chunk)."""
-    q, k, v, a, s0 = make_inputs(1, 50, 2, 2, 3, 0.9, True, seed=3)
+    q, k, v, a, s0 = (x.to(device) for x in make_inputs(1, 50, 2, 2, 3, 0.9, True, seed=3))
     y, final = gateloop_scan(q, k, v, a, s0, mode=mode, chunk_size=8)
     t = 21
     y1, mid = gateloop_scan(q[:, :t], k[:, :t], v[:, :t], a[:, :t], s0, mode=mode, chunk_size=8)
@@ -231,9 +233,9 @@ def test_state_passing(mode: str) -> None:
     assert rel_err(final2, final) < TOL64
 
 
-def test_step_continues_a_scan() -> None:
+def test_step_continues_a_scan(device: str) -> None:
     """Decoding with gateloop_step from the state a chunked scan returns reproduces the longer scan."""
-    q, k, v, a, s0 = make_inputs(2, 30, 2, 2, 3, 0.9, True, seed=4)
+    q, k, v, a, s0 = (x.to(device) for x in make_inputs(2, 30, 2, 2, 3, 0.9, True, seed=4))
     y, final = gateloop_scan(q, k, v, a, s0, mode="chunked", chunk_size=8)
     _, state = gateloop_scan(q[:, :20], k[:, :20], v[:, :20], a[:, :20], s0, mode="chunked", chunk_size=8)
     for n in range(20, 30):
@@ -243,17 +245,17 @@ def test_step_continues_a_scan() -> None:
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_gradcheck_complex128(mode: str) -> None:
+def test_gradcheck_complex128(mode: str, device: str) -> None:
     """Finite differences (torch.autograd.gradcheck, complex inputs checked as Wirtinger pairs)."""
     q, k, v, a, s0 = make_inputs(1, 5, 1, 2, 2, 0.7, True, seed=5)
-    inputs = tuple(x.requires_grad_() for x in (q, k, v, a, s0))
+    inputs = tuple(x.to(device).requires_grad_() for x in (q, k, v, a, s0))
     assert torch.autograd.gradcheck(lambda *xs: gateloop_scan(*xs, mode=mode, chunk_size=2), inputs)
 
 
-def test_gradcheck_chunked_split_form_complex128() -> None:
+def test_gradcheck_chunked_split_form_complex128(device: str) -> None:
     """gradcheck above takes the direct form at these gates; the split form and its hand-written backward."""
     q, k, v, a, s0 = make_inputs(1, 6, 1, 2, 2, 0.7, True, seed=5)
-    inputs = tuple(x.requires_grad_() for x in (q, k, v, a, s0))
+    inputs = tuple(x.to(device).requires_grad_() for x in (q, k, v, a, s0))
     assert torch.autograd.gradcheck(lambda *xs: gateloop_scan_chunked(*xs, chunk_size=4, form="split"), inputs)
 
 
@@ -298,25 +300,26 @@ def retention(
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_fixed_gate_is_retention(mode: str) -> None:
+def test_fixed_gate_is_retention(mode: str, device: str) -> None:
     B, L, H, K, V = 2, 40, 3, 2, 3
     q, k, v, _, _ = make_inputs(B, L, H, K, V, 0.5, False, seed=7)
+    run = functools.partial(gateloop_scan, mode=mode, chunk_size=16)
     gamma = 1 - 2.0 ** (-torch.arange(H, dtype=torch.float64) - 2)  # RetNet-style per-head decays
     theta = torch.linspace(0.1, 1.3, H * K, dtype=torch.float64).reshape(H, K)
     real_gate = gamma[:, None].expand(H, K).to(torch.complex128).expand(B, L, H, K)
-    y, _ = gateloop_scan(q, k, v, real_gate, mode=mode, chunk_size=16)
-    assert rel_err(y, retention(q, k, v, gamma, torch.zeros(H, K, dtype=torch.float64))) < TOL64
+    y, _ = run(*(x.to(device) for x in (q, k, v, real_gate)))
+    assert rel_err(y.cpu(), retention(q, k, v, gamma, torch.zeros(H, K, dtype=torch.float64))) < TOL64
     rotating_gate = torch.polar(gamma[:, None].expand(H, K), theta).expand(B, L, H, K)
-    y, _ = gateloop_scan(q, k, v, rotating_gate, mode=mode, chunk_size=16)
-    assert rel_err(y, retention(q, k, v, gamma, theta)) < TOL64
+    y, _ = run(*(x.to(device) for x in (q, k, v, rotating_gate)))
+    assert rel_err(y.cpu(), retention(q, k, v, gamma, theta)) < TOL64
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_unit_gate_is_causal_linear_attention(mode: str) -> None:
+def test_unit_gate_is_causal_linear_attention(mode: str, device: str) -> None:
     B, L, H, K, V = 2, 37, 2, 3, 2
     q, k, v, _, _ = make_inputs(B, L, H, K, V, 0.5, False, seed=8)
     ones = torch.ones(B, L, H, K, dtype=torch.complex128)
-    y, state = gateloop_scan(q, k, v, ones, mode=mode, chunk_size=8)
+    y, state = (x.cpu() for x in gateloop_scan(*(x.to(device) for x in (q, k, v, ones)), mode=mode, chunk_size=8))
     scores = torch.einsum("bnhk,bmhk->bhnm", q, k).tril()
     assert rel_err(y, torch.einsum("bhnm,bmhv->bnhv", scores, v)) < TOL64
     assert rel_err(state, torch.einsum("blhk,blhv->bhkv", k, v).to(state.dtype)) < TOL64

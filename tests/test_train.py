@@ -25,8 +25,8 @@ def tiny_run(model: str = "gateloop", **train_kw) -> RunConfig:
 TINY_MQAR = dict(vocab=4, seq_len=16, num_kv_pairs=2)
 
 
-def test_train_learns_a_tiny_task():
-    result = train(tiny_run(target_accuracy=0.99, eval_every=10), progress=False)
+def test_train_learns_a_tiny_task(device):
+    result = train(tiny_run(target_accuracy=0.99, eval_every=10, device=device), progress=False)
     assert result.status == "reached_target", result.history
     assert result.accuracy >= 0.99
     assert result.history[0].loss > result.history[-1].loss
