@@ -121,7 +121,7 @@ VARIANTS = {
     "induction_heads": dict(seq_len=3, vocab=2),
     "noisy_recall": dict(seq_len=30, num_kv_pairs=4, noise_frac=0.0, num_noise_tokens=1),
     "fuzzy_recall": dict(seq_len=60, vocab=6, num_kv_pairs=9, key_len=2, value_len=1),
-    "memory_horizon": dict(seq_len=33, vocab=2, p_query=0.5, p_reset=0.3),
+    "memory_horizon": dict(seq_len=40, vocab=12, num_long=3, num_erased=2),
     "state_tracking": dict(seq_len=17, modulus=5),
 }
 
@@ -132,7 +132,7 @@ TINY = {
     "induction_heads": dict(seq_len=4, vocab=3),
     "noisy_recall": dict(seq_len=6, vocab=4, num_kv_pairs=1, noise_frac=0.5, num_noise_tokens=1),
     "fuzzy_recall": dict(seq_len=9, vocab=4, num_kv_pairs=1, key_len=2, value_len=2),
-    "memory_horizon": dict(seq_len=4, vocab=2),
+    "memory_horizon": dict(seq_len=16, vocab=6, num_long=1, num_erased=1),
     "state_tracking": dict(seq_len=4, modulus=2),
 }
 
@@ -143,7 +143,7 @@ INVALID = {
     "induction_heads": (dict(seq_len=2), "induction_heads: seq_len=2 must be >= 3"),
     "noisy_recall": (dict(seq_len=40), "noisy_recall: 3*num_kv_pairs + noise + separator = 24+24+1 = 49 must be <="),
     "fuzzy_recall": (dict(vocab=4, num_kv_pairs=5), "fuzzy_recall: num_kv_pairs=5 must be <= (vocab//2)**key_len=4"),
-    "memory_horizon": (dict(p_query=0.7, p_reset=0.3), "memory_horizon: p_query + p_reset = 1.0 must be < 1"),
+    "memory_horizon": (dict(seq_len=30), "memory_horizon: seq_len=30 must be a multiple of 4"),
     "state_tracking": (dict(modulus=1), "state_tracking: modulus=1 must be >= 2"),
 }
 
@@ -212,7 +212,7 @@ def test_train_stream_never_repeats_a_test_sequence(name):
     data = TaskData(task, seed=0, test_size=12)
     test_rows = {tuple(row) for row in data.test.inputs.tolist()}
     # Without the redraw the stream would hit the test set: the check below is not vacuous.
-    raw = task.sample(64, gen(123))
+    raw = task.sample(1024, gen(123))
     assert any(tuple(row) in test_rows for row in raw.inputs.tolist())
     for _ in range(4):
         batch = data.train_batch(64)
