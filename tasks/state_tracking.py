@@ -14,10 +14,10 @@ Groups (`group`):
 - "cyclic": Z_m with m = `modulus`, a · b = (a + b) mod m; m = 2 is parity. Abelian.
 - "S3": the 6 permutations of {0, 1, 2}. Non-abelian but solvable (Z_3 ⋊ Z_2): a cascade of two
   diagonal (abelian) recurrences can track it.
-- "A5": the 60 even permutations of {0, …, 4}, the smallest non-solvable group. Tracking it is
-  NC¹-complete (Barrington), so no constant-depth stack of diagonal linear recurrences tracks it at
-  every length (Merrill et al., "The Illusion of State in State-Space Models", 2024): the negative
-  control for any diagonal model, GateLoop included.
+- "A5": the 60 even permutations of {0, …, 4}, the smallest non-solvable group. Its word problem
+  is NC¹-complete (Barrington), so unless TC⁰ = NC¹ no constant-depth stack of diagonal linear
+  recurrences (at log precision) tracks it at every length (Merrill et al., "The Illusion of State in
+  State-Space Models", 2024): the negative control for any diagonal model, GateLoop included.
 Permutations are tuples p (p[i] is the image of i), numbered in lexicographic order (the identity is
 0). The product a · b is "apply a, then b": (a · b)[i] = b[a[i]], so P is the permutation that applies
 g_0 first. `multiplication_table(group, modulus)` builds the (|G|, |G|) table by gather.
