@@ -46,15 +46,12 @@ Sizes: the headline is L=64 (vocab 16, 2 long + 2 erased). At L=32 with four que
 region holds only the queried writes and R*, whose position the layout then fixes; fewer queries
 would let a rule right on one kind be right on whole rows.
 
-Worked example (vocab=8: k0..k3 = ids 3..6, v0..v3 = ids 7..10; seq_len=24, num_long=1, num_erased=2):
+Worked example (vocab=8: k0..k3 = ids 3..6, v0..v3 = ids 7..10; seq_len=24, num_long=1, num_erased=2;
+`testbed tasks show memory_horizon seq_len=24 vocab=8 num_long=1 num_erased=2 --seed 0`):
 
-    position   0   1   2   3   4   5   6   7   8   9   10  11
-    inputs     k3  v1  R   k2  v1  k1  v1  k1  v1  k1  v0  k1
-    targets    .   .   .   .   .   .   .   .   .   .   .   .
-
-    position   12  13  14  15  16    17  18  19  20  21  22  23
-    inputs     v1  k1  v0  ?   k3    ?   k2  k0  v3  R   ?   k0
-    targets    .   .   .   .   none  .   v1  .   .   .   .   none
+    position  0  1  2  3  4  5  6  7  8  9  10 11 12 13 14 15 16   17 18 19 20 21 22 23
+    inputs    k3 v1 R  k2 v1 k1 v1 k1 v1 k1 v0 k1 v1 k1 v0 ?  k3   ?  k2 k0 v3 R  ?  k0
+    targets   .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  .  none .  v1 .  .  .  .  none
 
 k3 is erased early (written at 0, reset at 2); k2 is long (written at 3, after the reset, 15 > L/2
 tokens before its query at 18); k0 is erased late (written at 19, reset at 21, queried at 23).

@@ -4,7 +4,7 @@ Each row is a word g_0 g_1 … g_{ℓ−1} of uniform random elements of a group
 sequence length with a PAD token; its length ℓ is uniform in [ceil(min_len_frac · L), L]. The only
 scored position is ℓ − 1, whose target is the product
 
-    P = g_0 · g_1 · … · g_{ℓ−1}      (left to right: the state P_t = P_{t−1} · g_t, P_{−1} = identity).
+    P = g_0 · g_1 · … · g_{ℓ−1}    (left to right: P_t = P_{t−1} · g_t, P_{−1} = the identity).
 
 Inputs and targets are the same symbols (ids 0..|G|−1 are the elements, id 0 the identity); PAD is id
 |G| and is never a target. Right padding leaves a causal model's prediction at ℓ − 1 untouched, and
@@ -32,14 +32,15 @@ then the first element of that sign: 1/3 on S3, chance + 0.17; the sign is S3's 
 a solver must track too). At the headline size (parity, L=32, min_len_frac=0.5) the best listed rule
 is window_16: it is exact on words of length 16 (1/17 of rows) and at chance on the rest, 0.53.
 
-Worked example (group="cyclic", modulus=3, seq_len=8, min_len_frac=0.5; this row has ℓ = 6):
+Worked example (group="cyclic", modulus=3, seq_len=8, min_len_frac=0.5; this row has ℓ = 6;
+`testbed tasks show state_tracking seq_len=8 modulus=3 --seed 0`):
 
     position   0   1   2   3   4   5   6    7
-    inputs     2   1   1   0   2   2   PAD  PAD
+    inputs     2   0   2   0   1   0   PAD  PAD
     targets    .   .   .   .   .   2   .    .
 
-(2 + 1 + 1 + 0 + 2 + 2) mod 3 = 2. For S3 the same positions would hold permutation ids and the
-target the id of their composition.
+(2 + 0 + 2 + 0 + 1 + 0) mod 3 = 2. With group="S3" the inputs are permutation ids and the target is
+the id of their product.
 
 meta["length"] (B,): the word length ℓ (the scored position is ℓ − 1).
 """

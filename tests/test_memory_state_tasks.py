@@ -8,10 +8,13 @@ products match a plain permutation-composition solver written here.
 from __future__ import annotations
 
 import itertools
+import re
+import sys
 
 import pytest
 import torch
 
+from studies import tasks_cli
 from studies.presets import PRESETS
 from tasks import IGNORE, TaskData, make_task
 from tasks.state_tracking import GROUPS, multiplication_table, permutations
@@ -243,7 +246,9 @@ def test_group_tables_are_groups(group):
     idx = torch.arange(G)
     assert ((0 <= table) & (table < G)).all()  # closure
     assert torch.equal(table[0], idx) and torch.equal(table[:, 0], idx)  # id 0 is the identity
-    assert torch.equal(table[table[:, :, None], idx[None, None, :]], table[idx[:, None, None], table[None]])  # (ab)c = a(bc)
+    left = table[table[:, :, None], idx[None, None, :]]  # [a, b, c] -> (a·b)·c
+    right = table[idx[:, None, None], table[None]]  # [a, b, c] -> a·(b·c)
+    assert torch.equal(left, right)  # associativity
     assert ((table == 0).sum(dim=1) == 1).all() and ((table == 0).sum(dim=0) == 1).all()  # unique inverses
     for row in table:  # Latin square: every row a permutation of the elements
         assert torch.equal(row.sort().values, idx)
@@ -314,3 +319,18 @@ def test_sampling_is_pure(name, knobs):
     assert torch.equal(first.inputs, again.inputs) and torch.equal(first.targets, again.targets)
     assert all(torch.equal(first.meta[k], again.meta[k]) for k in first.meta)
     assert not torch.equal(first.inputs, task.sample(32, g).inputs)  # the generator moved on
+
+
+@pytest.mark.parametrize("name", ["memory_horizon", "state_tracking"])
+def test_docstring_worked_example_is_the_generators_output(name):
+    # The worked example names the `testbed tasks show` command that prints it; rerun it.
+    doc = sys.modules[type(make_task(name)).__module__].__doc__
+    task_name, *overrides, seed_flag, seed = re.search(r"`testbed tasks show ([^`]+)`", doc).group(1).split()
+    assert task_name == name and seed_flag == "--seed"
+    task = make_task(name, **tasks_cli.parse_overrides(name, overrides))
+    batch = task.sample(1, gen(int(seed)))  # what `tasks show` samples
+    names = task.token_names()
+    inputs = re.search(r"^ +inputs +(.+)$", doc, re.M).group(1).split()
+    targets = re.search(r"^ +targets +(.+)$", doc, re.M).group(1).split()
+    assert inputs == [names[t] for t in batch.inputs[0].tolist()]
+    assert targets == [names[t] if t != IGNORE else "." for t in batch.targets[0].tolist()]
