@@ -10,9 +10,9 @@ Only query positions are scored.
 
 Forgetting decides the answer. Every row asks num_long + num_erased distinct keys, each of one kind:
 - *long* (num_long): written after the latest reset, more than L/2 tokens before the query, not since;
-- *erased early* (ceil(num_erased/2)): written just before the reset R* that precedes the long writes,
-  queried with them, so its gap is longer than theirs;
-- *erased late* (floor(num_erased/2)): written just before a reset that follows the long queries and
+- *erased early* (floor(num_erased/2)): written just before the reset R* that precedes the long
+  writes, queried with them, so its gap is longer than theirs;
+- *erased late* (ceil(num_erased/2)): written just before a reset that follows the long queries and
   queried just after it, a short gap.
 The answer is "none" for both erased kinds. A model that never forgets ("ignore resets") fails every
 erased query; one with a fixed horizon W <= L/2 fails every long query, even if it handles resets
@@ -124,8 +124,9 @@ class MemoryHorizon(Task):
 
     @property
     def _kinds(self) -> tuple[int, int, int]:
-        """(long, erased early, erased late) queries per row."""
-        return self.num_long, (self.num_erased + 1) // 2, self.num_erased // 2
+        """(long, erased early, erased late) queries per row. A lone erased query is a late one: an
+        early one alone would leave a reset-blind window between its gap and the long ones' exact."""
+        return self.num_long, self.num_erased // 2, (self.num_erased + 1) // 2
 
     def _regions(self) -> tuple[int, int, int, int]:
         """Slots (two-token events) in the first region, the middle, query block 1 and the tail."""
@@ -235,7 +236,8 @@ class MemoryHorizon(Task):
         always_none                 "none" at every query;
         ignore_resets               the key's latest write, resets ignored (no forgetting);
         window_W                    the key's latest write among the last W tokens read, with no reset
-                                    after it, else "none" (perfect resets, fixed horizon), W = 4, 8, 16, L/2;
+                                    after it, else "none" (perfect resets, fixed horizon), W = 4, 8, 16, L/2
+                                    (those <= L/2);
         ignore_resets_window_W      the key's latest write among the last W tokens, resets ignored
                                     (a fixed decay), W = L/4, L/2, 3L/4;
         latest_value                the most recent value token read, whatever its key.
@@ -246,7 +248,7 @@ class MemoryHorizon(Task):
             "ignore_resets": lambda inputs, scored: self._recall(inputs, window=None, resets=False),
             "latest_value": lambda inputs, scored: self._latest_value(inputs),
         }
-        for W in sorted({4, 8, 16, L // 2}):
+        for W in sorted(W for W in {4, 8, 16, L // 2} if W <= L // 2):  # a window past L/2 starts to solve it
             rules[f"window_{W}"] = lambda inputs, scored, W=W: self._recall(inputs, window=W, resets=True)
         for W in sorted({L // 4, L // 2, 3 * L // 4}):
             rules[f"ignore_resets_window_{W}"] = (

@@ -185,10 +185,10 @@ class StateTracking(Task):
         return out
 
     def shortcuts(self) -> dict[str, Predictor]:
-        """window_W: the product of the last W elements read (W = 1 is last_token; W < L, as a window
-        of L is the solver); for S3 also sign_only."""
+        """window_W: the product of the last W elements read (W = 1 is last_token; W <= L/2, as a
+        window of L is the solver); for S3 also sign_only."""
         rules: dict[str, Predictor] = {"last_token": lambda inputs, scored: self._window(inputs, 1)}
-        for W in sorted(W for W in {2, 4, 8, self.seq_len // 2} if 1 < W < self.seq_len):  # W >= L: exact
+        for W in sorted(W for W in {2, 4, 8, self.seq_len // 2} if 1 < W <= self.seq_len // 2):
             rules[f"window_{W}"] = lambda inputs, scored, W=W: self._window(inputs, W)
         if self.group == "S3":
             rules["sign_only"] = lambda inputs, scored: self._sign_only(inputs)

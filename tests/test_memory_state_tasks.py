@@ -86,6 +86,8 @@ def test_memory_oracle_equals_targets_and_the_definition(knobs):
         assert torch.equal(oracle[batch.scored], batch.targets[batch.scored])
         for x, y in zip(batch.inputs.tolist(), batch.targets.tolist()):
             assert {t: v for t, v in enumerate(y) if v != IGNORE} == reference_memory(longer, x)
+        for name, rule in longer.shortcuts().items():  # no shortcut is the solver in disguise
+            assert scores(rule(batch.inputs, batch.scored), batch.targets)[0] < 0.9, (longer, name)
 
 
 @pytest.mark.parametrize("knobs", MEMORY_SETTINGS)
@@ -225,6 +227,8 @@ def test_state_oracle_and_targets_are_the_product_at_the_last_element(knobs):
             word = x[:length]
             assert longer.PAD not in word and x[length:] == [longer.PAD] * (longer.seq_len - length)
             assert {t: v for t, v in enumerate(y) if v != IGNORE} == {length - 1: reference_product(longer, word)}
+        for name, rule in longer.shortcuts().items():  # no shortcut is the solver in disguise
+            assert scores(rule(batch.inputs, batch.scored), batch.targets)[0] < 0.9, (longer, name)
 
 
 def test_state_lengths_cover_the_range_uniformly():
