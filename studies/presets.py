@@ -31,8 +31,8 @@ def get_preset(name: str) -> Preset:
 
 _SMOKE_TASKS: dict[str, dict[str, Any]] = {
     "mqar": {"seq_len": 16, "vocab": 16, "num_kv_pairs": 2},
-    "state_tracking": {"seq_len": 16, "modulus": 2},
-    "memory_horizon": {"seq_len": 16},
+    "state_tracking": {"seq_len": 16, "group": "cyclic", "modulus": 2},
+    "memory_horizon": {"seq_len": 28, "num_long": 1, "num_erased": 2},
 }
 
 # Small versions of every task (length 32), sized so that a ~50k-parameter model can learn them in a
@@ -49,8 +49,9 @@ _SMALL_TASKS: dict[str, dict[str, Any]] = {
     "induction_heads": {"seq_len": 32, "vocab": 8},
     "noisy_recall": {"seq_len": 32, "vocab": 16, "num_kv_pairs": 5, "noise_frac": 0.5},
     "fuzzy_recall": {"seq_len": 32, "vocab": 8, "num_kv_pairs": 4, "num_queries": 4},
-    "memory_horizon": {"seq_len": 32},
-    "state_tracking": {"seq_len": 32, "modulus": 2},
+    # Length 64: at 32 its layout leaves no room to move the reset (see tasks/memory_horizon.py).
+    "memory_horizon": {"seq_len": 64, "vocab": 16, "num_long": 2, "num_erased": 2},
+    "state_tracking": {"seq_len": 32, "group": "cyclic", "modulus": 2, "min_len_frac": 0.5},
 }
 
 # Task difficulty for standard: each task's defaults (sized so that a 2-layer d_model=64 model

@@ -121,22 +121,13 @@ def run_audit(preset_name: str, task_list: str | None) -> int:
         return 2
     test_size = preset.train["test_size"]
     start = time.perf_counter()
-    rows, pending = [], []
-    for name in names:
-        task = make_task(name, **preset.tasks[name])
-        # TEMPORARY until tasks-b's branch (memory_horizon, state_tracking oracles) is merged: then every
-        # task has an oracle (tests/test_shortcuts.py enforces it) and this branch and `pending` go.
-        if type(task).oracle is Task.oracle:
-            pending.append(name)
-            continue
-        rows.append(audit(task, held_out_batch(task, test_size)))
+    rows = [audit(task, held_out_batch(task, test_size))
+            for task in (make_task(name, **preset.tasks[name]) for name in names)]
     print(f"## Shortcut audit, preset {preset_name}: test_size {test_size} x seeds "
           f"{AUDIT_SEEDS[0]}-{AUDIT_SEEDS[-1]} (TaskData test sets, pooled)")
     print()
     print("\n".join(f"- {row.task}" for row in rows))
     print()
     print(audit_markdown(rows))
-    if pending:
-        print(f"\nnot audited (no oracle implemented yet): {', '.join(pending)}")
     print(f"\n({time.perf_counter() - start:.1f} s)")
     return 0

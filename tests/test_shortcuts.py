@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import sys
 
 import pytest
 import torch
@@ -32,17 +33,6 @@ from tasks.shortcuts import (
     majority,
 )
 
-# TEMPORARY (until tasks-b's branch is merged): these tasks do not implement oracle/chance yet, so their
-# registry-driven tests are expected to fail. strict=True turns them into failures the moment they pass:
-# delete this set and the `registered` marks below after the merge.
-PENDING = {"memory_horizon", "state_tracking"}
-
-
-def registered(names) -> list:
-    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="tasks-b")) if name in PENDING else name
-            for name in names]
-
-
 # Knob settings per task beyond the defaults, chosen to exercise every option of the generator.
 SETTINGS: dict[str, list[dict]] = {
     "mqar": [dict(filler="values", distinct_values=False, power_a=1.0, seq_len=40, vocab=16, num_kv_pairs=5),
@@ -55,6 +45,11 @@ SETTINGS: dict[str, list[dict]] = {
     "fuzzy_recall": [dict(seq_len=60, vocab=6, num_kv_pairs=9, key_len=2, value_len=1, num_queries=5),
                      dict(seq_len=64, vocab=10, num_kv_pairs=4, key_len=3, value_len=3, num_queries=6),
                      dict(seq_len=17, vocab=4, num_kv_pairs=2, key_len=1, value_len=2, num_queries=5)],
+    "memory_horizon": [dict(seq_len=64, vocab=16, num_long=1, num_erased=2),
+                       dict(seq_len=48, vocab=12, num_long=2, num_erased=2),
+                       dict(seq_len=128, vocab=10, num_long=1, num_erased=3)],
+    "state_tracking": [dict(group="S3", seq_len=24, min_len_frac=0.25), dict(group="A5", seq_len=33),
+                       dict(modulus=5, min_len_frac=1.0)],
 }
 
 HEADLINE = PRESETS["headline"]
@@ -69,11 +64,10 @@ def settings(name: str) -> list[Task]:
 
 
 def test_settings_name_registered_tasks():
-    assert set(SETTINGS) <= set(TASKS)
-    assert set(TASKS) - set(SETTINGS) <= PENDING  # every finished task declares extra settings here
+    assert set(SETTINGS) == set(TASKS)  # every task declares extra settings here
 
 
-@pytest.mark.parametrize("name", registered(TASKS))
+@pytest.mark.parametrize("name", list(TASKS))
 def test_oracle_reproduces_every_target(name):
     for task in settings(name):
         batch = task.sample(64, gen(1))
@@ -98,7 +92,7 @@ def test_every_baseline_runs_is_deterministic_and_does_not_solve(name):
             assert token_accuracy(preds, batch.targets) < 0.9, (task, rule_name)
 
 
-@pytest.mark.parametrize("name", registered(TASKS))
+@pytest.mark.parametrize("name", list(TASKS))
 def test_predictors_read_only_inputs_and_scored(name):
     # Scrambling the targets and meta must not change any prediction: predictors never see them.
     task = make_task(name)
@@ -108,7 +102,7 @@ def test_predictors_read_only_inputs_and_scored(name):
         assert torch.equal(rule(batch.inputs, batch.scored), rule(scrambled.inputs, scrambled.scored))
 
 
-@pytest.mark.parametrize("name", registered(TASKS))
+@pytest.mark.parametrize("name", list(TASKS))
 def test_chance_is_what_uniform_guessing_scores(name):
     task = make_task(name)
     batch = task.sample(4096, gen(4))
@@ -164,11 +158,21 @@ def test_floor_is_cached_and_uses_the_suite_test_sets():
     assert len(held_out_batch(task, 64, (1000, 1001))) == 128
 
 
-@pytest.mark.parametrize("name", registered(HEADLINE.tasks))
+# Headline tasks whose best baseline is known to exceed chance + FLOOR_MARGIN: the rule, and a bound it
+# must stay under. Each task's docstring says why and by how much (the issue allows this when stated).
+ABOVE_MARGIN = {"memory_horizon": ("reset_position", 0.25)}
+
+
+@pytest.mark.parametrize("name", list(HEADLINE.tasks))
 def test_headline_floor_is_within_chance_plus_margin(name):
     task = make_task(name, **HEADLINE.tasks[name])
     best, score, metric = floor(task, HEADLINE.train["test_size"])
     assert metric == task.metric
+    if name in ABOVE_MARGIN:
+        rule, bound = ABOVE_MARGIN[name]
+        assert best == rule and score <= bound, f"{name}: {best} scores {score:.3f} on {metric}"
+        assert rule in (sys.modules[type(task).__module__].__doc__ or "")
+        return
     assert score <= task.chance() + FLOOR_MARGIN, (
         f"{name}: {best} scores {score:.3f} on {metric}, chance {task.chance():.3f}"
     )
