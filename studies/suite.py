@@ -436,6 +436,7 @@ def _worker(index: int, gpus: int, jobs: Any, results: Any) -> None:
             results.put((position, "ok", train_and_store(*args, progress=False)))
         except Exception:
             results.put((position, "error", traceback.format_exc()))
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # nothing half-written is left to clean up
 
 
 def _run_parallel(jobs: list[tuple[RunConfig, Path, bool, dict[str, Any]]], workers: int,
@@ -458,6 +459,7 @@ def _run_parallel(jobs: list[tuple[RunConfig, Path, bool, dict[str, Any]]], work
             p.start()
     finally:
         signal.signal(signal.SIGINT, previous)
+    finished = False
     try:
         pending = len(jobs)
         while pending:
@@ -473,8 +475,11 @@ def _run_parallel(jobs: list[tuple[RunConfig, Path, bool, dict[str, Any]]], work
                 raise RuntimeError(f"run {jobs[position][0].run_id()} failed in a worker:\n{payload}")
             pending -= 1
             report(position, jobs[position][0], payload)
+        finished = True
     finally:
         for p in processes:
+            if finished:
+                p.join(timeout=60)  # each has read its sentinel and is on its way out
             if p.is_alive():
                 p.terminate()
         for p in processes:
