@@ -415,7 +415,10 @@ def _exit_with_parent() -> None:
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):
-        pass
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        raise SystemExit(1)  # the parent died before the request above took effect
 
 
 def _terminate(signum: int, frame: Any) -> None:

@@ -44,9 +44,10 @@ def test_rerun_skips_finished_runs(tmp_path, capsys):
     assert run_file.read_text() == before
 
 
-def test_killed_suite_resumes_without_redoing_finished_runs(tmp_path):
-    cmd = [sys.executable, "-m", "studies", *SMOKE, "--tasks", "mqar,state_tracking,memory_horizon",
-           "--out", str(tmp_path)]
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_killed_suite_resumes_without_redoing_finished_runs(tmp_path, workers):
+    cmd = [sys.executable, "-m", "studies", *[a for a in SMOKE if a not in ("--workers", "1")], "--workers", workers,
+           "--tasks", "mqar,state_tracking,memory_horizon", "--out", str(tmp_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = tmp_path / "runs"
     deadline = time.monotonic() + 300
@@ -54,8 +55,11 @@ def test_killed_suite_resumes_without_redoing_finished_runs(tmp_path):
         assert proc.poll() is None, "the suite ended before a run finished"
         assert time.monotonic() < deadline, "no run finished in time"
         time.sleep(0.2)
+    children = _children(proc.pid) if os.path.exists(f"/proc/{proc.pid}/task") else []
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # A SIGKILLed parent cannot stop its workers; the kernel does (they must not train on, unowned).
+    _wait_until_gone(children)
     finished = {p.name: p.read_text() for p in runs.glob("*.json")}
     assert 1 <= len(finished) < 3
     for text in finished.values():
@@ -206,11 +210,25 @@ def _without_wall_time(out) -> dict:
 
 
 def test_two_workers_give_the_same_runs_as_one(tmp_path):
-    args = [a for a in SMOKE if a not in ("--workers", "1")] + ["--tasks", "mqar,state_tracking", "--seeds", "2"]
+    args = [a for a in SMOKE if a not in ("--workers", "1")] + ["--tasks", "mqar,state_tracking"]
     assert main([*args, "--workers", "1", "--out", str(tmp_path / "one")]) == 0
     assert main([*args, "--workers", "2", "--out", str(tmp_path / "two")]) == 0
     one, two = _without_wall_time(tmp_path / "one"), _without_wall_time(tmp_path / "two")
-    assert len(one) == 4 and one == two
+    assert len(one) == 2 and one == two
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in open(f"/proc/{pid}/status").read().lower()
+    except FileNotFoundError:
+        return False
+
+
+def _wait_until_gone(pids: list[int], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pids if _running(pid)], "orphan processes left behind"
 
 
 def _children(pid: int) -> list[int]:
@@ -221,7 +239,7 @@ def _children(pid: int) -> list[int]:
 @pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task"), reason="needs Linux /proc to find workers")
 def test_ctrl_c_stops_every_worker_and_a_rerun_resumes(tmp_path):
     cmd = [sys.executable, "-m", "studies", *[a for a in SMOKE if a not in ("--workers", "1")], "--workers", "2",
-           "--tasks", "mqar,state_tracking,memory_horizon", "--seeds", "2", "--out", str(tmp_path)]
+           "--tasks", "mqar,state_tracking,memory_horizon", "--out", str(tmp_path)]
     # A session of its own, so that the SIGINT goes to the whole group as a terminal's Ctrl-C does.
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     runs = tmp_path / "runs"
@@ -236,21 +254,12 @@ def test_ctrl_c_stops_every_worker_and_a_rerun_resumes(tmp_path):
     stderr = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "rerun the same command to resume" in stderr
-    def running(pid: int) -> bool:
-        try:
-            return "zombie" not in open(f"/proc/{pid}/status").read().lower()
-        except FileNotFoundError:
-            return False
-
     # Workers are joined before the command exits; multiprocessing's resource tracker ends at its EOF.
-    deadline = time.monotonic() + 10
-    while any(running(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in workers if running(pid)], "orphan processes left behind"
+    _wait_until_gone(workers)
     assert not [p for p in runs.iterdir() if not p.name.endswith(".json")]  # no half-written temporaries
     finished = {p.name: p.read_text() for p in runs.glob("*.json")}
-    assert 1 <= len(finished) < 6 and all(json.loads(t)["run_id"] for t in finished.values())
+    assert 1 <= len(finished) < 3 and all(json.loads(t)["run_id"] for t in finished.values())
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     assert f"{len(finished)} already finished" in out
     assert {p.name: p.read_text() for p in runs.glob("*.json") if p.name in finished} == finished
-    assert len(list(runs.glob("*.json"))) == 6
+    assert len(list(runs.glob("*.json"))) == 3
