@@ -53,8 +53,7 @@ def test_unknown_ablation_lists_valid_ones():
 
 
 def test_smoke_ablation_writes_table_figures_and_resumes(tmp_path, capsys):
-    # Two workers: weights kept for the gate figure are written by the worker that trained them.
-    args = [*[a for a in SMOKE if a not in ("--workers", "1")], "--workers", "2", "--ablations", "full,real_gates,fixed_all", "--tasks", "memory_horizon,state_tracking",
+    args = [*SMOKE, "--ablations", "full,real_gates,fixed_all", "--tasks", "memory_horizon,state_tracking",
             "--seeds", "2", "--out", str(tmp_path)]
     assert main(args) == 0
     table = (tmp_path / "ablations.md").read_text()
