@@ -17,12 +17,7 @@ import argparse
 import dataclasses
 import io
 import json
-import multiprocessing
-import os
-import queue
-import signal
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +30,7 @@ from gateloop import LMConfig
 from studies.checks import check_at_least_one, check_device, check_out_dir, check_preset_tasks
 from studies.config import (CONFIG_VERSION, RunConfig, TrainConfig, config_hash, group_hash, parse_overrides,
                             replace_from_strings)
+from studies.parallel import run_parallel, usable_cores
 from studies.presets import PRESETS, Preset, get_preset
 from studies.results import (fmt_mean_ci, human_count, markdown_table, mean_ci, write_atomic, write_atomic_bytes,
                              write_jsonl)
@@ -381,17 +377,25 @@ def rebuild_reports(out: Path) -> str:
 # -------------------------------------------------------------------------------------------------- runs
 
 
-def default_workers(configs: Sequence[RunConfig]) -> int:
-    """One worker per GPU on CUDA; on CPU one per core the process may use, over each run's threads."""
+def _on_cuda(configs: Sequence[RunConfig]) -> bool:
     device = configs[0].train.device if configs else "cpu"
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
+def default_workers(configs: Sequence[RunConfig]) -> int:
+    """One worker per GPU on CUDA; on CPU one per core this process may use, over each run's threads."""
+    if _on_cuda(configs):
         return max(1, torch.cuda.device_count())
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(c.train.threads for c in configs)) if configs else cores
+    return max(1, usable_cores() // max([c.train.threads for c in configs] or [1]))
+
+
+def _gpus(configs: Sequence[RunConfig]) -> int:
+    """GPUs to spread workers over: all of them for `cuda`/`auto`, none for an explicit `cuda:N`."""
+    return torch.cuda.device_count() if _on_cuda(configs) and configs[0].train.device in ("cuda", "auto") else 0
 
 
 def train_and_store(config: RunConfig, runs_dir: Path, keep: bool, labels: dict[str, Any],
-                    progress: bool) -> dict[str, Any]:
+                    progress: bool = False) -> dict[str, Any]:
     """Train one run and store it atomically as runs/<id>.json (weights first, as runs/<id>.pt, if kept);
     returns what a progress line shows."""
     run_id = config.run_id()
@@ -405,90 +409,6 @@ def train_and_store(config: RunConfig, runs_dir: Path, keep: bool, labels: dict[
     write_atomic(runs_dir / f"{run_id}.json", json.dumps(record, default=str))
     return {"status": result.status, "accuracy": result.accuracy, "steps": result.steps,
             "wall_time": result.wall_time}
-
-
-def _exit_with_parent() -> None:
-    """Linux: have the kernel send SIGTERM to this worker when its parent dies (even by SIGKILL), so a
-    killed suite leaves no worker training on; elsewhere workers end when they next read the queue."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        return
-    parent = multiprocessing.parent_process()
-    if parent is not None and os.getppid() != parent.pid:
-        raise SystemExit(1)  # the parent died before the request above took effect
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    # An exception, not an abrupt exit: write_atomic removes its temporary file on the way out.
-    raise SystemExit(128 + signum)
-
-
-def _worker(index: int, gpus: int, jobs: Any, results: Any) -> None:
-    """One worker process: take jobs until the `None` sentinel; report each outcome on `results`."""
-    _exit_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
-    signal.signal(signal.SIGTERM, _terminate)
-    if gpus > 1:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(index % gpus)  # read at CUDA's first use, after this
-    while (job := jobs.get()) is not None:
-        position, args = job
-        try:
-            results.put((position, "ok", train_and_store(*args, progress=False)))
-        except Exception:
-            results.put((position, "error", traceback.format_exc()))
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # nothing half-written is left to clean up
-
-
-def _run_parallel(jobs: list[tuple[RunConfig, Path, bool, dict[str, Any]]], workers: int,
-                  report: Callable[[int, RunConfig, dict[str, Any]], None]) -> None:
-    """Run `jobs` on `workers` spawned processes; `report(position, config, summary)` as each finishes."""
-    context = multiprocessing.get_context("spawn")  # fork would copy the parent's torch threads and state
-    job_queue, results = context.Queue(), context.Queue()
-    for position, job in enumerate(jobs):
-        job_queue.put((position, job))
-    config = jobs[0][0]
-    gpus = torch.cuda.device_count() if config.train.device in ("cuda", "auto") and torch.cuda.is_available() else 0
-    processes = [context.Process(target=_worker, args=(i, gpus, job_queue, results), daemon=True)
-                 for i in range(workers)]
-    for _ in processes:
-        job_queue.put(None)
-    # Children inherit an ignored SIGINT, so a Ctrl-C while they import torch cannot reach them either.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        for p in processes:
-            p.start()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    finished = False
-    try:
-        pending = len(jobs)
-        while pending:
-            try:
-                position, kind, payload = results.get(timeout=1.0)
-            except queue.Empty:
-                dead = [p for p in processes if p.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(f"a worker died (exit code {dead[0].exitcode}); finished runs are stored, "
-                                       f"rerun the same command to redo the others") from None
-                continue
-            if kind == "error":
-                raise RuntimeError(f"run {jobs[position][0].run_id()} failed in a worker:\n{payload}")
-            pending -= 1
-            report(position, jobs[position][0], payload)
-        finished = True
-    finally:
-        for p in processes:
-            if finished:
-                p.join(timeout=60)  # each has read its sentinel and is on its way out
-            if p.is_alive():
-                p.terminate()
-        for p in processes:
-            p.join()
-        job_queue.cancel_join_thread()
-        results.cancel_join_thread()
 
 
 def run_configs(
@@ -544,12 +464,13 @@ def run_configs(
                 count += 1
                 print(f"    {outcome(summary)}", flush=True)
         else:
-            def report(position: int, config: RunConfig, summary: dict[str, Any]) -> None:
+            def report(position: int, summary: dict[str, Any]) -> None:
                 nonlocal count
                 count += 1
+                config = todo[position]
                 print(f"[{count}/{len(todo)}] {name(config)} (run {config.run_id()}) {outcome(summary)}", flush=True)
 
-            _run_parallel(jobs, workers, report)
+            run_parallel(train_and_store, jobs, workers, report, gpus=_gpus(configs))
     except KeyboardInterrupt:
         print(f"interrupted: {count} of {len(todo)} runs finished and stored in {runs_dir}; "
               f"rerun the same command to resume", file=sys.stderr, flush=True)
