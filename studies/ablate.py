@@ -1,7 +1,8 @@
 """Ablate GateLoop's gating components: each named ablation on each task over several seeds.
 
     testbed ablate [--ablations a,b,...] [--tasks ...] [--preset ...] [--seeds S] [--out DIR]
-                   [--lr-from-storage URL --lr-study-prefix P] [section.key=value ...]
+                   [--workers N] [--threads T] [--lr-from-storage URL --lr-study-prefix P]
+                   [section.key=value ...]
 
 Every ablation keeps the width that parameter matching chose for the full model, so what changes is the
 component and nothing else; ablations whose parameter count differs from `full` are flagged. The learning
@@ -27,7 +28,7 @@ from studies.config import RunConfig
 from studies.experiments.ablations import ABLATION_TASKS, ABLATIONS
 from studies.presets import get_preset
 from studies.results import fmt_mean_ci, human_count, markdown_table, write_atomic
-from studies.suite import build_configs, load_records, run_configs
+from studies.suite import add_run_arguments, build_configs, check_configs, check_run_arguments, load_records, run_configs
 from studies.train import build_model
 
 # The runs whose trained weights are kept for the gate-inspection figure.
@@ -42,11 +43,14 @@ def build_ablation_configs(
     overrides: Sequence[str] = (),
     device: str | None = None,
     lr_by_task: dict[str, float] | None = None,
+    threads: int | None = None,
 ) -> list[tuple[str, RunConfig]]:
+    if not ablations:
+        raise ValueError(f"the ablation list names no ablation; pass some of {list(ABLATIONS)}")
     unknown = [a for a in ablations if a not in ABLATIONS]
     if unknown:
         raise ValueError(f"unknown ablation(s) {unknown}; valid ablations: {list(ABLATIONS)}")
-    base = build_configs(["gateloop"], tasks, get_preset(preset_name), seeds, overrides, device)
+    base = build_configs(["gateloop"], tasks, get_preset(preset_name), seeds, overrides, device, threads)
     out = []
     for name in ablations:
         for config in base:
@@ -81,25 +85,26 @@ def tuned_learning_rates(storage: str, prefix: str, tasks: Sequence[str]) -> dic
 # --------------------------------------------------------------------------------------------- reporting
 
 
-def _accuracies(records: list[dict[str, Any]], names: dict[str, list[str]]) -> dict[tuple[str, str], list[float]]:
-    """(ablation, task) -> final accuracies over seeds; a run shared by several names counts for each."""
-    acc: dict[tuple[str, str], list[float]] = {}
+def _runs(records: list[dict[str, Any]], names: dict[str, list[str]]) -> dict[tuple[str, str], dict[str, float]]:
+    """(ablation, task) -> {run id: final accuracy} over seeds; a run shared by several names counts for each."""
+    runs: dict[tuple[str, str], dict[str, float]] = {}
     for r in records:
         value = r["final"][str(r["config"]["task"]["seq_len"])]["accuracy"] if r["final"] else 0.0
         for name in names[r["run_id"]]:
-            acc.setdefault((name, r["config"]["task"]["name"]), []).append(value)
-    return acc
+            runs.setdefault((name, r["config"]["task"]["name"]), {})[r["run_id"]] = value
+    return runs
 
 
 def ablation_table(records: list[dict[str, Any]], names: dict[str, list[str]], lr_note: str) -> str:
     """Markdown: one row per ablation; per task mean ± 95% CI and the difference to `full` (Welch p).
 
     `names` maps each run id to the ablations it stands for (several when their configs coincide,
-    e.g. `max_heads` is the default head layout, so it shares the runs of `full`).
+    e.g. `max_heads` is the default head layout, so it shares the runs of `full`). Whether an
+    ablation's runs are full's is decided by run id: distinct runs that happen to tie keep their Δ and p.
     """
-    acc = _accuracies(records, names)
-    ablations = [a for a in ABLATIONS if any(k[0] == a for k in acc)]
-    tasks = sorted({t for _, t in acc})
+    runs = _runs(records, names)
+    ablations = [a for a in ABLATIONS if any(k[0] == a for k in runs)]
+    tasks = sorted({t for _, t in runs})
     params = {n: r["num_parameters"] for r in records for n in names[r["run_id"]]}
     states = {n: r["state_size"] for r in records for n in names[r["run_id"]]}
     header = ["ablation", *tasks, "params", "state"]
@@ -107,13 +112,13 @@ def ablation_table(records: list[dict[str, Any]], names: dict[str, list[str]], l
     for a in ablations:
         cells = []
         for t in tasks:
-            vals = acc.get((a, t), [])
-            if not vals:
+            own = runs.get((a, t), {})
+            if not own:
                 cells.append("–")
                 continue
+            vals, full = list(own.values()), list(runs.get(("full", t), {}).values())
             cell = f"{fmt_mean_ci(vals)} (n={len(vals)})"
-            full = acc.get(("full", t), [])
-            if a != "full" and vals == full:
+            if a != "full" and set(own) == set(runs.get(("full", t), {})):
                 cell += "<br>(the runs of `full`)"
             elif a != "full" and len(full) >= 2 and len(vals) >= 2:
                 diff = np.mean(vals) - np.mean(full)
@@ -129,7 +134,8 @@ def ablation_table(records: list[dict[str, Any]], names: dict[str, list[str]], l
     return note + markdown_table(header, rows)
 
 
-def ablation_heatmap(records: list[dict[str, Any]], names: dict[str, list[str]], path: Path) -> None:
+def heatmap_figure(records: list[dict[str, Any]], names: dict[str, list[str]]):
+    """Mean accuracy per (ablation, task) as a heatmap (a matplotlib Figure)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,14 +143,27 @@ def ablation_heatmap(records: list[dict[str, Any]], names: dict[str, list[str]],
     import pandas as pd
     import seaborn as sns
 
-    acc = _accuracies(records, names)
-    frame = pd.DataFrame([{"ablation": a, "task": t, "accuracy": float(np.mean(v))} for (a, t), v in acc.items()])
+    runs = _runs(records, names)
+    frame = pd.DataFrame([{"ablation": a, "task": t, "accuracy": float(np.mean(list(v.values())))}
+                          for (a, t), v in runs.items()])
     grid = frame.pivot(index="ablation", columns="task", values="accuracy")
     grid = grid.reindex([a for a in ABLATIONS if a in grid.index])
-    fig, ax = plt.subplots(figsize=(1.6 * grid.shape[1] + 3, 0.45 * grid.shape[0] + 1.5))
-    sns.heatmap(grid, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax, cbar_kws={"label": "accuracy"})
-    ax.set_title("GateLoop ablations: mean held-out accuracy over seeds")
-    fig.tight_layout()
+    # Constrained layout makes room for the title and the colorbar's label, which tight_layout clipped
+    # when one task made the figure narrow.
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * grid.shape[1] + 3), 0.45 * grid.shape[0] + 1.8),
+                           layout="constrained")
+    sns.heatmap(grid, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax,
+                cbar_kws={"label": "held-out accuracy"})
+    ax.set_title("GateLoop ablations\nmean held-out accuracy over seeds")
+    ax.set(xlabel="task", ylabel="")
+    ax.tick_params(axis="y", rotation=0)  # ablation names read horizontally, one per row
+    return fig
+
+
+def ablation_heatmap(records: list[dict[str, Any]], names: dict[str, list[str]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = heatmap_figure(records, names)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -167,7 +186,10 @@ def gate_figure(out: Path, records: list[dict[str, Any]], path: Path, channels: 
     kept = sorted(kept, key=lambda r: r["config"]["task"]["name"])
     if not kept:
         return False
-    fig, axes = plt.subplots(2 * len(kept), 1, figsize=(12, 3.2 * len(kept)), squeeze=False)
+    length = max(r["config"]["task"]["seq_len"] for r in kept)
+    # Wide enough for one readable token label per position; the legend goes beside the axes, not on the lines.
+    fig, axes = plt.subplots(2 * len(kept), 1, figsize=(max(10.0, 0.24 * length + 2.5), 4.2 * len(kept)),
+                             squeeze=False, layout="constrained")
     for i, record in enumerate(kept):
         config = run_config_from_dict(record["config"])
         model = build_model(config)
@@ -188,12 +210,13 @@ def gate_figure(out: Path, records: list[dict[str, Any]], path: Path, channels: 
             ax_p.plot(angle[:, c].numpy(), marker=".", label=f"channel {c}")
         ax_m.set(ylabel="|a_n|", title=f"{config.task_name}: layer-1 gates of the trained full GateLoop "
                                        f"(accuracy {record['final'][str(config.task.seq_len)]['accuracy']:.2f})")
-        ax_p.set(ylabel="arg a_n (rad)")
+        ax_p.set(ylabel="arg a_n (rad)", xlabel="input token at position n (one held-out sequence)")
+        ax_m.set_xticks(range(len(labels)), [])
+        ax_p.set_xticks(range(len(labels)), labels, fontsize=8, rotation=90)
         for ax in (ax_m, ax_p):
-            ax.set_xticks(range(len(labels)), labels, fontsize=6, rotation=90)
+            ax.set_xlim(-0.5, len(labels) - 0.5)
             ax.grid(alpha=0.3)
-        ax_m.legend(fontsize=7, ncol=channels, loc="lower right")
-    fig.tight_layout()
+        ax_m.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
@@ -222,26 +245,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", default=None, help=f"comma-separated (default: the preset's share of {list(ABLATION_TASKS)})")
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=None, help="output directory (default: runs/ablate-<preset>)")
     parser.add_argument("--lr-from-storage", default=None, metavar="URL",
                         help="take each task's learning rate from the full model's tuning study in this storage")
     parser.add_argument("--lr-study-prefix", default="tune", help="study prefix used with --lr-from-storage")
-    parser.add_argument("--quiet", action="store_true")
+    add_run_arguments(parser)
     parser.add_argument("overrides", nargs="*", help="section.key=value (task, mixer, lm, train)")
 
 
 def run(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     ablations = [a for a in args.ablations.split(",") if a]
-    tasks = args.tasks.split(",") if args.tasks else [t for t in ABLATION_TASKS if t in preset.tasks]
-    if args.seeds < 1:
-        raise SystemExit(f"--seeds={args.seeds} must be >= 1")
-    lr_by_task = tuned_learning_rates(args.lr_from_storage, args.lr_study_prefix, tasks) if args.lr_from_storage else None
+    tasks = ([t for t in args.tasks.split(",") if t] if args.tasks is not None
+             else [t for t in ABLATION_TASKS if t in preset.tasks])
+    out = Path(args.out or f"runs/ablate-{args.preset}")
     try:
-        labelled = build_ablation_configs(ablations, tasks, args.preset, args.seeds, args.overrides, args.device, lr_by_task)
+        if not tasks:
+            raise ValueError(f"--tasks {args.tasks!r} names no task; pass some of {list(preset.tasks)}")
+        check_run_arguments(args, args.preset, preset, tasks, out)
+        # Resolved once without tuned rates first, so that bad input is refused before a storage is opened.
+        check_configs([c for _, c in build_ablation_configs(ablations, tasks, args.preset, args.seeds,
+                                                            args.overrides, args.device, None, args.threads)])
     except (ValueError, TypeError) as e:
         raise SystemExit(f"testbed ablate: {e}") from None
+    lr_by_task = tuned_learning_rates(args.lr_from_storage, args.lr_study_prefix, tasks) if args.lr_from_storage else None
+    labelled = build_ablation_configs(ablations, tasks, args.preset, args.seeds, args.overrides, args.device,
+                                      lr_by_task, args.threads)
     if lr_by_task:
         lr_note = "Learning rate per task: the full model's tuned value " + ", ".join(f"{t}={lr:.3g}" for t, lr in lr_by_task.items()) + f" (from {args.lr_from_storage}), the same for every ablation."
     else:
@@ -252,10 +281,10 @@ def run(args: argparse.Namespace) -> int:
     for name, config in labelled:
         names.setdefault(config.run_id(), []).append(name)
         unique.setdefault(config.run_id(), config)
-    out = Path(args.out or f"runs/ablate-{args.preset}")
     run_configs(
-        list(unique.values()), out, progress=not args.quiet,
+        list(unique.values()), out, progress=not args.quiet, workers=args.workers,
         keep_model=lambda c: "full" in names[c.run_id()] and c.train.seed == 0 and c.task_name in INSPECT,
+        describe=lambda c: f"ablation {' = '.join(names[c.run_id()])} on {c.task_name} seed {c.train.seed}",
     )
     write_atomic(out / STUDY_FILE, json.dumps({"lr_note": lr_note, "ablations": names}, indent=1))
     table = rebuild_ablation_report(out)

@@ -18,7 +18,8 @@ from gateloop import LMConfig, MixerConfig
 
 # Bump when the meaning of a stored result changes (metrics, defaults that are not in the config...):
 # output directories and studies written under another version are refused rather than mixed.
-CONFIG_VERSION = 1
+# Version 2: the CPU thread count joined the config (version-1 runs used torch's default, all cores).
+CONFIG_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA only; recurrences stay fp32/complex64 inside the mixers
+    # Intra-op threads of a CPU run. Part of the config because the thread count changes the order of
+    # float reductions and hence results; one by default, since one single-threaded run per core
+    # beats one multi-threaded run on small models (and parallel runs are `--workers`).
+    threads: int = 1
 
     def __post_init__(self) -> None:
         check_types(self)
-        positive = ("steps", "batch_size", "eval_every", "test_size")
+        positive = ("steps", "batch_size", "eval_every", "test_size", "threads")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig: {name}={getattr(self, name)} must be >= 1")
@@ -78,8 +83,23 @@ class RunConfig:
 
     def run_id(self) -> str:
         """Deterministic id of the resolved config (the seed included): equal configs, equal ids."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return config_hash(self.to_dict())
+
+    def group_id(self) -> str:
+        """Id of the config without its seed: the runs that are seeds of one another share it."""
+        return group_hash(self.to_dict())
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Hash of a `RunConfig.to_dict()`, also as read back from JSON (tuples and lists dump alike)."""
+    blob = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def group_hash(config: dict[str, Any]) -> str:
+    """`config_hash` of the config with `train.seed` removed."""
+    train = {k: v for k, v in config["train"].items() if k != "seed"}
+    return config_hash({**config, "train": train})
 
 
 # ---------------------------------------------------------------------------------------------- overrides

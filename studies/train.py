@@ -113,6 +113,19 @@ def train(
     e.g. optuna.TrialPruned, to stop the run). `keep_model` returns the trained model in the result."""
     tc = config.train
     device = resolve_device(tc.device)
+    if device.type != "cpu":
+        return _train(config, device, on_eval, progress, keep_model)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(tc.threads)
+    try:
+        return _train(config, device, on_eval, progress, keep_model)
+    finally:
+        torch.set_num_threads(previous)  # the caller's setting, e.g. a test session's
+
+
+def _train(config: RunConfig, device: torch.device, on_eval: Callable[[EvalRecord], None] | None,
+           progress: bool, keep_model: bool) -> TrainResult:
+    tc = config.train
     start = time.perf_counter()
     # Seed a private copy of the global RNG (module init draws from it) so library code leaves the
     # caller's RNG untouched and equal seeds give equal runs.

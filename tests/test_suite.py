@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,9 +12,11 @@ import pytest
 
 from studies.cli import main
 from studies.config import CONFIG_VERSION
-from studies.results import read_jsonl
+from studies.results import mean_ci, read_jsonl
+from studies.suite import load_records
 
-SMOKE = ["suite", "--model", "gateloop", "--preset", "smoke", "--quiet", "train.device=cpu"]
+# In-process runs (--workers 1) unless a test is about workers: spawning costs a torch import per worker.
+SMOKE = ["suite", "--model", "gateloop", "--preset", "smoke", "--quiet", "--workers", "1", "train.device=cpu"]
 
 
 def test_smoke_suite_writes_table_results_and_figures(tmp_path, capsys):
@@ -41,9 +44,10 @@ def test_rerun_skips_finished_runs(tmp_path, capsys):
     assert run_file.read_text() == before
 
 
-def test_killed_suite_resumes_without_redoing_finished_runs(tmp_path):
-    cmd = [sys.executable, "-m", "studies", *SMOKE, "--tasks", "mqar,state_tracking,memory_horizon",
-           "--out", str(tmp_path)]
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_killed_suite_resumes_without_redoing_finished_runs(tmp_path, workers):
+    cmd = [sys.executable, "-m", "studies", *[a for a in SMOKE if a not in ("--workers", "1")], "--workers", workers,
+           "--tasks", "mqar,state_tracking,memory_horizon", "--out", str(tmp_path)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = tmp_path / "runs"
     deadline = time.monotonic() + 300
@@ -51,8 +55,11 @@ def test_killed_suite_resumes_without_redoing_finished_runs(tmp_path):
         assert proc.poll() is None, "the suite ended before a run finished"
         assert time.monotonic() < deadline, "no run finished in time"
         time.sleep(0.2)
+    children = _children(proc.pid) if os.path.exists(f"/proc/{proc.pid}/task") else []
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # A SIGKILLed parent cannot stop its workers; the kernel does (they must not train on, unowned).
+    _wait_until_gone(children)
     finished = {p.name: p.read_text() for p in runs.glob("*.json")}
     assert 1 <= len(finished) < 3
     for text in finished.values():
@@ -83,3 +90,178 @@ def test_output_dir_of_another_config_version_is_refused(tmp_path):
 def test_bad_input_names_the_problem(tmp_path, args, message):
     with pytest.raises(SystemExit, match=message):
         main(["suite", "--preset", "smoke", "--out", str(tmp_path), *args])
+
+
+def _refused(capsys, args: list[str], message: str) -> None:
+    """The command stops with one line naming `message`, before printing, creating or training anything."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    text = str(exit_info.value.code)
+    assert message in text and "\n" not in text, text
+    assert capsys.readouterr().out == ""
+
+
+def test_out_path_that_is_a_file_is_refused_first(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    _refused(capsys, [*SMOKE, "--tasks", "mqar", "--out", str(tmp_path / "file")], "is a file, not a directory")
+    _refused(capsys, [*SMOKE, "--tasks", "mqar", "--out", str(tmp_path / "file" / "sub")], "is a file")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_on_a_cpu_machine_is_refused_first(tmp_path, capsys):
+    out = tmp_path / "out"
+    _refused(capsys, [*SMOKE[:-1], "--tasks", "mqar", "--device", "cuda", "--out", str(out)], "CUDA is not available")
+    _refused(capsys, [*SMOKE[:-1], "--tasks", "mqar", "--out", str(out), "train.device=cuda"], "CUDA is not available")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("models, message", [("", "names no model"), (",", "names no model"),
+                                             ("gateloop,nosuch", "unknown mixer 'nosuch'")])
+def test_bad_model_lists_are_refused_first(tmp_path, capsys, models, message):
+    _refused(capsys, ["suite", "--model", models, "--preset", "smoke", "--out", str(tmp_path / "o")], message)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag", ["--seeds", "--workers", "--threads"])
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_numeric_flags_below_one_are_refused_first(tmp_path, capsys, flag, value):
+    _refused(capsys, [*SMOKE, "--tasks", "mqar", flag, value, "--out", str(tmp_path / "o")], f"{flag} {value}")
+    assert not (tmp_path / "o").exists()
+
+
+def test_task_outside_the_preset_is_refused_naming_the_presets_tasks(tmp_path, capsys):
+    # Trained at the task's default size it would not be a smoke run at all.
+    _refused(capsys, [*SMOKE, "--tasks", "mqar,selective_copy", "--out", str(tmp_path / "o")],
+             "'selective_copy' is not in the smoke preset (its tasks: mqar, state_tracking, memory_horizon)")
+
+
+def test_threads_flag_is_stored_in_the_config(tmp_path):
+    # A few steps only: two threads on a busy 2-core machine are slow.
+    assert main([*SMOKE, "train.steps=6", "train.eval_every=6", "--tasks", "mqar", "--threads", "2",
+                 "--out", str(tmp_path)]) == 0
+    (record,) = load_records(tmp_path)
+    assert record["config"]["train"]["threads"] == 2
+
+
+def test_reused_out_with_another_config_keeps_the_groups_apart(tmp_path, capsys):
+    assert main([*SMOKE, "--tasks", "mqar", "--out", str(tmp_path)]) == 0
+    assert main([*SMOKE, "train.lr=0.03", "--tasks", "mqar", "--out", str(tmp_path)]) == 0
+    rows = read_jsonl(tmp_path / "results.jsonl")
+    assert len({r["group"] for r in rows}) == 2
+    table = (tmp_path / "table.md").read_text()
+    # Two rows of one seed each, told apart by a config column, the differing key listed below -
+    # never one row pooling lr 0.003 and lr 0.03 as "2 seeds".
+    lines = [line for line in table.splitlines() if line.startswith("| mqar | gateloop |")]
+    assert len(lines) == 2 and all("| 1 |" in line for line in lines), table
+    groups = sorted({r["group"][:6] for r in rows})
+    assert all(any(g in line for line in lines) for g in groups)
+    assert "train.lr=0.003" in table and "train.lr=0.03" in table
+
+
+def test_one_config_per_model_and_task_has_no_config_column(tmp_path):
+    assert main([*SMOKE, "--tasks", "mqar", "--seeds", "2", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "table.md").read_text()
+    assert "config" not in table.splitlines()[0] and "| 2 |" in table
+
+
+@pytest.mark.parametrize("content, reason", [("{\"run_id\": \"abc", "not valid JSON"), ("{}", "lacks"),
+                                             ("[1, 2]", "not a JSON object")])
+def test_corrupt_run_file_is_named_moved_aside_and_rerun(tmp_path, capsys, content, reason):
+    args = [*SMOKE, "--tasks", "mqar", "--out", str(tmp_path)]
+    assert main(args) == 0
+    (run_file,) = (tmp_path / "runs").glob("*.json")
+    good = json.loads(run_file.read_text())
+    run_file.write_text(content)
+    capsys.readouterr()
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if str(run_file) in line]
+    assert len(warnings) == 1 and reason in warnings[0] and ".corrupt-1" in warnings[0], captured.err
+    assert "0 already finished" in captured.out
+    assert (tmp_path / "runs" / f"{run_file.name}.corrupt-1").read_text() == content  # kept, not deleted
+    rerun = json.loads(run_file.read_text())
+    assert {k: v for k, v in rerun.items() if k != "wall_time"} == {k: v for k, v in good.items() if k != "wall_time"}
+
+
+def test_run_file_that_does_not_match_its_config_is_not_finished(tmp_path, capsys):
+    assert main([*SMOKE, "--tasks", "mqar", "--out", str(tmp_path)]) == 0
+    (run_file,) = (tmp_path / "runs").glob("*.json")
+    record = json.loads(run_file.read_text())
+    record["config"]["train"]["lr"] = 0.5  # e.g. edited by hand: the id no longer describes it
+    run_file.write_text(json.dumps(record))
+    assert load_records(tmp_path) == []
+    assert "does not match its config" in capsys.readouterr().err
+    assert (tmp_path / "runs" / f"{run_file.name}.corrupt-1").exists() and not run_file.exists()
+
+
+def test_length_band_is_the_tables_t_interval():
+    from studies.suite import length_intervals
+
+    rows = [{"task": "t", "label": "m", "metric": "accuracy", "length": length, "train_length": 8, "value": v}
+            for length, vals in ((8, (0.2, 0.5, 0.9)), (16, (0.1, 0.15, 0.4))) for v in vals]
+    frame = length_intervals(rows).set_index("length ×")
+    for multiplier, vals in ((1, (0.2, 0.5, 0.9)), (2, (0.1, 0.15, 0.4))):
+        mean, half = mean_ci(vals)
+        assert frame.loc[multiplier, "mean"] == pytest.approx(mean)
+        assert frame.loc[multiplier, "low"] == pytest.approx(mean - half)
+        assert frame.loc[multiplier, "high"] == pytest.approx(mean + half)
+
+
+def _without_wall_time(out) -> dict:
+    return {r["run_id"]: {k: v for k, v in r.items() if k != "wall_time"} for r in load_records(out)}
+
+
+def test_two_workers_give_the_same_runs_as_one(tmp_path):
+    args = [a for a in SMOKE if a not in ("--workers", "1")] + ["--tasks", "mqar,state_tracking"]
+    assert main([*args, "--workers", "1", "--out", str(tmp_path / "one")]) == 0
+    assert main([*args, "--workers", "2", "--out", str(tmp_path / "two")]) == 0
+    one, two = _without_wall_time(tmp_path / "one"), _without_wall_time(tmp_path / "two")
+    assert len(one) == 2 and one == two
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in open(f"/proc/{pid}/status").read().lower()
+    except FileNotFoundError:
+        return False
+
+
+def _wait_until_gone(pids: list[int], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pids if _running(pid)], "orphan processes left behind"
+
+
+def _children(pid: int) -> list[int]:
+    tasks = f"/proc/{pid}/task"
+    return [int(c) for t in os.listdir(tasks) for c in open(f"{tasks}/{t}/children").read().split()]
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task"), reason="needs Linux /proc to find workers")
+def test_ctrl_c_stops_every_worker_and_a_rerun_resumes(tmp_path):
+    cmd = [sys.executable, "-m", "studies", *[a for a in SMOKE if a not in ("--workers", "1")], "--workers", "2",
+           "--tasks", "mqar,state_tracking,memory_horizon", "--out", str(tmp_path)]
+    # A session of its own, so that the SIGINT goes to the whole group as a terminal's Ctrl-C does.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    runs = tmp_path / "runs"
+    deadline = time.monotonic() + 300
+    while not (runs.exists() and any(runs.glob("*.json"))):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "no run finished in time"
+        time.sleep(0.1)
+    workers = _children(proc.pid)
+    assert workers
+    os.killpg(proc.pid, signal.SIGINT)
+    stderr = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "rerun the same command to resume" in stderr
+    # Workers are joined before the command exits; multiprocessing's resource tracker ends at its EOF.
+    _wait_until_gone(workers)
+    assert not [p for p in runs.iterdir() if not p.name.endswith(".json")]  # no half-written temporaries
+    finished = {p.name: p.read_text() for p in runs.glob("*.json")}
+    assert 1 <= len(finished) < 3 and all(json.loads(t)["run_id"] for t in finished.values())
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert f"{len(finished)} already finished" in out
+    assert {p.name: p.read_text() for p in runs.glob("*.json") if p.name in finished} == finished
+    assert len(list(runs.glob("*.json"))) == 3

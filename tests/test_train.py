@@ -88,3 +88,27 @@ def test_run_id_depends_on_config_and_seed_only():
     assert a.run_id() == b.run_id()
     assert tiny_run(seed=1).run_id() != a.run_id()
     assert tiny_run(lr=2e-2).run_id() != a.run_id()
+
+
+def test_cpu_run_uses_its_configured_thread_count_and_restores_the_callers():
+    seen = []
+    before = torch.get_num_threads()
+    train(tiny_run(steps=2, warmup_steps=0, eval_every=1, test_size=8, threads=2),
+          on_eval=lambda record: seen.append(torch.get_num_threads()), progress=False)
+    assert seen == [2, 2]
+    assert torch.get_num_threads() == before
+
+
+def test_thread_count_is_part_of_the_stored_config_and_run_id():
+    # Thread count changes float reduction order, hence results: runs at other counts are other runs.
+    assert TrainConfig().threads == 1
+    assert tiny_run().to_dict()["train"]["threads"] == 1
+    assert tiny_run(threads=2).run_id() != tiny_run().run_id()
+    with pytest.raises(ValueError, match="threads=0 must be >= 1"):
+        TrainConfig(threads=0)
+
+
+def test_group_id_ignores_the_seed_only():
+    assert tiny_run(seed=1).group_id() == tiny_run().group_id()
+    assert tiny_run(lr=2e-2).group_id() != tiny_run().group_id()
+    assert tiny_run(threads=2).group_id() != tiny_run().group_id()
