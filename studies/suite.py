@@ -36,6 +36,7 @@ from studies.results import (fmt_mean_ci, human_count, markdown_table, mean_ci, 
                              write_jsonl)
 from studies.train import TrainResult, train
 from tasks import TASKS, make_task
+from tasks.shortcuts import floor
 
 
 def build_configs(
@@ -183,7 +184,7 @@ def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     cfg = record["config"]
     base = {
         "run_id": record["run_id"], "group": group_hash(cfg), "model": cfg["model"]["name"],
-        "task": cfg["task"]["name"], "seed": cfg["train"]["seed"], "train_length": cfg["task"]["seq_len"],
+        "task": cfg["task"]["name"], "task_metric": TASKS[cfg["task"]["name"]].metric, "seed": cfg["train"]["seed"], "train_length": cfg["task"]["seq_len"],
         "status": record["status"], "num_parameters": record["num_parameters"], "state_size": record["state_size"],
         "steps": record["steps"], "steps_to_target": record["steps_to_target"], "wall_time": record["wall_time"],
     }
@@ -195,6 +196,24 @@ def tidy_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
             # A diverged run has no final metrics: it scores 0, it is not dropped.
             rows.append({**base, "metric": metric, "length": length, "value": metrics.get(metric, 0.0)})
     return rows
+
+
+def with_floors(rows: list[dict[str, Any]], configs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of the task's own metric get `floor` and `floor_name`: the best no-solve baseline
+    (tasks.shortcuts) scored on exactly the held-out sets the group's runs were scored on (their seeds,
+    test size and length) — the level a model must beat to have learned anything."""
+    seeds: dict[str, set[int]] = {}
+    for r in rows:
+        seeds.setdefault(r["group"], set()).add(r["seed"])
+    out = []
+    for r in rows:
+        if r["metric"] == r["task_metric"]:
+            cfg = configs[r["group"]]
+            task = make_task(cfg["task"]["name"], **{k: v for k, v in cfg["task"].items() if k != "name"})
+            name, score, _ = floor(task, cfg["train"]["test_size"], tuple(sorted(seeds[r["group"]])), r["length"])
+            r = {**r, "floor": score, "floor_name": name}
+        out.append(r)
+    return out
 
 
 def _flat(config: dict[str, Any]) -> dict[str, str]:
@@ -228,13 +247,14 @@ def labelled(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def suite_table(rows: list[dict[str, Any]], configs: dict[str, dict[str, Any]] | None = None) -> str:
-    """Markdown: task, model, accuracy at each length (mean ± 95% CI over seeds), steps, time, size.
+    """Markdown: task, its metric, model, score at each length (mean ± 95% CI over seeds), the floor
+    (best no-solve baseline at the training length, where rows carry one), steps, time, size.
 
     One row per (task, model, config group). Where one (task, model) has several groups, a `config`
     column shows each group's short hash and a note under the table lists the keys they differ in
     (`configs`: group -> resolved config, from the stored runs).
     """
-    acc = [r for r in rows if r["metric"] == "accuracy"]
+    acc = [r for r in rows if r["metric"] == r["task_metric"]]
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in acc:
         groups.setdefault((r["task"], r["model"], r["group"]), []).append(r)
@@ -243,8 +263,8 @@ def suite_table(rows: list[dict[str, Any]], configs: dict[str, dict[str, Any]] |
         per_pair.setdefault((task, model), []).append(group)
     several = {pair: gs for pair, gs in per_pair.items() if len(gs) > 1}
     multipliers = sorted({r["length"] // r["train_length"] for r in acc})
-    header = ["task", "model", *(["config"] if several else []), *[f"acc @{m}×L" for m in multipliers], "seeds",
-              "steps to target", "wall s", "params", "state"]
+    header = ["task", "metric", "model", *(["config"] if several else []), *[f"score @{m}×L" for m in multipliers],
+              "floor @1×L", "seeds", "steps to target", "wall s", "params", "state"]
     body = []
     for (task, model, group), rs in sorted(groups.items()):
         cells = []
@@ -252,13 +272,15 @@ def suite_table(rows: list[dict[str, Any]], configs: dict[str, dict[str, Any]] |
             vals = [r["value"] for r in rs if r["length"] == m * r["train_length"]]
             cells.append(fmt_mean_ci(vals) if vals else "–")
         train_rows = [r for r in rs if r["length"] == r["train_length"]]
+        floor_cell = f"{train_rows[0]['floor']:.3f} ({train_rows[0]['floor_name']})" if "floor" in train_rows[0] else "–"
         reached = [r["steps_to_target"] for r in train_rows if r["steps_to_target"] is not None]
         steps = f"{sum(reached) / len(reached):.0f} ({len(reached)}/{len(train_rows)})" if reached else "–"
         wall = sum(r["wall_time"] for r in train_rows) / len(train_rows)
         diverged = sum(r["status"] == "diverged" for r in train_rows)
         seeds = f"{len(train_rows)}" + (f" ({diverged} diverged)" if diverged else "")
         config = [f"`{group[:6]}`" if (task, model) in several else ""] if several else []
-        body.append([task, model, *config, *cells, seeds, steps, f"{wall:.1f}",
+        metric = "seq. exact" if train_rows[0]["task_metric"] == "sequence_accuracy" else "token acc."
+        body.append([task, metric, model, *config, *cells, floor_cell, seeds, steps, f"{wall:.1f}",
                      human_count(train_rows[0]["num_parameters"]), human_count(train_rows[0]["state_size"])])
     table = markdown_table(header, body)
     if not several:
@@ -278,7 +300,7 @@ def length_intervals(rows: list[dict[str, Any]]):
     (a DataFrame with columns task, label, "length ×", mean, low, high, n)."""
     import pandas as pd
 
-    df = pd.DataFrame([r for r in rows if r["metric"] == "accuracy"])
+    df = pd.DataFrame([r for r in rows if r["metric"] == r["task_metric"]])
     df["length ×"] = df["length"] // df["train_length"]
     out = []
     for (task, label, multiple), part in df.groupby(["task", "label", "length ×"], sort=True):
@@ -292,14 +314,18 @@ def suite_figures(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.lines
     import matplotlib.patches
     import matplotlib.pyplot as plt
     import pandas as pd
     import seaborn as sns
 
     rows = labelled(rows)
-    df = pd.DataFrame([r for r in rows if r["metric"] == "accuracy"])
+    df = pd.DataFrame([r for r in rows if r["metric"] == r["task_metric"]])
     df["length ×"] = df["length"] // df["train_length"]
+    # The floor a model must beat, per task and length (one value per group; groups of a task share a
+    # test size in a suite, so the first is drawn).
+    floors = df.dropna(subset=["floor"]).groupby(["task", "length ×"])["floor"].first() if "floor" in df else None
     labels = sorted(df["label"].unique())
     palette = dict(zip(labels, sns.color_palette(n_colors=len(labels))))
     paths = []
@@ -316,11 +342,15 @@ def suite_figures(rows: list[dict[str, Any]], out: Path) -> list[Path]:
             x = i + width * (j - (len(part) - 1) / 2)
             ax.bar(x, bar["mean"], width, color=palette[bar["label"]], yerr=[[bar["mean"] - bar["low"]],
                    [bar["high"] - bar["mean"]]], capsize=3, error_kw={"lw": 1, "ecolor": "black"})
+        if floors is not None and (task, 1) in floors.index:
+            ax.hlines(floors[task, 1], i - 0.45, i + 0.45, colors="black", linestyles="--", lw=1.2)
     handles = [matplotlib.patches.Patch(color=palette[label], label=label) for label in labels]
+    if floors is not None:
+        handles.append(matplotlib.lines.Line2D([], [], color="black", ls="--", lw=1.2, label="best no-solve baseline"))
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     ax.set_xticks(range(len(tasks)), tasks)
-    ax.set(ylabel="held-out token accuracy", ylim=(0, 1.02),
-           title="Accuracy at the training length (mean, 95% t-interval over seeds)")
+    ax.set(ylabel="held-out score (each task's metric)", ylim=(0, 1.02),
+           title="Score at the training length (mean, 95% t-interval over seeds; dashed: floor)")
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     paths.append(out / "accuracy_by_task.png")
@@ -343,6 +373,9 @@ def suite_figures(rows: list[dict[str, Any]], out: Path) -> list[Path]:
                     continue
                 ax.plot(line["length ×"], line["mean"], marker="o", color=palette[label], label=label)
                 ax.fill_between(line["length ×"], line["low"], line["high"], color=palette[label], alpha=0.2, lw=0)
+            if floors is not None and task in floors.index.get_level_values(0):
+                line = floors[task].sort_index()
+                ax.plot(line.index, line.values, color="black", ls="--", lw=1.2, label="best no-solve baseline")
             ax.set(xscale="log", ylim=(0, 1.02), title=task)
             ax.set_xticks(multipliers, [f"{m}×" for m in multipliers])
             ax.minorticks_off()
@@ -350,9 +383,9 @@ def suite_figures(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         for ax in axes.flat[len(tasks):]:
             ax.set_visible(False)
         for ax in axes[:, 0]:
-            ax.set_ylabel("accuracy")
+            ax.set_ylabel("score (task's metric)")
         fig.supxlabel("evaluated length / training length")
-        fig.suptitle("Accuracy by evaluated length (mean, 95% t-interval over seeds)")
+        fig.suptitle("Score by evaluated length (mean, 95% t-interval over seeds; dashed: floor)")
         by_label = {n: h for ax in axes.flat for h, n in zip(*ax.get_legend_handles_labels())}
         fig.tight_layout(rect=(0, 0, 1 - 2 / (3.4 * cols + 2), 1))
         fig.legend(list(by_label.values()), list(by_label), loc="center left", fontsize=8, frameon=False,
@@ -366,9 +399,10 @@ def suite_figures(rows: list[dict[str, Any]], out: Path) -> list[Path]:
 def rebuild_reports(out: Path) -> str:
     """Rebuild results.jsonl, table.md and figures from DIR/runs alone."""
     records = load_records(out)
-    rows = [row for record in records for row in tidy_rows(record)]
+    configs = {group_hash(r["config"]): r["config"] for r in records}
+    rows = with_floors([row for record in records for row in tidy_rows(record)], configs)
     write_jsonl(out / "results.jsonl", rows)
-    table = suite_table(rows, {group_hash(r["config"]): r["config"] for r in records})
+    table = suite_table(rows, configs)
     write_atomic(out / "table.md", table)
     suite_figures(rows, out)
     return table

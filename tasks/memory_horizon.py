@@ -298,9 +298,11 @@ class MemoryHorizon(Task):
                 out[:, t] = torch.where((prev == self.QUERY_TOKEN) & keep, value, self.NONE)
         return out
 
-    def _reset_position(self, inputs: Tensor, threshold: int) -> Tensor:
-        """The `reset_position` rule at threshold x (see `shortcuts`)."""
-        latest = self._recall(inputs, window=None, resets=False, positions=True)  # (B, L) write position or -1
+    def _reset_position(self, inputs: Tensor, threshold: int, latest: Tensor | None = None) -> Tensor:
+        """The `reset_position` rule at threshold x (see `shortcuts`); `latest` (B, L), the queried key's
+        latest write position (resets ignored, -1 elsewhere), is computed if not given."""
+        if latest is None:
+            latest = self._recall(inputs, window=None, resets=False, positions=True)
         first, middle, block, _ = self._regions()
         tail = torch.arange(inputs.shape[1], device=inputs.device) > 2 * (first + middle + block)
         value = latest.clamp(min=0) + 1
@@ -320,9 +322,10 @@ def _position_threshold(task: MemoryHorizon) -> int:
     """The threshold x of the `reset_position` rule with the best sequence accuracy on a fixed
     reference sample (1024 rows, its own seed): the strongest version of that rule."""
     batch = task.sample(1024, torch.Generator().manual_seed(0))
+    latest = task._recall(batch.inputs, window=None, resets=False, positions=True)
 
     def score(x: int) -> float:
-        pred = task._reset_position(batch.inputs, x)
+        pred = task._reset_position(batch.inputs, x, latest)
         return (~((pred != batch.targets) & batch.scored).any(dim=1)).float().mean().item()
 
     return max(range(task.seq_len // 2 + 1), key=score)

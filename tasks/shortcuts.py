@@ -105,9 +105,13 @@ def _concat(batches: list[Batch]) -> Batch:
     return Batch(torch.cat([b.inputs for b in batches]), torch.cat([b.targets for b in batches]))
 
 
-def held_out_batch(task: Task, test_size: int, seeds: tuple[int, ...] = AUDIT_SEEDS) -> Batch:
-    """The held-out sets of `TaskData(task, seed, test_size)` for each seed, as one batch."""
-    return _concat([TaskData(task, seed, test_size).test for seed in seeds])
+def held_out_batch(task: Task, test_size: int, seeds: tuple[int, ...] = AUDIT_SEEDS,
+                   seq_len: int | None = None) -> Batch:
+    """The held-out sets of `TaskData(task, seed, test_size)` for each seed, as one batch: at the
+    training length its test set, at another `seq_len` the held-out set a run is evaluated on there."""
+    if seq_len is None or seq_len == task.seq_len:
+        return _concat([TaskData(task, seed, test_size).test for seed in seeds])
+    return _concat([TaskData(task, seed, test_size).test_at_length(seq_len, test_size) for seed in seeds])
 
 
 def audit(task: Task, batch: Batch) -> AuditRow:
@@ -126,10 +130,13 @@ def best_baseline(task: Task, batch: Batch) -> tuple[str, float]:
 
 
 @functools.cache
-def floor(task: Task, test_size: int, seeds: tuple[int, ...] = AUDIT_SEEDS) -> tuple[str, float, str]:
+def floor(task: Task, test_size: int, seeds: tuple[int, ...] = AUDIT_SEEDS,
+          seq_len: int | None = None) -> tuple[str, float, str]:
     """(best baseline's name, its score, the metric) on the test sets a suite run of `task` with
-    `test_size` evaluates on, one per seed. Cached: tasks are frozen, so equal configs share it."""
-    name, score = best_baseline(task, held_out_batch(task, test_size, seeds))
+    `test_size` evaluates on, one per seed — at the training length, or at `seq_len` with the baselines
+    of the task posed there. Cached: tasks are frozen, so equal configs share it."""
+    at = task if seq_len is None else task.at_length(seq_len)
+    name, score = best_baseline(at, held_out_batch(task, test_size, seeds, seq_len))
     return name, score, task.metric
 
 

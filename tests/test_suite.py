@@ -22,7 +22,7 @@ SMOKE = ["suite", "--model", "gateloop", "--preset", "smoke", "--quiet", "--work
 def test_smoke_suite_writes_table_results_and_figures(tmp_path, capsys):
     assert main([*SMOKE, "--tasks", "mqar,state_tracking", "--out", str(tmp_path)]) == 0
     table = (tmp_path / "table.md").read_text()
-    assert "| mqar | gateloop |" in table and "| state_tracking | gateloop |" in table
+    assert "| mqar | token acc. | gateloop |" in table and "| state_tracking | token acc. | gateloop |" in table
     rows = read_jsonl(tmp_path / "results.jsonl")
     # 2 tasks × 2 lengths (L, 2L) × 2 metrics, each row carrying the sizes the fairness rules require.
     assert len(rows) == 8
@@ -30,7 +30,13 @@ def test_smoke_suite_writes_table_results_and_figures(tmp_path, capsys):
     assert all(r["num_parameters"] > 0 and r["state_size"] > 0 for r in rows)
     assert (tmp_path / "accuracy_by_task.png").stat().st_size > 0
     assert (tmp_path / "accuracy_by_length.png").stat().st_size > 0
-    assert "| task | model |" in capsys.readouterr().out
+    assert "| task | metric | model |" in capsys.readouterr().out
+    # Every score is read against its floor: the task's own metric rows carry the best no-solve
+    # baseline on the very test sets the runs were scored on, and the table shows it.
+    floored = [r for r in rows if r["metric"] == r["task_metric"]]
+    assert floored and all(0 <= r["floor"] <= 1 and r["floor_name"] for r in floored)
+    assert all("floor" not in r for r in rows if r["metric"] != r["task_metric"])
+    assert "| floor @1×L |" in table.splitlines()[0]
 
 
 def test_rerun_skips_finished_runs(tmp_path, capsys):
@@ -151,7 +157,7 @@ def test_reused_out_with_another_config_keeps_the_groups_apart(tmp_path, capsys)
     table = (tmp_path / "table.md").read_text()
     # Two rows of one seed each, told apart by a config column, the differing key listed below -
     # never one row pooling lr 0.003 and lr 0.03 as "2 seeds".
-    lines = [line for line in table.splitlines() if line.startswith("| mqar | gateloop |")]
+    lines = [line for line in table.splitlines() if line.startswith("| mqar | token acc. | gateloop |")]
     assert len(lines) == 2 and all("| 1 |" in line for line in lines), table
     groups = sorted({r["group"][:6] for r in rows})
     assert all(any(g in line for line in lines) for g in groups)
@@ -197,7 +203,7 @@ def test_run_file_that_does_not_match_its_config_is_not_finished(tmp_path, capsy
 def test_length_band_is_the_tables_t_interval():
     from studies.suite import length_intervals
 
-    rows = [{"task": "t", "label": "m", "metric": "accuracy", "length": length, "train_length": 8, "value": v}
+    rows = [{"task": "t", "label": "m", "metric": "accuracy", "task_metric": "accuracy", "length": length, "train_length": 8, "value": v}
             for length, vals in ((8, (0.2, 0.5, 0.9)), (16, (0.1, 0.15, 0.4))) for v in vals]
     frame = length_intervals(rows).set_index("length ×")
     for multiplier, vals in ((1, (0.2, 0.5, 0.9)), (2, (0.1, 0.15, 0.4))):
