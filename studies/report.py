@@ -30,6 +30,7 @@ import optuna
 from optuna.trial import TrialState
 from scipy import stats
 
+from studies.checks import check_out_dir, check_storage_url
 from studies.results import bootstrap_ci, human_count, markdown_table, write_atomic, write_jsonl
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -296,14 +297,22 @@ def report_markdown(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[st
 
 def build_report(storage: str | optuna.storages.BaseStorage, prefix: str, out: str | Path,
                  reference: str = "gateloop") -> str:
-    """Write report.md, trials.jsonl, confirm.jsonl and the figures to `out`; return the Markdown."""
+    """Write report.md, trials.jsonl, confirm.jsonl and the figures to `out`; return the Markdown.
+
+    Raises ValueError (before writing anything) if there is nothing under `prefix` or `reference` is
+    not one of the reported models.
+    """
     if isinstance(storage, str):
         storage = open_report_storage(storage)
     trial_rows, confirm_rows = load_rows(storage, prefix)
     if not trial_rows and not confirm_rows:
-        raise SystemExit(f"no studies named {prefix}/<task>/<model> in the storage; "
+        raise ValueError(f"no studies named {prefix}/<task>/<model> in the storage; "
                          f"found: {sorted(optuna.get_all_study_names(storage))}")
-    out = Path(out)
+    models = sorted({r["model"] for r in trial_rows} | {r["model"] for r in confirm_rows})
+    if reference not in models:
+        raise ValueError(f"--reference {reference!r} is not a model of the studies {prefix}/*; "
+                         f"models: {', '.join(models)}")
+    out = check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     text = report_markdown(trial_rows, confirm_rows, prefix, reference)
     write_atomic(out / "report.md", text)
@@ -314,11 +323,8 @@ def build_report(storage: str | optuna.storages.BaseStorage, prefix: str, out: s
 
 
 def open_report_storage(url: str) -> optuna.storages.RDBStorage:
-    from studies.tune import with_driver  # here, not at the top: reading a report needs no torch import
-
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///").split("?")[0]).exists():
-        raise SystemExit(f"no storage at {url}: the SQLite file does not exist (did `testbed tune` write elsewhere?)")
-    return optuna.storages.RDBStorage(with_driver(url))
+    """The storage of existing studies: an SQLite URL must name an existing file (nothing is created)."""
+    return optuna.storages.RDBStorage(check_storage_url(url, must_exist=True))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -326,11 +332,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study-prefix", default="tune", help="report the studies named PREFIX/TASK/MODEL")
     parser.add_argument("--out", default=None, help="output directory (default: runs/report-<prefix>)")
     parser.add_argument("--reference", default="gateloop", help="model every other model is tested against")
+    parser.add_argument("--verbose", action="store_true", help="Optuna's INFO log lines (default: warnings only)")
 
 
 def run(args: argparse.Namespace) -> int:
+    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.WARNING)
     out = Path(args.out or f"runs/report-{re.sub(r'[^A-Za-z0-9_.-]+', '_', args.study_prefix)}")
-    print(build_report(args.storage, args.study_prefix, out, args.reference))
+    try:
+        check_out_dir(out)
+        storage = open_report_storage(args.storage)
+        text = build_report(storage, args.study_prefix, out, args.reference)
+    except ValueError as e:
+        raise SystemExit(f"testbed report: {e}") from None
+    print(text)
     print(f"report: {out / 'report.md'}, figures: {out}/*.png")
     return 0
 

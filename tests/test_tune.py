@@ -222,11 +222,40 @@ def test_refuses_a_study_made_with_another_search_space(storage, monkeypatch):
         tune.tune_models(TASK, ["attention"], 2, storage, prefix="v", preset="smoke", overrides=TINY, progress=False)
     # Other preset overrides change the base config: refused as well; the same ones reordered are not.
     tune.tune_models(TASK, ["attention"], 1, storage, prefix="w", preset="smoke", overrides=TINY, progress=False)
-    with pytest.raises(SystemExit, match="base_config"):
+    # The refusal names each differing key with both values, not two truncated configs.
+    with pytest.raises(SystemExit, match=r"another base_config \(base_config\.train\.grad_clip: stored 1\.0, "
+                                         r"this command 0\.5\)"):
         tune.tune_models(TASK, ["attention"], 1, storage, prefix="w", preset="smoke",
                          overrides=[*TINY, "train.grad_clip=0.5"], progress=False)
     tune.tune_models(TASK, ["attention"], 1, storage, prefix="w", preset="smoke", overrides=TINY[::-1],
                      progress=False)
+
+
+def test_studies_name_their_metric_also_when_reopened(storage, monkeypatch):
+    monkeypatch.setattr(tune, "train", FakeTrain())
+    study = tune.tune_models(TASK, ["attention"], 1, storage, prefix="m", preset="smoke", overrides=TINY,
+                             progress=False)["attention"]
+    assert optuna.load_study(study_name=study.study_name, storage=storage).metric_names == ["accuracy"]
+    tune.confirm(TASK, ["attention"], storage, prefix="m", seeds=1, progress=False)
+    confirm_study = optuna.load_study(study_name=f"m/{TASK}/attention/confirm", storage=storage)
+    assert confirm_study.metric_names == ["accuracy"]
+    # A study made before metric names were stored gets its name when a worker opens it.
+    old = optuna.create_study(storage=storage, study_name=f"old/{TASK}/attention", direction="maximize")
+    assert old.metric_names is None
+    tune.tune_models(TASK, ["attention"], 1, storage, prefix="old", preset="smoke", overrides=TINY, progress=False)
+    assert optuna.load_study(study_name=old.study_name, storage=storage).metric_names == ["accuracy"]
+
+
+def test_optuna_logs_warnings_only_unless_verbose(tmp_path):
+    from studies import cli
+
+    argv = ["tune", "--task", TASK, "--models", "attention", "--trials", "0", "--out", str(tmp_path)]
+    for extra, level in (([], optuna.logging.WARNING), (["--verbose"], optuna.logging.INFO)):
+        optuna.logging.set_verbosity(optuna.logging.DEBUG)
+        with pytest.raises(SystemExit):
+            cli.main(argv + extra)
+        assert optuna.logging.get_verbosity() == level
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 # ------------------------------------------------------------------------------------ confirm + report
