@@ -19,11 +19,10 @@ finished trials before it: no study ends with more than N, and workers keep goin
 Crash safety. Heartbeats are on (`--heartbeat-interval`, `--grace-period`): a RUNNING trial whose
 heartbeat is older than the grace period (its worker was killed) is failed by whichever worker looks
 next and re-queued as a WAITING trial with the same parameters (at most MAX_RETRY times); FAIL never
-counts. Rerunning the command resumes. A diverged run is COMPLETE with the worst value, 0.0, and user
-attr status=diverged: it counts against the model. Known gap: a worker killed in the milliseconds
-between creating a trial and storing its first heartbeat leaves a RUNNING trial that no heartbeat
-check will ever fail (Optuna ignores trials without a heartbeat); it holds its slot until failed by
-hand (`optuna.load_study(...)._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)`).
+counts. So is a RUNNING trial with no heartbeat at all that started over a grace period ago: its
+worker was killed between creating it and storing the first heartbeat (Optuna's own check skips such
+trials, which would otherwise hold their slot forever). Rerunning the command resumes. A diverged run
+is COMPLETE with the worst value, 0.0, and user attr status=diverged: it counts against the model.
 
 Final evaluation (`--final-seeds S`, default 5; 0 skips it, `confirm()` runs it alone): the best
 trial's configuration is re-trained with seeds 1000..1000+S-1, disjoint from the tuning seeds
@@ -41,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy
 import sqlalchemy.exc
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
@@ -233,10 +234,44 @@ def seed_taken_before(trials: Sequence[FrozenTrial], number: int, seed: int) -> 
 
 
 def _reap(study: optuna.Study) -> None:
-    """Fail RUNNING trials of dead workers now (their heartbeat is older than the grace period)."""
+    """Fail RUNNING trials of dead workers now and re-queue them (at most MAX_RETRY times).
+
+    Dead means: its heartbeat is older than the grace period (Optuna's check), or it never stored a
+    heartbeat and started longer than the grace period ago — its worker died between creating the
+    trial and the first heartbeat, a trial Optuna's check skips and that would hold its slot forever.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+        storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache wrapper
+        if not isinstance(storage, optuna.storages.RDBStorage) or storage.heartbeat_interval is None:
+            return
+        grace = storage.grace_period or 2 * storage.heartbeat_interval  # Optuna's default, the same rule
+        for trial_id in _heartbeatless_trial_ids(storage, study, grace):
+            try:
+                if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker failed it first (or it finished after all)
+            callback = storage.get_heartbeat_stale_trial_callback()
+            if callback is not None:
+                callback(study, storage.get_trial(trial_id))
+
+
+def _heartbeatless_trial_ids(storage: optuna.storages.RDBStorage, study: optuna.Study, grace: int) -> list[int]:
+    """RUNNING trials started over `grace` seconds ago that have no heartbeat row."""
+    # datetime_start is the creating worker's local clock: clocks of machines sharing one storage
+    # must agree to well within the grace period (NTP does), as for any wall-clock timeout.
+    old = datetime.datetime.now() - datetime.timedelta(seconds=grace)
+    candidates = [t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                  if t.datetime_start is not None and t.datetime_start < old]
+    if not candidates:
+        return []
+    query = sqlalchemy.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(
+        sqlalchemy.bindparam("ids", expanding=True))
+    with storage.engine.connect() as connection:
+        beating = {row[0] for row in connection.execute(query, {"ids": candidates})}
+    return [i for i in candidates if i not in beating]
 
 
 def _jsonable(obj: Any) -> Any:

@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -256,6 +257,39 @@ def test_optuna_logs_warnings_only_unless_verbose(tmp_path):
             cli.main(argv + extra)
         assert optuna.logging.get_verbosity() == level
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+_DIE_BEFORE_HEARTBEAT = """
+import os, signal, sys
+from studies import tune
+storage = tune.open_storage(sys.argv[1], heartbeat_interval=1, grace_period=2)
+study, _, _ = tune.open_tuning_study(storage, "gap", "mqar", "attention", "smoke", sys.argv[2:], trials=2)
+study.ask()  # what Study.optimize does first: a RUNNING trial, before its heartbeat thread starts
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_worker_killed_before_its_first_heartbeat_frees_the_slot(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    victim = subprocess.run([sys.executable, "-c", _DIE_BEFORE_HEARTBEAT, url, *TINY], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert victim.returncode == -9, victim.stderr[-2000:]
+    storage = tune.open_storage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.load_study(study_name=f"gap/{TASK}/attention", storage=storage)
+    (orphan,) = study.get_trials()
+    assert orphan.state == TrialState.RUNNING
+    tune._reap(study)
+    assert study.get_trials()[0].state == TrialState.RUNNING  # younger than the grace period: may be alive
+    time.sleep(2.5)
+    tune._reap(study)
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL
+    assert [t.state for t in trials[1:]] == [TrialState.WAITING] and trials[1].system_attrs["failed_trial"] == 0
+    # The freed slot is used: the study ends with exactly its budget, the orphan not among them.
+    monkeypatch.setattr(tune, "train", FakeTrain())
+    study = tune.tune_models(TASK, ["attention"], 2, storage, prefix="gap", preset="smoke", overrides=TINY,
+                             progress=False)["attention"]
+    assert len(finished(study)) == 2 and 0 not in [t.number for t in finished(study)]
 
 
 # ------------------------------------------------------------------------------------ confirm + report
