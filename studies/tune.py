@@ -477,11 +477,15 @@ class _Job:
                   f"worker={_worker()}", flush=True)
 
 
-class _HideSurplusTracebacks(logging.Filter):
-    """Optuna logs every FAIL with a traceback; a refused surplus trial is routine, and reported above."""
+class _QuietRoutineFailures(logging.Filter):
+    """Optuna logs every FAIL with a traceback. A refused surplus trial is routine (reported above):
+    no log line; a trial stopped by Ctrl-C keeps Optuna's one line, without the traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "SurplusTrial" not in record.getMessage()
+        message = record.getMessage()
+        if "KeyboardInterrupt" in message:
+            record.exc_info, record.exc_text = None, None
+        return "SurplusTrial" not in message
 
 
 def _tuning_state(budget: int) -> Callable[[list[FrozenTrial]], str]:
@@ -509,8 +513,8 @@ def work(jobs: Sequence[_Job], poll: float = POLL_SECONDS) -> None:
     """Run trials of the first study with a free slot until every study is done; wait while slots are
     held by trials running on other workers (one of them may yet fail and free its slot)."""
     optimize_logger = logging.getLogger("optuna.study._optimize")
-    if not any(isinstance(f, _HideSurplusTracebacks) for f in optimize_logger.filters):
-        optimize_logger.addFilter(_HideSurplusTracebacks())
+    if not any(isinstance(f, _QuietRoutineFailures) for f in optimize_logger.filters):
+        optimize_logger.addFilter(_QuietRoutineFailures())
     announced = False
     while True:
         states = [job.state() for job in jobs]
@@ -703,6 +707,14 @@ def run(args: argparse.Namespace) -> int:
         url = storage_url(args.storage, args.out)
     except (ValueError, TypeError) as e:
         raise SystemExit(f"testbed tune: {e}") from None
+    try:
+        return _tune_and_confirm(args, models, configs, url)
+    except KeyboardInterrupt:
+        raise SystemExit("testbed tune: interrupted (a trial it was running is failed and does not count); "
+                         "rerun the same command to resume") from None
+
+
+def _tune_and_confirm(args: argparse.Namespace, models: list[str], configs: list[RunConfig], url: str) -> int:
     storage = open_storage(url, args.heartbeat_interval, args.grace_period)
     print("resolved base config of the first model (each study stores its own):")
     print(json.dumps(configs[0].to_dict(), indent=1, default=str), flush=True)

@@ -32,7 +32,12 @@ from studies.checks import check_device, check_out_dir
 from studies.report import build_report
 from studies.tune import confirm, open_storage, set_optuna_verbosity, storage_url, tune_models
 
-STOP_SECONDS = 30  # how long stopped workers get to fail their running trials before they are killed
+# Stopping a worker: SIGTERM, repeated every RESTOP_SECONDS while it lives (a KeyboardInterrupt raised
+# inside a finaliser is swallowed by Python, so one signal can be lost), SIGKILL after STOP_SECONDS.
+# Failing the running trial takes milliseconds; a killed worker's trial is failed by the rerun's
+# heartbeat check.
+RESTOP_SECONDS = 2.0
+STOP_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -93,8 +98,10 @@ def run_pool(experiment: Experiment, storage_url: str, out: Path, workers: int, 
     """`workers` processes each running `run_experiment` on the same storage; the report when all are done.
 
     Each worker is `python -m studies.experiments.headline --worker-of JSON`, in its own process group
-    so that a terminal's Ctrl-C reaches this process only, which then stops every worker exactly once
-    (SIGINT: a worker fails its running trial and exits). A worker that fails stops the others.
+    so that a terminal's Ctrl-C reaches this process only, which then stops every worker exactly once.
+    It stops them with SIGTERM: a worker still starting up dies quietly (it holds no trial yet), a
+    running one turns it into KeyboardInterrupt, fails its running trial and exits. SIGTERM to this
+    process stops the workers the same way. A worker that fails stops the others.
     """
     command = [sys.executable, "-m", "studies.experiments.headline", "--storage", storage_url, "--out", str(out),
                "--worker-of", json.dumps(dataclasses.asdict(experiment)), "--quiet"]
@@ -105,6 +112,7 @@ def run_pool(experiment: Experiment, storage_url: str, out: Path, workers: int, 
     # One intra-op thread per worker: N single-threaded runs beat one N-threaded run, and the thread
     # count changes numbers (DESIGN §6).
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    signal.signal(signal.SIGTERM, _interrupt)
     procs = [subprocess.Popen(command, env=env, process_group=0) for _ in range(workers)]
     print(f"headline: {workers} workers (pids {[p.pid for p in procs]}) on {storage_url}", flush=True)
     try:
@@ -127,16 +135,18 @@ def run_pool(experiment: Experiment, storage_url: str, out: Path, workers: int, 
 
 
 def stop_workers(procs: list[subprocess.Popen], timeout: float = STOP_SECONDS) -> None:
-    """SIGINT every live worker, wait up to `timeout` seconds for all, then SIGKILL what is left."""
+    """SIGTERM every live worker (again every RESTOP_SECONDS), SIGKILL what is left after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        end = min(deadline, time.monotonic() + RESTOP_SECONDS)
+        while any(p.poll() is None for p in procs) and time.monotonic() < end:
+            time.sleep(0.05)
     for p in procs:
         if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()  # a killed worker's trial is failed later by the heartbeat check
+            p.kill()
             p.wait()
 
 
@@ -167,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
         experiment = Experiment(**{k: tuple(v) if isinstance(v, list) else v
                                    for k, v in json.loads(args.worker_of).items()})
         _one_thread_on_cpu(args.device)
+        signal.signal(signal.SIGTERM, _interrupt)  # how run_pool stops its workers
+        sys.unraisablehook = _drop_lost_interrupts
         try:
             run_experiment(experiment, url, out, args.device, progress=False, report=False)
         except KeyboardInterrupt:
@@ -180,6 +192,25 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(run_pool(HEADLINE, url, out, workers, args.device, args.verbose))
     return 0
+
+
+_interrupted_at: float | None = None
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM -> KeyboardInterrupt, so that Optuna fails the running trial. A repeated signal within
+    RESTOP_SECONDS is ignored: it would break that clean-up; a later one means the first was lost."""
+    global _interrupted_at
+    now = time.monotonic()
+    if _interrupted_at is None or now - _interrupted_at > RESTOP_SECONDS:
+        _interrupted_at = now
+        raise KeyboardInterrupt
+
+
+def _drop_lost_interrupts(unraisable: sys.UnraisableHookArgs) -> None:
+    """A KeyboardInterrupt that landed in a finaliser is lost (and re-sent); don't print its traceback."""
+    if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
 
 
 def _one_thread_on_cpu(device: str | None) -> None:
