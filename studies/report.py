@@ -212,52 +212,83 @@ def figures(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in trial_rows} | {r["model"] for r in confirm_rows},
+                    key=lambda m: (m != reference, m))
+    made = []
+    if confirm_rows:
+        made.append(("accuracy_by_model.png", accuracy_figure(confirm_rows, models)))
+    if any(r["finished_index"] is not None for r in trial_rows):
+        made.append(("optimization_history.png", history_figure(trial_rows, models).figure))
+        made.append(("best_so_far.png", best_so_far_figure(trial_rows, models).figure))
+    paths = []
+    for name, fig in made:
+        paths.append(out / name)
+        # "tight" grows the saved area to every artist: a title or legend wider than the axes (one
+        # task, two models) is not clipped.
+        fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
+        plt.close(fig)
+    return paths
+
+
+def accuracy_figure(confirm_rows: list[dict[str, Any]], models: list[str]):
+    """Confirmed accuracy per task and model: bars with 95 % CIs, the seeds as dots."""
+    import matplotlib.pyplot as plt
     import pandas as pd
     import seaborn as sns
 
-    paths = []
-    models = sorted({r["model"] for r in trial_rows} | {r["model"] for r in confirm_rows},
-                    key=lambda m: (m != reference, m))
-    if confirm_rows:
-        df = pd.DataFrame(confirm_rows)
-        fig, ax = plt.subplots(figsize=(2.5 + 0.6 * df["task"].nunique() * len(models), 4))
-        sns.barplot(data=df, x="task", y="accuracy", hue="model", hue_order=models, errorbar=("ci", 95), seed=0,
-                    alpha=0.6, ax=ax)
-        sns.stripplot(data=df, x="task", y="accuracy", hue="model", hue_order=models, dodge=True, legend=False,
-                      size=4, palette={m: "black" for m in models}, ax=ax)
-        ax.set(ylim=(0, 1.02), ylabel="held-out token accuracy", title="Best config re-trained: mean, 95% CI, seeds")
-        ax.legend(title="model", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        fig.tight_layout()
-        paths.append(out / "accuracy_by_model.png")
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+    df = pd.DataFrame(confirm_rows)
+    fig, ax = plt.subplots(figsize=(2.5 + 0.6 * df["task"].nunique() * len(models), 4))
+    sns.barplot(data=df, x="task", y="accuracy", hue="model", hue_order=models, errorbar=("ci", 95), seed=0,
+                alpha=0.6, ax=ax)
+    sns.stripplot(data=df, x="task", y="accuracy", hue="model", hue_order=models, dodge=True, legend=False,
+                  size=4, palette={m: "black" for m in models}, ax=ax)
+    ax.set(ylim=(0, 1.02), ylabel="held-out token accuracy", title="Best config re-trained: mean, 95% CI, seeds")
+    ax.legend(title="model", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
 
-    finished = [r for r in trial_rows if r["finished_index"] is not None]
-    if finished:
-        df = pd.DataFrame(finished)
-        df["outcome"] = np.where(df["status"] == "diverged", "diverged", df["state"].str.lower())
-        df["value"] = df["value"].fillna(0.0)
-        df["best so far"] = df.groupby(["task", "model"])["value"].cummax()
-        grid = sns.relplot(data=df, x="finished_index", y="value", hue="outcome", col="model", row="task",
-                           col_order=[m for m in models if m in set(df["model"])],
-                           height=2.6, aspect=1.2, facet_kws={"sharex": False})
-        for (task, model), ax in grid.axes_dict.items():  # keys are (row, col) = (task, model)
-            part = df[(df["task"] == task) & (df["model"] == model)]
-            ax.step(part["finished_index"], part["best so far"], where="post", color="black", lw=1)
-        grid.set_axis_labels("finished trial", "held-out accuracy")
-        paths.append(out / "optimization_history.png")
-        grid.savefig(paths[-1], dpi=120)
-        plt.close(grid.figure)
 
-        curves = pd.DataFrame(best_so_far_rows(trial_rows))
-        grid = sns.relplot(data=curves, x="trials", y="accuracy", hue="model", style="curve", col="task",
-                           hue_order=[m for m in models if m in set(curves["model"])],
-                           kind="line", height=3, aspect=1.3, col_wrap=min(3, curves["task"].nunique()))
-        grid.set_axis_labels("finished trials", "best held-out accuracy")
-        paths.append(out / "best_so_far.png")
-        grid.savefig(paths[-1], dpi=120)
-        plt.close(grid.figure)
-    return paths
+def history_figure(trial_rows: list[dict[str, Any]], models: list[str]):
+    """Every finished trial's value (by outcome) and the best so far, one panel per (task, model)."""
+    import pandas as pd
+    import seaborn as sns
+
+    df = pd.DataFrame([r for r in trial_rows if r["finished_index"] is not None])
+    df["outcome"] = np.where(df["status"] == "diverged", "diverged", df["state"].str.lower())
+    df["value"] = df["value"].fillna(0.0)
+    df["best so far"] = df.groupby(["task", "model"])["value"].cummax()
+    grid = sns.relplot(data=df, x="finished_index", y="value", hue="outcome", col="model", row="task",
+                       col_order=[m for m in models if m in set(df["model"])],
+                       height=2.6, aspect=1.2, facet_kws={"sharex": False})
+    for (task, model), ax in grid.axes_dict.items():  # keys are (row, col) = (task, model)
+        part = df[(df["task"] == task) & (df["model"] == model)]
+        ax.step(part["finished_index"], part["best so far"], where="post", color="black", lw=1)
+    grid.set_axis_labels("finished trial", "held-out accuracy")
+    _integer_x_ticks(grid)
+    return grid
+
+
+def best_so_far_figure(trial_rows: list[dict[str, Any]], models: list[str]):
+    """Best accuracy after n finished trials and its expectation over orderings, one panel per task."""
+    import pandas as pd
+    import seaborn as sns
+
+    curves = pd.DataFrame(best_so_far_rows(trial_rows))
+    grid = sns.relplot(data=curves, x="trials", y="accuracy", hue="model", style="curve", col="task",
+                       hue_order=[m for m in models if m in set(curves["model"])],
+                       kind="line", height=3, aspect=1.3, col_wrap=min(3, curves["task"].nunique()))
+    grid.set_axis_labels("finished trials", "best held-out accuracy")
+    _integer_x_ticks(grid)
+    return grid
+
+
+def _integer_x_ticks(grid) -> None:
+    """Trials are counted: no tick at 1.5 trials (matplotlib's default with 2 or 3 trials)."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in grid.axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 # ---------------------------------------------------------------------------------------------- entry

@@ -331,6 +331,35 @@ def test_confirm_and_report_from_storage_only(storage, tmp_path, monkeypatch):
     assert len(read_jsonl(out / "trials.jsonl")) == 6
 
 
+def test_report_figures_with_one_task_and_few_trials(storage, tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(tune, "train", FakeTrain())
+    models = ["gateloop", "attention"]
+    tune.tune_models(TASK, models, 2, storage, prefix="f", preset="smoke", overrides=TINY, progress=False)
+    tune.confirm(TASK, models, storage, prefix="f", seeds=2, progress=False)
+    out = tmp_path / "report"
+    report_mod.build_report(storage, "f", out)
+    # The title of the accuracy figure is wider than its one-task axes: the image holds all of it.
+    fig = plt.figure(dpi=120)
+    title = fig.text(0, 0, "Best config re-trained: mean, 95% CI, seeds", fontsize=plt.rcParams["axes.titlesize"])
+    fig.canvas.draw()
+    assert matplotlib.image.imread(out / "accuracy_by_model.png").shape[1] >= title.get_window_extent().width
+    plt.close(fig)
+    # Two trials: ticks at whole trials only, not 1.2, 1.4, ...
+    trial_rows, _ = report_mod.load_rows(storage, "f")
+    for grid in (report_mod.history_figure(trial_rows, models), report_mod.best_so_far_figure(trial_rows, models)):
+        grid.figure.canvas.draw()
+        for ax in grid.axes.flat:
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        plt.close(grid.figure)
+
+
 def test_statistics_helpers():
     assert report_mod.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     adjusted = report_mod.holm([0.2, math.nan, 0.01])
