@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from studies.checks import check_storage_url
 from studies.config import RunConfig
 from studies.experiments.ablations import ABLATION_TASKS, ABLATIONS
 from studies.presets import get_preset
@@ -237,6 +238,11 @@ def run(args: argparse.Namespace) -> int:
     tasks = args.tasks.split(",") if args.tasks else [t for t in ABLATION_TASKS if t in preset.tasks]
     if args.seeds < 1:
         raise SystemExit(f"--seeds={args.seeds} must be >= 1")
+    if args.lr_from_storage:
+        try:
+            args.lr_from_storage = check_storage_url(args.lr_from_storage, "--lr-from-storage", must_exist=True)
+        except ValueError as e:
+            raise SystemExit(f"testbed ablate: {e}") from None
     lr_by_task = tuned_learning_rates(args.lr_from_storage, args.lr_study_prefix, tasks) if args.lr_from_storage else None
     try:
         labelled = build_ablation_configs(ablations, tasks, args.preset, args.seeds, args.overrides, args.device, lr_by_task)

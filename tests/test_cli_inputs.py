@@ -101,6 +101,10 @@ def test_storage_url_refused_by_every_command_before_anything_is_created(tmp_pat
         assert (expected if url != missing else "no SQLite file") in \
             refusal(["report", "--storage", url, "--out", str(tmp_path / "r")])
     nothing_created(tmp_path, before)
+    for url, expected in [("notadb://", "unknown database dialect"), (missing, "no SQLite file")]:
+        assert f"--lr-from-storage {url!r}" in refusal(["ablate", "--preset", "smoke", "--lr-from-storage", url])
+        assert expected in refusal(["ablate", "--preset", "smoke", "--lr-from-storage", url])
+    nothing_created(tmp_path, before)
 
 
 def test_default_storage_creates_its_out_directory(tmp_path):
