@@ -264,19 +264,20 @@ _DIE_BEFORE_HEARTBEAT = """
 import os, signal, sys
 from studies import tune
 storage = tune.open_storage(sys.argv[1], heartbeat_interval=1, grace_period=2)
-study, _, _ = tune.open_tuning_study(storage, "gap", "mqar", "attention", "smoke", sys.argv[2:], trials=2)
+study, _, _ = tune.open_tuning_study(storage, sys.argv[2], "mqar", "attention", "smoke", sys.argv[3:], trials=2)
 study.ask()  # what Study.optimize does first: a RUNNING trial, before its heartbeat thread starts
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def test_worker_killed_before_its_first_heartbeat_frees_the_slot(tmp_path, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
-    victim = subprocess.run([sys.executable, "-c", _DIE_BEFORE_HEARTBEAT, url, *TINY], cwd=REPO,
+def check_trial_without_heartbeat_is_reaped(url: str, prefix: str, monkeypatch) -> None:
+    """A worker SIGKILLed between creating a trial and its first heartbeat: the trial is kept while
+    younger than the grace period, then failed and re-queued, and the study ends with its budget."""
+    victim = subprocess.run([sys.executable, "-c", _DIE_BEFORE_HEARTBEAT, url, prefix, *TINY], cwd=REPO,
                             capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert victim.returncode == -9, victim.stderr[-2000:]
     storage = tune.open_storage(url, heartbeat_interval=1, grace_period=2)
-    study = optuna.load_study(study_name=f"gap/{TASK}/attention", storage=storage)
+    study = optuna.load_study(study_name=f"{prefix}/{TASK}/attention", storage=storage)
     (orphan,) = study.get_trials()
     assert orphan.state == TrialState.RUNNING
     tune._reap(study)
@@ -288,9 +289,13 @@ def test_worker_killed_before_its_first_heartbeat_frees_the_slot(tmp_path, monke
     assert [t.state for t in trials[1:]] == [TrialState.WAITING] and trials[1].system_attrs["failed_trial"] == 0
     # The freed slot is used: the study ends with exactly its budget, the orphan not among them.
     monkeypatch.setattr(tune, "train", FakeTrain())
-    study = tune.tune_models(TASK, ["attention"], 2, storage, prefix="gap", preset="smoke", overrides=TINY,
+    study = tune.tune_models(TASK, ["attention"], 2, storage, prefix=prefix, preset="smoke", overrides=TINY,
                              progress=False)["attention"]
     assert len(finished(study)) == 2 and 0 not in [t.number for t in finished(study)]
+
+
+def test_worker_killed_before_its_first_heartbeat_frees_the_slot(tmp_path, monkeypatch):
+    check_trial_without_heartbeat_is_reaped(f"sqlite:///{tmp_path / 'studies.db'}", "gap", monkeypatch)
 
 
 # ------------------------------------------------------------------------------------ confirm + report
