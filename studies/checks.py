@@ -73,14 +73,21 @@ def check_storage_url(url: str, flag: str = "--storage", must_exist: bool = Fals
 
     example = "e.g. sqlite:///runs/tune/studies.db (a file) or postgresql://user@host:5432/db"
     try:
-        parsed = make_url(with_driver(url))
+        parsed = make_url(url)
     except sqlalchemy.exc.ArgumentError:
         raise ValueError(f"{flag} {url!r} is not a database URL; write DIALECT://..., {example}") from None
-    shown = parsed.render_as_string(hide_password=True)
+    shown = parsed.render_as_string(hide_password=True)  # never echo a password
+    if parsed.drivername in ("postgresql", "postgres"):
+        try:
+            parsed = make_url(with_driver(url))
+        except ValueError:
+            raise ValueError(f"{flag} {shown!r} needs a PostgreSQL driver and none is installed: "
+                             f"pip install -e '.[postgres]' (installs psycopg), or use sqlite:///PATH.db") from None
     try:
         dialect = parsed.get_dialect()
     except sqlalchemy.exc.NoSuchModuleError:
-        raise ValueError(f"{flag} {shown!r}: unknown database dialect {parsed.drivername!r}; {example}") from None
+        raise ValueError(f"{flag} {shown!r}: unknown database dialect {parsed.drivername!r}; use one SQLAlchemy "
+                         f"knows, {example}") from None
     try:
         dialect.import_dbapi()
     except ImportError as e:
