@@ -22,13 +22,13 @@ from studies.tune import COUNTED
 REPO = Path(__file__).resolve().parents[1]
 # Long enough (about a second) that the interrupt lands inside a trial.
 TINY = ("train.steps=60", "train.eval_every=20", "train.batch_size=4", "train.test_size=16")
-EXPERIMENT = headline.Experiment(tasks=("mqar",), models=("gateloop", "attention"), preset="smoke", trials=2,
+EXPERIMENT = headline.Experiment(tasks=("mqar",), models=("gateloop",), preset="smoke", trials=2,
                                  final_seeds=1, prefix="h", overrides=TINY)
 
 POOL = """
 import sys
 from studies.experiments.headline import Experiment, run_pool
-experiment = Experiment(tasks=("mqar",), models=("gateloop", "attention"), preset="smoke", trials=2, final_seeds=1,
+experiment = Experiment(tasks=("mqar",), models=("gateloop",), preset="smoke", trials=2, final_seeds=1,
                         prefix="h", overrides=tuple(sys.argv[3:]))
 run_pool(experiment, sys.argv[1], sys.argv[2], workers=2)
 """
