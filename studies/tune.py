@@ -243,19 +243,20 @@ def _reap(study: optuna.Study) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-        storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache wrapper
-        if not isinstance(storage, optuna.storages.RDBStorage) or storage.heartbeat_interval is None:
+        rdb = getattr(study._storage, "_backend", study._storage)  # the RDB storage under Optuna's cache
+        if not isinstance(rdb, optuna.storages.RDBStorage) or rdb.heartbeat_interval is None:
             return
-        grace = storage.grace_period or 2 * storage.heartbeat_interval  # Optuna's default, the same rule
-        for trial_id in _heartbeatless_trial_ids(storage, study, grace):
+        grace = rdb.grace_period or 2 * rdb.heartbeat_interval  # Optuna's default, the same rule
+        for trial_id in _heartbeatless_trial_ids(rdb, study, grace):
+            # As optuna.storages.fail_stale_trials does for a stale heartbeat: fail, then re-queue.
             try:
-                if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                if not study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                     continue
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # another worker failed it first (or it finished after all)
-            callback = storage.get_heartbeat_stale_trial_callback()
+            callback = rdb.get_heartbeat_stale_trial_callback()
             if callback is not None:
-                callback(study, storage.get_trial(trial_id))
+                callback(study, study._storage.get_trial(trial_id))
 
 
 def _heartbeatless_trial_ids(storage: optuna.storages.RDBStorage, study: optuna.Study, grace: int) -> list[int]:
