@@ -114,12 +114,15 @@ def match_width(
         if best is not None and best[0] <= TOLERANCE:
             return best[1]
     if closest is None:
+        config_class(d_model=MAX_WIDTH, **overrides)  # raises the settings' own complaint, if they have one
         raise ValueError(f"match_width({name!r}): no d_model in 1..{MAX_WIDTH} is valid with overrides {overrides}")
     _, config, count = closest
     raise ValueError(
-        f"match_width({name!r}): no width within ±{TOLERANCE:.0%} of target_params={target_params:,}; closest "
-        f"achievable is d_model={config.d_model} with {count:,} parameters "
-        f"({(count - target_params) / target_params:+.1%})"
+        f"match_width({name!r}): d_model is chosen by parameter matching, and no width these mixer settings allow "
+        f"is within ±{TOLERANCE:.0%} of target_params={target_params:,}; the closest achievable is "
+        f"d_model={config.d_model} with {count:,} parameters ({(count - target_params) / target_params:+.1%}): set "
+        f"the width yourself (mixer.d_model=N) or change the settings that constrain it (e.g. a num_heads that "
+        f"divides widths near the match)"
     )
 
 

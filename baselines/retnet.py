@@ -26,10 +26,17 @@ Departures from the reference implementation (microsoft/torchscale), and why:
   special case of GateLoop (DESIGN §3), differing only in the gate being fixed. θ_k = 10000^{-k/K}
   spreads the frequencies over the K channels as rotary embeddings do.
 - No score normalisation (torchscale divides the decay rows by their √sum and the retention scores by
-  max(|Σ|, 1)). Both rescale each (position, head) by one positive scalar, which the GroupNorm over that
-  head's V channels removes; they exist for fp16 range, and our recurrence runs in fp32/complex64.
-- The GroupNorm has no affine parameters, as in torchscale: a per-channel scale before the gate product
-  and W_o is absorbed by W_o.
+  max(Σ|·|, 1)). Both rescale each (position, head) by one positive scalar s, and the per-head norm
+  maps s·o to (o - μ) / √(σ² + eps / s²): it removes s only while the head's variance σ² (after the
+  rescaling, s²σ²) is far above eps. At our init it is not far above torchscale's eps of 1e-5 (σ² ≈
+  2.4e-5 with θ = 0 at D = 64, and the decay normalisation divides it by up to Σγ^j ≈ 2^(5+h)), so
+  the norm uses NORM_EPS = 1e-12, negligible at these scales and harmless in fp32 (σ² = 0, a constant
+  head, still maps to 0). With it this layer equals a torchscale-style layer with both normalisations
+  and the same weights (a test, at the init scale). They exist for fp16 range; our recurrence runs in
+  fp32/complex64.
+- The per-head norm is a GroupNorm without affine parameters, i.e. torchscale's original per-head
+  LayerNorm (since 2023-09 torchscale uses an RMSNorm there): a per-channel scale before the gate
+  product and W_o is absorbed by W_o.
 Initialisation follows torchscale: Xavier-uniform with gain 2^-2.5 for W_q, W_k, W_v, W_g and gain 1 for
 W_o; no biases. Value width is `value_factor` × the key width (2 in the paper).
 
@@ -46,6 +53,10 @@ from torch import nn
 
 from gateloop.mixer import MixerConfig
 from gateloop.scan import MODES, gateloop_scan, gateloop_step
+
+# The per-head norm's eps: far below the per-head variance at any scale this layer meets (see the
+# module docstring), so the norm is scale-invariant and torchscale's score normalisations are moot.
+NORM_EPS = 1e-12
 
 
 @dataclass(frozen=True)
@@ -134,7 +145,7 @@ class RetNet(nn.Module):
         """o (..., H, V) retention readout and x (..., D) -> (..., D)."""
         H, V = self.config.num_heads, self.config.value_dim
         shape = o.shape[:-2]
-        o = F.group_norm(o.reshape(-1, H * V), H).view(*shape, H * V).to(x.dtype)  # each head's V channels
+        o = F.group_norm(o.reshape(-1, H * V), H, eps=NORM_EPS).view(*shape, H * V).to(x.dtype)  # per head
         return self.out_proj(o * F.silu(self.g_proj(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, D)
@@ -163,4 +174,4 @@ class RetNet(nn.Module):
         return 2 * c.num_heads * c.key_dim * c.value_dim
 
 
-__all__ = ["RetNet", "RetNetConfig", "retention_angles", "retention_decays"]
+__all__ = ["NORM_EPS", "RetNet", "RetNetConfig", "retention_angles", "retention_decays"]

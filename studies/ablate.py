@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from studies.checks import check_storage_url
 from studies.config import RunConfig
 from studies.experiments.ablations import ABLATION_TASKS, ABLATIONS
 from studies.presets import get_preset
@@ -266,6 +267,8 @@ def run(args: argparse.Namespace) -> int:
         # Resolved once without tuned rates first, so that bad input is refused before a storage is opened.
         check_configs([c for _, c in build_ablation_configs(ablations, tasks, args.preset, args.seeds,
                                                             args.overrides, args.device, None, args.threads)])
+        if args.lr_from_storage:
+            args.lr_from_storage = check_storage_url(args.lr_from_storage, "--lr-from-storage", must_exist=True)
     except (ValueError, TypeError) as e:
         raise SystemExit(f"testbed ablate: {e}") from None
     lr_by_task = tuned_learning_rates(args.lr_from_storage, args.lr_study_prefix, tasks) if args.lr_from_storage else None

@@ -192,13 +192,17 @@ def replace_from_strings(obj: Any, overrides: dict[str, str], section: str) -> A
     """
     if not overrides:
         return obj
-    types_ = _field_types(type(obj))
+    return dataclasses.replace(obj, **parse_fields(type(obj), overrides, section))
+
+
+def parse_fields(cls: type, overrides: dict[str, str], section: str) -> dict[str, Any]:
+    """Values given as text parsed against the field types of dataclass `cls`; unknown keys raise."""
+    types_ = _field_types(cls)
     unknown = sorted(set(overrides) - set(types_))
     if unknown:
         raise ValueError(f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; "
                          f"valid keys for {section}: {', '.join(sorted(types_))}")
-    values = {k: _parse_value(v, types_[k], f"{section}.{k}") for k, v in overrides.items()}
-    return dataclasses.replace(obj, **values)
+    return {k: _parse_value(v, types_[k], f"{section}.{k}") for k, v in overrides.items()}
 
 
 SECTIONS = ("task", "model", "mixer", "lm", "train")

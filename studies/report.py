@@ -30,6 +30,7 @@ import optuna
 from optuna.trial import TrialState
 from scipy import stats
 
+from studies.checks import check_out_dir, check_storage_url
 from studies.results import bootstrap_ci, human_count, markdown_table, write_atomic, write_jsonl
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -211,52 +212,83 @@ def figures(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in trial_rows} | {r["model"] for r in confirm_rows},
+                    key=lambda m: (m != reference, m))
+    made = []
+    if confirm_rows:
+        made.append(("accuracy_by_model.png", accuracy_figure(confirm_rows, models)))
+    if any(r["finished_index"] is not None for r in trial_rows):
+        made.append(("optimization_history.png", history_figure(trial_rows, models).figure))
+        made.append(("best_so_far.png", best_so_far_figure(trial_rows, models).figure))
+    paths = []
+    for name, fig in made:
+        paths.append(out / name)
+        # "tight" grows the saved area to every artist: a title or legend wider than the axes (one
+        # task, two models) is not clipped.
+        fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
+        plt.close(fig)
+    return paths
+
+
+def accuracy_figure(confirm_rows: list[dict[str, Any]], models: list[str]):
+    """Confirmed accuracy per task and model: bars with 95 % CIs, the seeds as dots."""
+    import matplotlib.pyplot as plt
     import pandas as pd
     import seaborn as sns
 
-    paths = []
-    models = sorted({r["model"] for r in trial_rows} | {r["model"] for r in confirm_rows},
-                    key=lambda m: (m != reference, m))
-    if confirm_rows:
-        df = pd.DataFrame(confirm_rows)
-        fig, ax = plt.subplots(figsize=(2.5 + 0.6 * df["task"].nunique() * len(models), 4))
-        sns.barplot(data=df, x="task", y="accuracy", hue="model", hue_order=models, errorbar=("ci", 95), seed=0,
-                    alpha=0.6, ax=ax)
-        sns.stripplot(data=df, x="task", y="accuracy", hue="model", hue_order=models, dodge=True, legend=False,
-                      size=4, palette={m: "black" for m in models}, ax=ax)
-        ax.set(ylim=(0, 1.02), ylabel="held-out token accuracy", title="Best config re-trained: mean, 95% CI, seeds")
-        ax.legend(title="model", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-        fig.tight_layout()
-        paths.append(out / "accuracy_by_model.png")
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+    df = pd.DataFrame(confirm_rows)
+    fig, ax = plt.subplots(figsize=(2.5 + 0.6 * df["task"].nunique() * len(models), 4))
+    sns.barplot(data=df, x="task", y="accuracy", hue="model", hue_order=models, errorbar=("ci", 95), seed=0,
+                alpha=0.6, ax=ax)
+    sns.stripplot(data=df, x="task", y="accuracy", hue="model", hue_order=models, dodge=True, legend=False,
+                  size=4, palette={m: "black" for m in models}, ax=ax)
+    ax.set(ylim=(0, 1.02), ylabel="held-out token accuracy", title="Best config re-trained: mean, 95% CI, seeds")
+    ax.legend(title="model", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
 
-    finished = [r for r in trial_rows if r["finished_index"] is not None]
-    if finished:
-        df = pd.DataFrame(finished)
-        df["outcome"] = np.where(df["status"] == "diverged", "diverged", df["state"].str.lower())
-        df["value"] = df["value"].fillna(0.0)
-        df["best so far"] = df.groupby(["task", "model"])["value"].cummax()
-        grid = sns.relplot(data=df, x="finished_index", y="value", hue="outcome", col="model", row="task",
-                           col_order=[m for m in models if m in set(df["model"])],
-                           height=2.6, aspect=1.2, facet_kws={"sharex": False})
-        for (task, model), ax in grid.axes_dict.items():  # keys are (row, col) = (task, model)
-            part = df[(df["task"] == task) & (df["model"] == model)]
-            ax.step(part["finished_index"], part["best so far"], where="post", color="black", lw=1)
-        grid.set_axis_labels("finished trial", "held-out accuracy")
-        paths.append(out / "optimization_history.png")
-        grid.savefig(paths[-1], dpi=120)
-        plt.close(grid.figure)
 
-        curves = pd.DataFrame(best_so_far_rows(trial_rows))
-        grid = sns.relplot(data=curves, x="trials", y="accuracy", hue="model", style="curve", col="task",
-                           hue_order=[m for m in models if m in set(curves["model"])],
-                           kind="line", height=3, aspect=1.3, col_wrap=min(3, curves["task"].nunique()))
-        grid.set_axis_labels("finished trials", "best held-out accuracy")
-        paths.append(out / "best_so_far.png")
-        grid.savefig(paths[-1], dpi=120)
-        plt.close(grid.figure)
-    return paths
+def history_figure(trial_rows: list[dict[str, Any]], models: list[str]):
+    """Every finished trial's value (by outcome) and the best so far, one panel per (task, model)."""
+    import pandas as pd
+    import seaborn as sns
+
+    df = pd.DataFrame([r for r in trial_rows if r["finished_index"] is not None])
+    df["outcome"] = np.where(df["status"] == "diverged", "diverged", df["state"].str.lower())
+    df["value"] = df["value"].fillna(0.0)
+    df["best so far"] = df.groupby(["task", "model"])["value"].cummax()
+    grid = sns.relplot(data=df, x="finished_index", y="value", hue="outcome", col="model", row="task",
+                       col_order=[m for m in models if m in set(df["model"])],
+                       height=2.6, aspect=1.2, facet_kws={"sharex": False})
+    for (task, model), ax in grid.axes_dict.items():  # keys are (row, col) = (task, model)
+        part = df[(df["task"] == task) & (df["model"] == model)]
+        ax.step(part["finished_index"], part["best so far"], where="post", color="black", lw=1)
+    grid.set_axis_labels("finished trial", "held-out accuracy")
+    _integer_x_ticks(grid)
+    return grid
+
+
+def best_so_far_figure(trial_rows: list[dict[str, Any]], models: list[str]):
+    """Best accuracy after n finished trials and its expectation over orderings, one panel per task."""
+    import pandas as pd
+    import seaborn as sns
+
+    curves = pd.DataFrame(best_so_far_rows(trial_rows))
+    grid = sns.relplot(data=curves, x="trials", y="accuracy", hue="model", style="curve", col="task",
+                       hue_order=[m for m in models if m in set(curves["model"])],
+                       kind="line", height=3, aspect=1.3, col_wrap=min(3, curves["task"].nunique()))
+    grid.set_axis_labels("finished trials", "best held-out accuracy")
+    _integer_x_ticks(grid)
+    return grid
+
+
+def _integer_x_ticks(grid) -> None:
+    """Trials are counted: no tick at 1.5 trials (matplotlib's default with 2 or 3 trials)."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in grid.axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 # ---------------------------------------------------------------------------------------------- entry
@@ -296,14 +328,22 @@ def report_markdown(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[st
 
 def build_report(storage: str | optuna.storages.BaseStorage, prefix: str, out: str | Path,
                  reference: str = "gateloop") -> str:
-    """Write report.md, trials.jsonl, confirm.jsonl and the figures to `out`; return the Markdown."""
+    """Write report.md, trials.jsonl, confirm.jsonl and the figures to `out`; return the Markdown.
+
+    Raises ValueError (before writing anything) if there is nothing under `prefix` or `reference` is
+    not one of the reported models.
+    """
     if isinstance(storage, str):
         storage = open_report_storage(storage)
     trial_rows, confirm_rows = load_rows(storage, prefix)
     if not trial_rows and not confirm_rows:
-        raise SystemExit(f"no studies named {prefix}/<task>/<model> in the storage; "
+        raise ValueError(f"no studies named {prefix}/<task>/<model> in the storage; "
                          f"found: {sorted(optuna.get_all_study_names(storage))}")
-    out = Path(out)
+    models = sorted({r["model"] for r in trial_rows} | {r["model"] for r in confirm_rows})
+    if reference not in models:
+        raise ValueError(f"--reference {reference!r} is not a model of the studies {prefix}/*; "
+                         f"models: {', '.join(models)}")
+    out = check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     text = report_markdown(trial_rows, confirm_rows, prefix, reference)
     write_atomic(out / "report.md", text)
@@ -314,11 +354,8 @@ def build_report(storage: str | optuna.storages.BaseStorage, prefix: str, out: s
 
 
 def open_report_storage(url: str) -> optuna.storages.RDBStorage:
-    from studies.tune import with_driver  # here, not at the top: reading a report needs no torch import
-
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///").split("?")[0]).exists():
-        raise SystemExit(f"no storage at {url}: the SQLite file does not exist (did `testbed tune` write elsewhere?)")
-    return optuna.storages.RDBStorage(with_driver(url))
+    """The storage of existing studies: an SQLite URL must name an existing file (nothing is created)."""
+    return optuna.storages.RDBStorage(check_storage_url(url, must_exist=True))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -326,11 +363,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study-prefix", default="tune", help="report the studies named PREFIX/TASK/MODEL")
     parser.add_argument("--out", default=None, help="output directory (default: runs/report-<prefix>)")
     parser.add_argument("--reference", default="gateloop", help="model every other model is tested against")
+    parser.add_argument("--verbose", action="store_true", help="Optuna's INFO log lines (default: warnings only)")
 
 
 def run(args: argparse.Namespace) -> int:
+    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.WARNING)
     out = Path(args.out or f"runs/report-{re.sub(r'[^A-Za-z0-9_.-]+', '_', args.study_prefix)}")
-    print(build_report(args.storage, args.study_prefix, out, args.reference))
+    try:
+        check_out_dir(out)
+        storage = open_report_storage(args.storage)
+        text = build_report(storage, args.study_prefix, out, args.reference)
+    except ValueError as e:
+        raise SystemExit(f"testbed report: {e}") from None
+    print(text)
     print(f"report: {out / 'report.md'}, figures: {out}/*.png")
     return 0
 

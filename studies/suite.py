@@ -28,8 +28,8 @@ from baselines import MIXERS, get_mixer
 from baselines.matching import match_width
 from gateloop import LMConfig
 from studies.checks import check_at_least_one, check_device, check_out_dir, check_preset_tasks
-from studies.config import (CONFIG_VERSION, RunConfig, TrainConfig, config_hash, group_hash, parse_overrides,
-                            replace_from_strings)
+from studies.config import (CONFIG_VERSION, RunConfig, TrainConfig, config_hash, group_hash, parse_fields,
+                            parse_overrides, replace_from_strings)
 from studies.parallel import run_parallel, usable_cores
 from studies.presets import PRESETS, Preset, get_preset
 from studies.results import (fmt_mean_ci, human_count, markdown_table, mean_ci, write_atomic, write_atomic_bytes,
@@ -93,10 +93,12 @@ def build_configs(
 
 def _mixer_config(model: str, lm: LMConfig, preset: Preset, overrides: dict[str, str]):
     cls = get_mixer(model)
-    base = replace_from_strings(cls.config_class(**preset.mixer.get(model, {})), overrides, f"mixer ({model})")
+    default = cls.config_class(**preset.mixer.get(model, {}))
     if "d_model" in overrides:
-        return base  # the user fixed the width: never override a setting the user chose
-    fixed = {k: v for k, v in dataclasses.asdict(base).items() if k != "d_model"}
+        return replace_from_strings(default, overrides, f"mixer ({model})")  # never override the user's width
+    # Not validated at the class's default width: matching chooses the width among those the overrides allow.
+    fixed = {k: v for k, v in dataclasses.asdict(default).items() if k != "d_model"}
+    fixed.update(parse_fields(cls.config_class, overrides, f"mixer ({model})"))
     return match_width(model, preset.param_budget, lm, fixed)
 
 

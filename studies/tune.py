@@ -19,11 +19,10 @@ finished trials before it: no study ends with more than N, and workers keep goin
 Crash safety. Heartbeats are on (`--heartbeat-interval`, `--grace-period`): a RUNNING trial whose
 heartbeat is older than the grace period (its worker was killed) is failed by whichever worker looks
 next and re-queued as a WAITING trial with the same parameters (at most MAX_RETRY times); FAIL never
-counts. Rerunning the command resumes. A diverged run is COMPLETE with the worst value, 0.0, and user
-attr status=diverged: it counts against the model. Known gap: a worker killed in the milliseconds
-between creating a trial and storing its first heartbeat leaves a RUNNING trial that no heartbeat
-check will ever fail (Optuna ignores trials without a heartbeat); it holds its slot until failed by
-hand (`optuna.load_study(...)._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)`).
+counts. So is a RUNNING trial with no heartbeat at all that started over a grace period ago: its
+worker was killed between creating it and storing the first heartbeat (Optuna's own check skips such
+trials, which would otherwise hold their slot forever). Rerunning the command resumes. A diverged run
+is COMPLETE with the worst value, 0.0, and user attr status=diverged: it counts against the model.
 
 Final evaluation (`--final-seeds S`, default 5; 0 skips it, `confirm()` runs it alone): the best
 trial's configuration is re-trained with seeds 1000..1000+S-1, disjoint from the tuning seeds
@@ -41,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -55,10 +55,12 @@ from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy
 import sqlalchemy.exc
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from studies.checks import CONNECT_TIMEOUT, check_device, check_out_dir, check_storage_url, with_driver
 from studies.config import CONFIG_VERSION, RunConfig
 from studies.presets import PRESETS, get_preset
 from studies.search_spaces import SEARCH_SPACE_VERSION, SearchSpace, get_search_space
@@ -70,6 +72,8 @@ HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 30  # a RUNNING trial silent this long belongs to a dead worker
 MAX_RETRY = 3  # re-queue a killed trial at most this often (a config that kills its worker each time is dropped)
 POLL_SECONDS = 2.0  # how often an idle worker looks for freed slots
+
+METRIC = "accuracy"  # every study's objective: held-out token accuracy (mean over a trial's seeds)
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 LIVE = (TrialState.RUNNING, TrialState.WAITING)
@@ -86,23 +90,39 @@ def default_storage(out: str | Path) -> str:
     return f"sqlite:///{Path(out) / 'studies.db'}"
 
 
+def storage_url(storage: str | None, out: str | Path, must_exist: bool = False) -> str:
+    """The storage URL a command uses, checked (`studies.checks.check_storage_url`).
+
+    None means the default SQLite file in `out`, whose directory is created: the user chose `--out`,
+    not that URL. A URL the user wrote is only checked; a missing directory in it is refused.
+    """
+    if storage is None:
+        check_out_dir(out)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        storage = default_storage(out)
+    return check_storage_url(storage, must_exist=must_exist)
+
+
 def open_storage(url: str, heartbeat_interval: int = HEARTBEAT_INTERVAL,
                  grace_period: int = GRACE_PERIOD) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage for an SQLAlchemy URL, with heartbeats and retry of killed trials.
 
     `postgresql://` is served by psycopg 3 when psycopg2 is absent (the `postgres` extra installs
-    psycopg 3). SQLite waits up to 60 s for a lock, so concurrent workers queue instead of failing.
+    psycopg 3); a server that does not answer within CONNECT_TIMEOUT seconds is an error, not a hang.
+    SQLite waits up to 60 s for a lock, so concurrent workers queue instead of failing. Nothing here
+    creates directories: the command line checks the URL first (`storage_url`).
     """
     if not 0 < heartbeat_interval < grace_period:
         raise ValueError(f"heartbeat_interval={heartbeat_interval} must be > 0 and < grace_period={grace_period}")
     url = with_driver(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///").split("?")[0]).parent.mkdir(parents=True, exist_ok=True)
         if "timeout=" not in url:
             engine_kwargs["connect_args"] = {"timeout": 60}
     elif url.startswith("postgresql"):
         engine_kwargs["pool_pre_ping"] = True
+        if "connect_timeout=" not in url:
+            engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
     retry = _retry_callback()
     # Workers started together on a fresh database race to create Optuna's tables; the loser sees a
     # duplicate-key or "already exists" error, and on a second look finds the tables made.
@@ -129,19 +149,6 @@ def _retry_callback() -> dict[str, Any]:
             cb = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
             return {"heartbeat_stale_trial_callback": cb}
         return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)}
-
-
-def with_driver(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if scheme not in ("postgresql", "postgres"):
-        return url
-    for module, driver in (("psycopg2", "postgresql"), ("psycopg", "postgresql+psycopg")):
-        try:
-            __import__(module)
-        except ImportError:
-            continue
-        return f"{driver}://{rest}"
-    raise SystemExit(f"storage {url!r} needs a PostgreSQL driver: pip install -e '.[postgres]' (installs psycopg)")
 
 
 def as_storage(storage: str | optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
@@ -227,10 +234,45 @@ def seed_taken_before(trials: Sequence[FrozenTrial], number: int, seed: int) -> 
 
 
 def _reap(study: optuna.Study) -> None:
-    """Fail RUNNING trials of dead workers now (their heartbeat is older than the grace period)."""
+    """Fail RUNNING trials of dead workers now and re-queue them (at most MAX_RETRY times).
+
+    Dead means: its heartbeat is older than the grace period (Optuna's check), or it never stored a
+    heartbeat and started longer than the grace period ago — its worker died between creating the
+    trial and the first heartbeat, a trial Optuna's check skips and that would hold its slot forever.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
+        rdb = getattr(study._storage, "_backend", study._storage)  # the RDB storage under Optuna's cache
+        if not isinstance(rdb, optuna.storages.RDBStorage) or rdb.heartbeat_interval is None:
+            return
+        grace = rdb.grace_period or 2 * rdb.heartbeat_interval  # Optuna's default, the same rule
+        for trial_id in _heartbeatless_trial_ids(rdb, study, grace):
+            # As optuna.storages.fail_stale_trials does for a stale heartbeat: fail, then re-queue.
+            try:
+                if not study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another worker failed it first (or it finished after all)
+            callback = rdb.get_heartbeat_stale_trial_callback()
+            if callback is not None:
+                callback(study, study._storage.get_trial(trial_id))
+
+
+def _heartbeatless_trial_ids(storage: optuna.storages.RDBStorage, study: optuna.Study, grace: int) -> list[int]:
+    """RUNNING trials started over `grace` seconds ago that have no heartbeat row."""
+    # datetime_start is the creating worker's local clock: clocks of machines sharing one storage
+    # must agree to well within the grace period (NTP does), as for any wall-clock timeout.
+    old = datetime.datetime.now() - datetime.timedelta(seconds=grace)
+    candidates = [t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                  if t.datetime_start is not None and t.datetime_start < old]
+    if not candidates:
+        return []
+    query = sqlalchemy.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(
+        sqlalchemy.bindparam("ids", expanding=True))
+    with storage.engine.connect() as connection:
+        beating = {row[0] for row in connection.execute(query, {"ids": candidates})}
+    return [i for i in candidates if i not in beating]
 
 
 def _jsonable(obj: Any) -> Any:
@@ -273,11 +315,12 @@ def open_tuning_study(storage: optuna.storages.BaseStorage, prefix: str, task: s
     for key, value in expected.items():
         if key in stored and _jsonable(stored[key]) != _jsonable(value):
             raise SystemExit(
-                f"study {name!r} exists with {key}={_short(stored[key])}, this command has {key}={_short(value)}. "
+                f"study {name!r} exists with another {key} ({_differences(stored[key], value, key)}). "
                 f"Trials run under another search space, config or code version are not comparable, so they are "
                 f"not mixed: use another --study-prefix, or delete the study "
                 f"(optuna delete-study --study-name '{name}' --storage URL)."
             )
+    _name_metric(study)
     for key, value in {**expected, "preset": preset, "overrides": list(overrides)}.items():
         if key not in stored:
             study.set_user_attr(key, _jsonable(value))
@@ -291,6 +334,30 @@ def open_tuning_study(storage: optuna.storages.BaseStorage, prefix: str, task: s
 def _short(value: Any) -> str:
     text = json.dumps(value, default=str, sort_keys=True)
     return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _differences(stored: Any, wanted: Any, key: str, limit: int = 6) -> str:
+    """'train.lr: stored 0.001, this command 0.003; ...' — the differing leaves of two JSON values."""
+    found: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{path}.{k}")
+        elif _jsonable(a) != _jsonable(b):
+            found.append(f"{path}: stored {_short(a)}, this command {_short(b)}")
+
+    walk(stored, wanted, key)
+    more = f"; and {len(found) - limit} more" if len(found) > limit else ""
+    return "; ".join(found[:limit]) + more
+
+
+def _name_metric(study: optuna.Study) -> None:
+    """Name the objective, so optuna-dashboard shows "accuracy" instead of "Objective 0" (also on old studies)."""
+    if study.metric_names is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC])
 
 
 def _worker() -> str:
@@ -411,11 +478,15 @@ class _Job:
                   f"worker={_worker()}", flush=True)
 
 
-class _HideSurplusTracebacks(logging.Filter):
-    """Optuna logs every FAIL with a traceback; a refused surplus trial is routine, and reported above."""
+class _QuietRoutineFailures(logging.Filter):
+    """Optuna logs every FAIL with a traceback. A refused surplus trial is routine (reported above):
+    no log line; a trial stopped by Ctrl-C keeps Optuna's one line, without the traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "SurplusTrial" not in record.getMessage()
+        message = record.getMessage()
+        if "KeyboardInterrupt" in message:
+            record.exc_info, record.exc_text = None, None
+        return "SurplusTrial" not in message
 
 
 def _tuning_state(budget: int) -> Callable[[list[FrozenTrial]], str]:
@@ -443,8 +514,8 @@ def work(jobs: Sequence[_Job], poll: float = POLL_SECONDS) -> None:
     """Run trials of the first study with a free slot until every study is done; wait while slots are
     held by trials running on other workers (one of them may yet fail and free its slot)."""
     optimize_logger = logging.getLogger("optuna.study._optimize")
-    if not any(isinstance(f, _HideSurplusTracebacks) for f in optimize_logger.filters):
-        optimize_logger.addFilter(_HideSurplusTracebacks())
+    if not any(isinstance(f, _QuietRoutineFailures) for f in optimize_logger.filters):
+        optimize_logger.addFilter(_QuietRoutineFailures())
     announced = False
     while True:
         states = [job.state() for job in jobs]
@@ -478,8 +549,10 @@ def tune_models(
 
     Safe to run concurrently on many workers with the same arguments and storage, and to rerun.
     """
-    if trials < 1 or seeds < 1:
-        raise ValueError(f"trials={trials} and seeds={seeds} must be >= 1")
+    if trials < 1:
+        raise ValueError(f"trials={trials}: must be >= 1 (finished trials per model)")
+    if seeds < 1:
+        raise ValueError(f"seeds={seeds}: must be >= 1 (training seeds per trial)")
     storage = as_storage(storage)
     studies, jobs = {}, []
     for model in models:
@@ -541,6 +614,7 @@ def confirm(
                                  f"tuning trial now has {key}={_short(value)} (the tuning study grew?); use another "
                                  f"--study-prefix or delete {name!r}")
             study.set_user_attr(key, _jsonable(value))
+        _name_metric(study)
         print(f"[{name}] re-training trial {best.number} (value {best.value:.4f}, params "
               f"{ {k: round(v, 6) for k, v in best.params.items()} }) with seeds {wanted}", flush=True)
 
@@ -583,24 +657,70 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grace-period", type=int, default=GRACE_PERIOD,
                         help="seconds without heartbeat after which a trial's worker counts as dead")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--verbose", action="store_true", help="Optuna's INFO log lines (default: warnings only)")
     parser.add_argument("overrides", nargs="*", help="section.key=value, section in task, mixer (or model), lm, train")
 
 
+def parse_models(text: str, flag: str = "--models") -> list[str]:
+    """A comma-separated list of registered mixers, each once."""
+    from baselines import MIXERS
+
+    models = [m.strip() for m in text.split(",") if m.strip()]
+    if not models:
+        raise ValueError(f"{flag} {text!r} names no model; pass a comma-separated list of {', '.join(MIXERS)}")
+    for model in models:
+        if model not in MIXERS:
+            raise ValueError(f"{flag}: unknown model {model!r}; models: {', '.join(MIXERS)}")
+        if models.count(model) > 1:
+            raise ValueError(f"{flag}: {model!r} is given more than once (each model gets one study)")
+    return models
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Each numeric flag of `testbed tune` on its own, naming only the flag that is wrong."""
+    bounds = {"trials": (1, "finished trials per model"), "seeds": (1, "training seeds per trial"),
+              "final_seeds": (0, "0 skips the final re-training"), "sampler_seed": (0, "the TPE sampler's seed"),
+              "grace_period": (1, "seconds"), "heartbeat_interval": (1, "seconds")}
+    for name, (low, meaning) in bounds.items():
+        value = getattr(args, name)
+        if value < low:
+            raise ValueError(f"--{name.replace('_', '-')} {value}: must be "
+                             f"{'> 0' if meaning == 'seconds' else f'>= {low}'} ({meaning})")
+    if args.heartbeat_interval >= args.grace_period:
+        raise ValueError(f"--heartbeat-interval {args.heartbeat_interval} must be shorter than --grace-period "
+                         f"{args.grace_period} (a live trial would look dead between two heartbeats)")
+
+
+def set_optuna_verbosity(verbose: bool) -> None:
+    """Optuna logs a line per trial at INFO; commands show its warnings only, unless --verbose."""
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+
+
 def run(args: argparse.Namespace) -> int:
-    models = [m for m in args.models.split(",") if m]
-    if args.trials < 1 or args.seeds < 1 or args.final_seeds < 0:
-        raise SystemExit(f"--trials={args.trials} and --seeds={args.seeds} must be >= 1, "
-                         f"--final-seeds={args.final_seeds} >= 0")
-    url = args.storage or default_storage(args.out)
-    storage = open_storage(url, args.heartbeat_interval, args.grace_period)
+    set_optuna_verbosity(args.verbose)
     try:
-        print("resolved base config of the first model (each study stores its own):")
-        print(json.dumps(base_config(args.task, models[0], args.preset, args.overrides, args.device).to_dict(),
-                         indent=1, default=str), flush=True)
-        studies = tune_models(args.task, models, args.trials, storage, args.study_prefix, args.preset, args.seeds,
-                              args.overrides, args.device, args.sampler_seed, progress=not args.quiet)
+        # Every check before anything is created: no study, database file or directory for bad input.
+        check_numbers(args)
+        models = parse_models(args.models)
+        check_device(args.device)
+        check_out_dir(args.out)
+        configs = [base_config(args.task, model, args.preset, args.overrides, args.device) for model in models]
+        url = storage_url(args.storage, args.out)
     except (ValueError, TypeError) as e:
         raise SystemExit(f"testbed tune: {e}") from None
+    try:
+        return _tune_and_confirm(args, models, configs, url)
+    except KeyboardInterrupt:
+        raise SystemExit("testbed tune: interrupted (a trial it was running is failed and does not count); "
+                         "rerun the same command to resume") from None
+
+
+def _tune_and_confirm(args: argparse.Namespace, models: list[str], configs: list[RunConfig], url: str) -> int:
+    storage = open_storage(url, args.heartbeat_interval, args.grace_period)
+    print("resolved base config of the first model (each study stores its own):")
+    print(json.dumps(configs[0].to_dict(), indent=1, default=str), flush=True)
+    studies = tune_models(args.task, models, args.trials, storage, args.study_prefix, args.preset, args.seeds,
+                          args.overrides, args.device, args.sampler_seed, progress=not args.quiet)
     for model, study in studies.items():
         best = study.best_trial
         print(f"{model}: best trial {best.number} accuracy {best.value:.4f} params {best.params}")

@@ -1,7 +1,8 @@
 """Tuning on a real PostgreSQL server (started by the `postgres_url` fixture in conftest.py): four
 concurrent workers on shared studies end with exactly N finished trials per model, none lost or
 duplicated; a worker killed with SIGKILL mid-trial leaves a FAIL trial that is re-queued, re-run and
-does not count. Every worker is the real `python -m studies tune` command training for real."""
+does not count; one killed before its first heartbeat is failed and re-queued too. Every worker but
+that last one is the real `python -m studies tune` command training for real."""
 from __future__ import annotations
 
 import os
@@ -15,7 +16,8 @@ import pytest
 from optuna.trial import TrialState
 
 from studies.tune import COUNTED
-from test_tune import REPO, TASK, finished, run_workers, worker_command, worker_trials
+from test_tune import (REPO, TASK, check_trial_without_heartbeat_is_reaped, finished, run_workers, worker_command,
+                       worker_trials)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -82,3 +84,7 @@ def test_killed_worker_trial_is_failed_retried_and_not_counted(postgres_url):
     assert retries[0].state in COUNTED, output[-2000:]
     assert len(finished(study)) == n
     assert killed_number not in [t.number for t in finished(study)]
+
+
+def test_worker_killed_before_its_first_heartbeat_frees_the_slot_on_postgres(postgres_url, monkeypatch):
+    check_trial_without_heartbeat_is_reaped(postgres_url, f"gap-{uuid.uuid4().hex[:6]}", monkeypatch)

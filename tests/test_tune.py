@@ -11,9 +11,11 @@ import math
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
@@ -222,11 +224,78 @@ def test_refuses_a_study_made_with_another_search_space(storage, monkeypatch):
         tune.tune_models(TASK, ["attention"], 2, storage, prefix="v", preset="smoke", overrides=TINY, progress=False)
     # Other preset overrides change the base config: refused as well; the same ones reordered are not.
     tune.tune_models(TASK, ["attention"], 1, storage, prefix="w", preset="smoke", overrides=TINY, progress=False)
-    with pytest.raises(SystemExit, match="base_config"):
+    # The refusal names each differing key with both values, not two truncated configs.
+    with pytest.raises(SystemExit, match=r"another base_config \(base_config\.train\.grad_clip: stored 1\.0, "
+                                         r"this command 0\.5\)"):
         tune.tune_models(TASK, ["attention"], 1, storage, prefix="w", preset="smoke",
                          overrides=[*TINY, "train.grad_clip=0.5"], progress=False)
     tune.tune_models(TASK, ["attention"], 1, storage, prefix="w", preset="smoke", overrides=TINY[::-1],
                      progress=False)
+
+
+def test_studies_name_their_metric_also_when_reopened(storage, monkeypatch):
+    monkeypatch.setattr(tune, "train", FakeTrain())
+    study = tune.tune_models(TASK, ["attention"], 1, storage, prefix="m", preset="smoke", overrides=TINY,
+                             progress=False)["attention"]
+    assert optuna.load_study(study_name=study.study_name, storage=storage).metric_names == ["accuracy"]
+    tune.confirm(TASK, ["attention"], storage, prefix="m", seeds=1, progress=False)
+    confirm_study = optuna.load_study(study_name=f"m/{TASK}/attention/confirm", storage=storage)
+    assert confirm_study.metric_names == ["accuracy"]
+    # A study made before metric names were stored gets its name when a worker opens it.
+    old = optuna.create_study(storage=storage, study_name=f"old/{TASK}/attention", direction="maximize")
+    assert old.metric_names is None
+    tune.tune_models(TASK, ["attention"], 1, storage, prefix="old", preset="smoke", overrides=TINY, progress=False)
+    assert optuna.load_study(study_name=old.study_name, storage=storage).metric_names == ["accuracy"]
+
+
+def test_optuna_logs_warnings_only_unless_verbose(tmp_path):
+    from studies import cli
+
+    argv = ["tune", "--task", TASK, "--models", "attention", "--trials", "0", "--out", str(tmp_path)]
+    for extra, level in (([], optuna.logging.WARNING), (["--verbose"], optuna.logging.INFO)):
+        optuna.logging.set_verbosity(optuna.logging.DEBUG)
+        with pytest.raises(SystemExit):
+            cli.main(argv + extra)
+        assert optuna.logging.get_verbosity() == level
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+_DIE_BEFORE_HEARTBEAT = """
+import os, signal, sys
+from studies import tune
+storage = tune.open_storage(sys.argv[1], heartbeat_interval=1, grace_period=2)
+study, _, _ = tune.open_tuning_study(storage, sys.argv[2], "mqar", "attention", "smoke", sys.argv[3:], trials=2)
+study.ask()  # what Study.optimize does first: a RUNNING trial, before its heartbeat thread starts
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def check_trial_without_heartbeat_is_reaped(url: str, prefix: str, monkeypatch) -> None:
+    """A worker SIGKILLed between creating a trial and its first heartbeat: the trial is kept while
+    younger than the grace period, then failed and re-queued, and the study ends with its budget."""
+    victim = subprocess.run([sys.executable, "-c", _DIE_BEFORE_HEARTBEAT, url, prefix, *TINY], cwd=REPO,
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert victim.returncode == -9, victim.stderr[-2000:]
+    storage = tune.open_storage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.load_study(study_name=f"{prefix}/{TASK}/attention", storage=storage)
+    (orphan,) = study.get_trials()
+    assert orphan.state == TrialState.RUNNING
+    tune._reap(study)
+    assert study.get_trials()[0].state == TrialState.RUNNING  # younger than the grace period: may be alive
+    time.sleep(2.5)
+    tune._reap(study)
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL
+    assert [t.state for t in trials[1:]] == [TrialState.WAITING] and trials[1].system_attrs["failed_trial"] == 0
+    # The freed slot is used: the study ends with exactly its budget, the orphan not among them.
+    monkeypatch.setattr(tune, "train", FakeTrain())
+    study = tune.tune_models(TASK, ["attention"], 2, storage, prefix=prefix, preset="smoke", overrides=TINY,
+                             progress=False)["attention"]
+    assert len(finished(study)) == 2 and 0 not in [t.number for t in finished(study)]
+
+
+def test_worker_killed_before_its_first_heartbeat_frees_the_slot(tmp_path, monkeypatch):
+    check_trial_without_heartbeat_is_reaped(f"sqlite:///{tmp_path / 'studies.db'}", "gap", monkeypatch)
 
 
 # ------------------------------------------------------------------------------------ confirm + report
@@ -266,6 +335,35 @@ def test_confirm_and_report_from_storage_only(storage, tmp_path, monkeypatch):
         assert (out / name).stat().st_size > 0, name
     assert len(read_jsonl(out / "confirm.jsonl")) == 6
     assert len(read_jsonl(out / "trials.jsonl")) == 6
+
+
+def test_report_figures_with_one_task_and_few_trials(storage, tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(tune, "train", FakeTrain())
+    models = ["gateloop", "attention"]
+    tune.tune_models(TASK, models, 2, storage, prefix="f", preset="smoke", overrides=TINY, progress=False)
+    tune.confirm(TASK, models, storage, prefix="f", seeds=2, progress=False)
+    out = tmp_path / "report"
+    report_mod.build_report(storage, "f", out)
+    # The accuracy figure's title is wider than its one-task axes. Anything cut off by the image's
+    # edge leaves ink on the edge; a figure that holds everything has a blank border.
+    for name in ("accuracy_by_model.png", "optimization_history.png", "best_so_far.png"):
+        rgb = matplotlib.image.imread(out / name)[..., :3]  # (rows, columns, 3) in [0, 1]
+        border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+        assert border.min() > 0.95, f"{name}: something is clipped at the image's edge"
+    # Two trials: ticks at whole trials only, not 1.2, 1.4, ...
+    trial_rows, _ = report_mod.load_rows(storage, "f")
+    for grid in (report_mod.history_figure(trial_rows, models), report_mod.best_so_far_figure(trial_rows, models)):
+        grid.figure.canvas.draw()
+        for ax in grid.axes.flat:
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        plt.close(grid.figure)
 
 
 def test_statistics_helpers():
