@@ -6,8 +6,10 @@ backward, gradient clipping and an AdamW step, as `studies.train.train` does it,
 generation left out. Sizes: the "headline" preset (~50k parameters, L=32, batch 32) and the
 "standard" preset (~90k, L=64, batch 64). Every mixer is warmed up, then the mixers take turns one
 step at a time for `repeats` rounds, so that a change in the machine's load hits every mixer alike;
-printed are the median (min–max) ms per step and the median's ratio to attention's, all measured in
-this process at one intra-op thread (the default of CPU runs, DESIGN §6).
+printed are the median, min and max wall ms per step and the median's ratio to attention's, and the
+median CPU ms of this process per step (less sensitive to other processes on a shared machine) with
+its ratio, all measured in this process at one intra-op thread (the default of CPU runs, DESIGN §6),
+with glibc keeping freed memory as `studies.train.train` asks it to (`keep_freed_memory`).
 
 Suite wall time: `python -m studies.cli suite --model gateloop,lru --tasks mqar,state_tracking,
 memory_horizon --preset quick train.steps=200` run as a subprocess with `--workers 1` and with
@@ -40,6 +42,7 @@ from baselines.matching import match_width
 from gateloop.backbone import LM, LMConfig
 from studies.config import TrainConfig
 from studies.presets import get_preset
+from studies.train import keep_freed_memory
 from tasks import make_task
 
 SIZES = ("headline", "standard")
@@ -54,12 +57,13 @@ COMPARED_FIELDS = ("run_id", "status", "steps", "steps_to_target", "history", "f
 
 @dataclass(frozen=True)
 class StepTimes:
-    """Seconds per training step of one mixer over the timed rounds."""
+    """Seconds per training step of one mixer over the timed rounds: wall clock, and this process's CPU time."""
 
     name: str
     d_model: int
     num_parameters: int
     seconds: tuple[float, ...]
+    cpu_seconds: tuple[float, ...]
 
     @property
     def median(self) -> float:
@@ -100,15 +104,16 @@ class _Stepper:
         self.grad_clip = train.grad_clip
         self.name, self.d_model = name, mixer.d_model
 
-    def step(self) -> float:
-        start = time.perf_counter()
+    def step(self) -> tuple[float, float]:
+        """(wall, CPU) seconds of one training step."""
+        start, cpu = time.perf_counter(), time.process_time()
         logits = self.model(self.inputs)
         loss = F.cross_entropy(logits.float().flatten(0, 1), self.targets.flatten(), ignore_index=-100)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
 
 
 def step_times(
@@ -120,24 +125,30 @@ def step_times(
     for stepper in steppers:
         for _ in range(warmup):
             stepper.step()
-    seconds: list[list[float]] = [[] for _ in steppers]
+    times: list[list[tuple[float, float]]] = [[] for _ in steppers]
     for _ in range(repeats):
-        for times, stepper in zip(seconds, steppers):
-            times.append(stepper.step())
+        for row, stepper in zip(times, steppers):
+            row.append(stepper.step())
     return [
-        StepTimes(s.name, s.d_model, s.model.num_parameters(), tuple(t)) for s, t in zip(steppers, seconds)
+        StepTimes(s.name, s.d_model, s.model.num_parameters(), *map(tuple, zip(*row))) for s, row in zip(steppers, times)
     ]
 
 
 def step_table(times: list[StepTimes]) -> str:
-    """Markdown rows: mixer, width, parameters, median (min–max) ms, ratio of medians to attention's."""
-    reference = next((t.median for t in times if t.name == REFERENCE), None)
-    lines = ["| mixer | d_model | params | ms/step median | min | max | × attention |", "|---|---:|---:|---:|---:|---:|---:|"]
+    """Markdown rows: mixer, width, parameters, wall ms median (min, max), its ratio to attention's, and
+    the same for CPU ms (what the step cost this process: less sensitive to other processes' load)."""
+    ref = next((t for t in times if t.name == REFERENCE), None)
+    lines = [
+        "| mixer | d_model | params | ms/step median | min | max | × attention | CPU ms median | × attention |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for t in times:
-        ratio = f"{t.median / reference:.2f}" if reference else "–"
+        cpu = statistics.median(t.cpu_seconds)
+        ratio = f"{t.median / ref.median:.2f}" if ref else "–"
+        cpu_ratio = f"{cpu / statistics.median(ref.cpu_seconds):.2f}" if ref else "–"
         lines.append(
             f"| {t.name} | {t.d_model} | {t.num_parameters:,} | {t.median * 1e3:.1f} | {min(t.seconds) * 1e3:.1f} | "
-            f"{max(t.seconds) * 1e3:.1f} | {ratio} |"
+            f"{max(t.seconds) * 1e3:.1f} | {ratio} | {cpu * 1e3:.1f} | {cpu_ratio} |"
         )
     return "\n".join(lines)
 
@@ -187,6 +198,7 @@ def suite_comparison(extra: tuple[str, ...] = ()) -> str:
 
 def main(quick: bool) -> None:
     torch.set_num_threads(1)
+    keep_freed_memory()  # as `studies.train.train` does
     names = list(MIXERS)
     repeats = 5 if quick else 30
     print(f"\n## train: ms per training step, 1 thread, median of {repeats} interleaved rounds (torch {torch.__version__})")
