@@ -125,8 +125,7 @@ def selective_scan_ref(
 def _gates(delta: torch.Tensor, At2: torch.Tensor) -> torch.Tensor:
     """a = exp(Δ A) (B, C, N, E·D) from Δ (B, C, E·D) and At2 = Aᵀ·log2(e) (N, E·D).
 
-    Taken as exp2(Δ A log2 e): PyTorch's CPU exp2 runs ~4.5× faster than its exp, so backward recomputes
-    a rather than keeping it (one (B, L, N, E·D) tensor less alive at the peak of a training step).
+    Taken as exp2(Δ A log2 e): PyTorch's CPU exp2 runs ~4.5× faster than its exp.
     """
     return torch.mul(delta.unsqueeze(-2), At2).exp2_()
 
@@ -135,7 +134,7 @@ def _chunk_forward(
     u: torch.Tensor, delta: torch.Tensor, At2: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h0: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One chunk of the scan, no autograd. u, Δ (B, C, E·D); At2 = Aᵀ·log2(e) (N, E·D); B, C (B, C, N);
-    h0 (B, N, E·D) or None (zeros). Returns all states h (B, C, N, E·D) and y (B, C, E·D).
+    h0 (B, N, E·D) or None (zeros). Returns the gates a and all states h, both (B, C, N, E·D), and y (B, C, E·D).
     """
     a = _gates(delta, At2)
     h = torch.mul(B.unsqueeze(-1), (delta * u).unsqueeze(-2))  # B_t (Δ u)_tᵀ, overwritten in place by the states
@@ -145,21 +144,20 @@ def _chunk_forward(
     for t in range(1, h.shape[1]):
         h_steps[t].addcmul_(a_steps[t], h_steps[t - 1])
     y = torch.matmul(C.unsqueeze(-2), h).squeeze(-2)  # y_t = C_tᵀ h_t
-    return h, y
+    return a, h, y
 
 
 def _chunk_backward(
-    u: torch.Tensor, delta: torch.Tensor, At: torch.Tensor, At2: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-    h0: torch.Tensor | None, h: torch.Tensor, grad_y: torch.Tensor, grad_last: torch.Tensor | None,
+    u: torch.Tensor, delta: torch.Tensor, At: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+    h0: torch.Tensor | None, a: torch.Tensor, h: torch.Tensor, grad_y: torch.Tensor, grad_last: torch.Tensor | None,
 ) -> tuple[torch.Tensor, ...]:
-    """Gradients of one chunk w.r.t. (u, Δ, Aᵀ, B, C, h0) given its states h, ∂y and ∂(its last state);
-    shapes as `_chunk_forward`'s, At = Aᵀ.
+    """Gradients of one chunk w.r.t. (u, Δ, Aᵀ, B, C, h0) given its gates a and states h, ∂y and ∂(its
+    last state); shapes as `_chunk_forward`'s, At = Aᵀ.
 
     λ_t = ∂h_t + a_{t+1} λ_{t+1} is the adjoint recurrence (real, so no conjugates); then with
     h_t = a_t h_{t−1} + Δ_t u_t B_tᵀ and a_t = exp(Δ_t A):  ∂(Δ u)_t = λ_t B_t,  ∂B_t = λ_tᵀ (Δ u)_t,
     ∂C_t = h_tᵀ ∂y_t,  ∂(Δ_t A) = λ_t ⊙ h_{t−1} ⊙ a_t,  ∂h_{−1} = a_0 ⊙ λ_0.
     """
-    a = _gates(delta, At2)
     lam = torch.mul(C.unsqueeze(-1), grad_y.unsqueeze(-2))  # ∂h from the readout, overwritten by λ in place
     lam_steps, a_steps = lam.unbind(1), a.unbind(1)
     if grad_last is not None:
@@ -178,17 +176,17 @@ def _chunk_backward(
         grad_dA[:, 0].zero_()
     else:
         grad_dA[:, 0].mul_(h0)
-    grad_At = torch.mul(grad_dA, delta.unsqueeze(-2), out=a).sum((0, 1))  # (N, E·D); a's memory is free now
-    grad_delta = grad_dA.mul_(At).sum(-2).addcmul_(grad_du, u)  # (B, C, E·D)
+    grad_delta = torch.mul(grad_dA, At).sum(-2).addcmul_(grad_du, u)  # (B, C, E·D)
+    grad_At = grad_dA.mul_(delta.unsqueeze(-2)).sum((0, 1))  # (N, E·D)
     return grad_du * delta, grad_delta, grad_At, grad_B, grad_C, grad_h0
 
 
 class _SelectiveScan(torch.autograd.Function):
     """`selective_scan` with the adjoint recurrence as its backward, on states laid out (B, L, N, E·D).
 
-    One chunk (L <= chunk_size): the states are kept from forward for backward. More chunks: only the
-    state entering each chunk is kept, and backward recomputes each chunk's states from it, chunk by
-    chunk in reverse, as the authors' fused kernel does. exp(Δ A) is always recomputed (`_gates`).
+    One chunk (L <= chunk_size): the gates and states are kept from forward for backward. More chunks:
+    only the state entering each chunk is kept, and backward recomputes each chunk's gates and states
+    from it, chunk by chunk in reverse, as the authors' fused kernel does.
     """
 
     @staticmethod
@@ -201,13 +199,13 @@ class _SelectiveScan(torch.autograd.Function):
         h = None if h0 is None else h0.transpose(-1, -2).contiguous()  # (B, N, E·D)
         for w in windows:
             entries.append(h)
-            hs, y = _chunk_forward(u[:, w], delta[:, w], At2, B[:, w], C[:, w], h)
+            a, hs, y = _chunk_forward(u[:, w], delta[:, w], At2, B[:, w], C[:, w], h)
             ys.append(y)
             h = hs[:, -1].clone()
         ctx.windows = windows
         ctx.has_h0 = h0 is not None
         if len(windows) == 1:
-            ctx.save_for_backward(u, delta, At, At2, B, C, entries[0], hs)
+            ctx.save_for_backward(u, delta, At, At2, B, C, entries[0], a, hs)
         else:
             ctx.save_for_backward(u, delta, At, At2, B, C, *entries)
         return torch.cat(ys, dim=1) if len(ys) > 1 else ys[0], h.transpose(-1, -2)
@@ -223,11 +221,11 @@ class _SelectiveScan(torch.autograd.Function):
         for i in range(len(ctx.windows) - 1, -1, -1):
             w = ctx.windows[i]
             if len(ctx.windows) == 1:
-                h0, hs = rest
+                h0, a, hs = rest
             else:
                 h0 = rest[i]
-                hs, _ = _chunk_forward(u[:, w], delta[:, w], At2, B[:, w], C[:, w], h0)
-            chunk = (u[:, w], delta[:, w], At, At2, B[:, w], C[:, w], h0, hs)
+                a, hs, _ = _chunk_forward(u[:, w], delta[:, w], At2, B[:, w], C[:, w], h0)
+            chunk = (u[:, w], delta[:, w], At, B[:, w], C[:, w], h0, a, hs)
             g_u, g_delta, g_At, g_B, g_C, carried = _chunk_backward(*chunk, grad_y[:, w], carried)
             grads[0][:, w], grads[1][:, w], grads[3][:, w], grads[4][:, w] = g_u, g_delta, g_B, g_C
             grads[2] += g_At
