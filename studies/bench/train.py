@@ -47,10 +47,8 @@ from tasks import make_task
 
 SIZES = ("headline", "standard")
 REFERENCE = "attention"
-SUITE_ARGS = (
-    "suite", "--model", "gateloop,lru", "--tasks", "mqar,state_tracking,memory_horizon", "--preset", "quick",
-    "train.steps=200",
-)
+SUITE_ARGS = ("suite", "--model", "gateloop,lru", "--tasks", "mqar,state_tracking,memory_horizon", "--preset", "quick")
+SUITE_STEPS = 200
 # Fields of a stored run that must agree between two runs of the same config (wall_time need not).
 COMPARED_FIELDS = ("run_id", "status", "steps", "steps_to_target", "history", "final", "num_parameters")
 
@@ -158,9 +156,10 @@ def _stored_runs(out: Path) -> dict[str, dict[str, Any]]:
     return {r["run_id"]: {field: r.get(field) for field in COMPARED_FIELDS} for r in records}
 
 
-def run_suite(workers: int, out: Path, extra: tuple[str, ...] = ()) -> tuple[float | None, str]:
+def run_suite(workers: int, out: Path, steps: int = SUITE_STEPS) -> tuple[float | None, str]:
     """(wall seconds or None if the command failed, its last output line) of the short suite."""
-    command = [sys.executable, "-m", "studies.cli", *SUITE_ARGS, *extra, "--workers", str(workers), "--out", str(out)]
+    command = [sys.executable, "-m", "studies.cli", *SUITE_ARGS, f"train.steps={steps}", "--workers", str(workers),
+               "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -169,14 +168,14 @@ def run_suite(workers: int, out: Path, extra: tuple[str, ...] = ()) -> tuple[flo
     return (seconds if done.returncode == 0 else None), (lines[-1] if lines else f"exit status {done.returncode}")
 
 
-def suite_comparison(extra: tuple[str, ...] = ()) -> str:
+def suite_comparison(steps: int = SUITE_STEPS) -> str:
     """The short suite at --workers 1 and 2: wall times, ratio, and whether their stored results agree."""
-    lines = [f"`{' '.join(('python -m studies.cli', *SUITE_ARGS, *extra))} --workers N --out <tmp>`", ""]
+    lines = [f"`python -m studies.cli {' '.join(SUITE_ARGS)} train.steps={steps} --workers N --out <tmp>`", ""]
     with tempfile.TemporaryDirectory() as tmp:
         walls: dict[int, float] = {}
         for workers in (1, 2):
             out = Path(tmp) / f"workers{workers}"
-            seconds, last = run_suite(workers, out, extra)
+            seconds, last = run_suite(workers, out, steps)
             if seconds is None:
                 if "workers" in last:
                     last += "  (this CLI does not take --workers yet: the suite comparison needs it)"
@@ -185,15 +184,19 @@ def suite_comparison(extra: tuple[str, ...] = ()) -> str:
             walls[workers] = seconds
             lines.append(f"- --workers {workers}: {seconds:.1f} s wall ({_load()})")
         lines.append(f"- speed-up --workers 2 over --workers 1: {walls[1] / walls[2]:.2f}×")
-        first, second = _stored_runs(Path(tmp) / "workers1"), _stored_runs(Path(tmp) / "workers2")
-        if not first:
-            lines.append("- results: no runs stored (nothing to compare)")
-        elif first == second:
-            lines.append(f"- results: identical ({len(first)} runs: same run ids, status, steps, history, final metrics)")
-        else:
-            differing = sorted(set(first) ^ set(second) | {k for k in set(first) & set(second) if first[k] != second[k]})
-            lines.append(f"- results: DIFFER in {len(differing)} of {len(set(first) | set(second))} runs: {differing}")
+        lines.append(f"- results: {compare_runs(Path(tmp) / 'workers1', Path(tmp) / 'workers2')}")
     return "\n".join(lines)
+
+
+def compare_runs(first_out: Path, second_out: Path) -> str:
+    """Whether two suite output directories stored the same runs with the same results, in words."""
+    first, second = _stored_runs(first_out), _stored_runs(second_out)
+    if not first and not second:
+        return "no runs stored (nothing to compare)"
+    if first == second:
+        return f"identical ({len(first)} runs: same run ids, status, steps, history, final metrics)"
+    differing = sorted(set(first) ^ set(second) | {k for k in set(first) & set(second) if first[k] != second[k]})
+    return f"DIFFER in {len(differing)} of {len(set(first) | set(second))} runs: {differing}"
 
 
 def main(quick: bool) -> None:
@@ -211,4 +214,4 @@ def main(quick: bool) -> None:
         print(step_table(step_times(preset_name, names, repeats)))
         print(f"\n{_load()}", flush=True)
     print("\n### short suite, --workers 1 vs 2\n")
-    print(suite_comparison(("train.steps=20",) if quick else ()), flush=True)
+    print(suite_comparison(20 if quick else SUITE_STEPS), flush=True)
