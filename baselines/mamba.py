@@ -132,7 +132,7 @@ def _gates(delta: torch.Tensor, At2: torch.Tensor) -> torch.Tensor:
 
 def _chunk_forward(
     u: torch.Tensor, delta: torch.Tensor, At2: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h0: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One chunk of the scan, no autograd. u, Δ (B, C, E·D); At2 = Aᵀ·log2(e) (N, E·D); B, C (B, C, N);
     h0 (B, N, E·D) or None (zeros). Returns the gates a and all states h, both (B, C, N, E·D), and y (B, C, E·D).
     """
@@ -244,8 +244,8 @@ def selective_scan(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same arguments and numbers as `selective_scan_ref`, chunk by chunk, with an analytic backward.
 
-    Each chunk materialises (B, chunk_size, E·D, N); with more than one chunk, backward keeps only the
-    inputs and the state entering each chunk (see `_SelectiveScan`).
+    Each chunk materialises its gates and states, (B, chunk_size, N, E·D) each; with more than one chunk,
+    backward keeps only the inputs and the state entering each chunk (see `_SelectiveScan`).
     """
     dtype = torch.promote_types(u.dtype, A.dtype)
     h0 = None if h0 is None else h0.to(dtype)
