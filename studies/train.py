@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -85,10 +86,12 @@ def keep_freed_memory() -> None:
 
     A training step allocates and frees the same large activations every step; by default glibc returns
     freed memory at the top of the heap to the OS, and every step then page-faults it in again — for
-    Mamba's (B, L, N, E·D) states at the headline size, ~3k faults and ~1/4 of the step. Process-wide and
-    idempotent; a no-op where the C library has no `mallopt` (not glibc).
+    Mamba's (B, L, N, E·D) states at the headline size, ~3k faults and ~1/5 of the step. Process-wide and
+    idempotent; a no-op off Linux and where the C library has no `mallopt` (not glibc, e.g. musl).
     """
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     if hasattr(libc, "mallopt"):
         M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
         libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)  # keep up to 1 GiB of free heap
