@@ -310,7 +310,6 @@ class Mamba(nn.Module):
         return out
 
     def _mix(self, x: torch.Tensor, ssm: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        L = x.shape[1]
         xs, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E·D) each
         xs = F.silu(self._causal_conv(xs))
         with torch.autocast(device_type=x.device.type, enabled=False):
