@@ -95,7 +95,7 @@ class _ElementwiseGateLoop(torch.autograd.Function):
         final = torch.empty_like(s0)
         for rows in _row_blocks(q, v):
             S = _states(k[rows], v[rows], a[rows], s0[rows], chunk)
-            y[rows] = torch.einsum("blhk,blhkv->blhv", q[rows], S.real)
+            y[rows] = _contract(q[rows].unsqueeze(-1), S.real, -2)  # y = q · Re S
             final[rows] = S[:, -1]
         ctx.save_for_backward(q, k, v, a, s0)
         ctx.chunk = chunk
@@ -116,24 +116,37 @@ class _ElementwiseGateLoop(torch.autograd.Function):
             # ∂S_n from the readout y_n = Re(q_n · S_n) (q real) and, at n = L-1, from the final state.
             g_S = (q_b.unsqueeze(-1) * gy.unsqueeze(-2)).to(S.dtype)
             g_S[:, -1] += grad_final[rows]
-            # λ_n = ∂S_n + conj(a_{n+1}) λ_{n+1}: the transition of step n+1 acts on λ_{n+1}.
-            a_next = torch.cat([a_b[:, 1:], torch.zeros_like(a_b[:, :1])], 1).conj()
+            # λ_n = ∂S_n + conj(a_{n+1}) λ_{n+1}: the transition of step n+1 acts on λ_{n+1} (none after L-1).
+            a_next = torch.empty_like(a_b)
+            torch.conj_physical(a_b[:, 1:], out=a_next[:, :-1])
+            a_next[:, -1] = 0
             a_next = a_next.unsqueeze(-1).expand(b, L, H, K, V).reshape(b, L, H * K * V)
             zeros = torch.zeros_like(s0_b).view(b, -1)
             lam = _diagonal_scan(a_next, g_S.view(b, L, -1), zeros, ctx.chunk, reverse=True)
             lam = lam.view(b, L, H, K, V)
             if need_q:
-                grad_q[rows] = torch.einsum("blhv,blhkv->blhk", gy, S.real)
+                grad_q[rows] = _contract(gy.unsqueeze(-2), S.real, -1)
             if need_k:
-                grad_k[rows] = torch.einsum("blhv,blhkv->blhk", v_b, lam.real)
+                grad_k[rows] = _contract(v_b.unsqueeze(-2), lam.real, -1)
             if need_v:
-                grad_v[rows] = torch.einsum("blhk,blhkv->blhv", k_b, lam.real)
+                grad_v[rows] = _contract(k_b.unsqueeze(-1), lam.real, -2)
             if need_a:
-                S_prev = torch.cat([s0_b.unsqueeze(1), S[:, :-1]], 1)
-                grad_a[rows] = (S_prev.conj() * lam).sum(-1)
+                # ∂a_n = Σ_v conj(S_{n-1}) λ_n, with S_{-1} = s0.
+                grad_a[rows, 1:] = _contract(S[:, :-1].conj_physical(), lam[:, 1:], -1)
+                grad_a[rows, 0] = _contract(s0_b.conj(), lam[:, 0], -1)
             if need_s0:
                 grad_s0[rows] = a_b[:, 0].conj().unsqueeze(-1) * lam[:, 0]
         return grad_q, grad_k, grad_v, grad_a, grad_s0, None
+
+
+def _contract(x: torch.Tensor, y: torch.Tensor, dim: int) -> torch.Tensor:
+    """(x * y).sum(dim), without the sum's extra pass when that dim has size 1 (max-headed: K = V = 1).
+
+    Written out rather than as einsum: einsum copies strided views such as `S.real` before a bmm, which
+    for K = V = 1 cost more than the scan itself.
+    """
+    product = x * y
+    return product.squeeze(dim) if product.shape[dim] == 1 else product.sum(dim)
 
 
 def _row_blocks(q: torch.Tensor, v: torch.Tensor) -> list[slice]:

@@ -195,10 +195,12 @@ def test_lru_scan_equals_loop(config: LRUConfig, device: str) -> None:
         _fast_vs_ref(model, model, model.forward_ref, _randn(2, L, config.d_model, seed=L).to(device), seed=300 + L)
 
 
+@pytest.mark.parametrize("with_h0", [True, False])
+@pytest.mark.parametrize("L", [1, 11])
 @pytest.mark.parametrize("chunk_size", [1, 4, 64])
-def test_selective_scan_equals_loop(chunk_size: int) -> None:
-    """Values, final state and gradients w.r.t. u, Δ, A, B, C and h0, across chunk boundaries."""
-    B, L, E, N = 2, 11, 5, 3
+def test_selective_scan_equals_loop(chunk_size: int, L: int, with_h0: bool) -> None:
+    """Values, final state and gradients w.r.t. u, Δ, A, B, C (and h0), one chunk and across chunk boundaries."""
+    B, E, N = 2, 5, 3
     g = _gen(400)
     tensors = {
         "u": torch.randn(B, L, E, generator=g, dtype=torch.float64),
@@ -208,6 +210,8 @@ def test_selective_scan_equals_loop(chunk_size: int) -> None:
         "C": torch.randn(B, L, N, generator=g, dtype=torch.float64),
         "h0": torch.randn(B, E, N, generator=g, dtype=torch.float64),
     }
+    if not with_h0:
+        del tensors["h0"]
     results = []
     for fn in (lambda *t: selective_scan(*t, chunk_size=chunk_size), selective_scan_ref):
         inputs = [t.clone().requires_grad_() for t in tensors.values()]
@@ -215,6 +219,42 @@ def test_selective_scan_equals_loop(chunk_size: int) -> None:
         loss = (y * _randn(*y.shape, seed=401)).sum() + (h * _randn(*h.shape, seed=402)).sum()
         results.append((y.detach(), h.detach(), *torch.autograd.grad(loss, inputs)))
     _assert_close_all(results[0], results[1], ["y", "h_last"] + [f"grad {n}" for n in tensors], rtol=1e-12)
+
+
+def test_selective_scan_fp32_matches_the_loop_in_fp64() -> None:
+    """The fp32 fast path (exp taken as exp2) stays at fp32 rounding of the exact answer, gradients included."""
+    B, L, E, N = 2, 40, 6, 4
+    g = _gen(410)
+    tensors = [
+        torch.randn(B, L, E, generator=g, dtype=torch.float64),
+        torch.rand(B, L, E, generator=g, dtype=torch.float64) * 2,  # Δ A down to −32: gates near 1e-14
+        -torch.rand(E, N, generator=g, dtype=torch.float64) * 16,
+        torch.randn(B, L, N, generator=g, dtype=torch.float64),
+        torch.randn(B, L, N, generator=g, dtype=torch.float64),
+    ]
+    results = []
+    for fn, dtype in ((lambda *t: selective_scan(*t, chunk_size=16), torch.float32), (selective_scan_ref, torch.float64)):
+        inputs = [t.to(dtype).requires_grad_() for t in tensors]
+        y, h = fn(*inputs)
+        loss = (y * _randn(*y.shape, seed=411).to(dtype)).sum() + (h * _randn(*h.shape, seed=412).to(dtype)).sum()
+        results.append(tuple(t.double() for t in (y.detach(), h.detach(), *torch.autograd.grad(loss, inputs))))
+    _assert_close_all(results[0], results[1], ["y", "h_last", "grad u", "grad delta", "grad A", "grad B", "grad C"], rtol=1e-5)
+
+
+def test_mamba_causal_conv_equals_conv1d() -> None:
+    """`_causal_conv` gives nn.Conv1d's numbers (padding d_conv − 1, first L outputs), values and gradients."""
+    for config in (MambaConfig(d_model=6, d_conv=4), MambaConfig(d_model=4, d_conv=1, conv_bias=False)):
+        model = _build(Mamba, config).double()
+        x = _randn(2, 7, config.d_inner, seed=420)
+        cot = _randn(2, 7, config.d_inner, seed=421)
+        params = [p for p in model.conv1d.parameters()]
+        results = []
+        for fn in (model._causal_conv, lambda t: model.conv1d(t.transpose(1, 2))[..., : t.shape[1]].transpose(1, 2)):
+            inp = x.clone().requires_grad_()
+            out = fn(inp)
+            results.append((out.detach(), *torch.autograd.grad((out * cot).sum(), [inp, *params])))
+        names = ["out", "grad x"] + [f"grad {n}" for n, _ in model.conv1d.named_parameters()]
+        _assert_close_all(results[0], results[1], names, rtol=1e-12)
 
 
 @pytest.mark.parametrize("config", [MambaConfig(d_model=8, d_state=4, chunk_size=5), MambaConfig(d_model=6, d_conv=1, expand=1, dt_rank=3, dt_init="constant", bias=True, conv_bias=False)])

@@ -6,7 +6,7 @@ and backward into the input and every parameter. Time: the median of 5 calls aft
 memory: what one call allocates above what was live before it — on CUDA from the allocator's peak
 statistics, on the CPU from the profiler's allocation events (which slow that one call down, so it is
 measured apart from the timing). Ratios are against GateLoop at the same (D, L), measured in the same
-process.
+process, with glibc keeping freed memory in the process as training runs do (`keep_freed_memory`).
 
     python -m studies.bench baselines [--quick]          (CPU)
     python -m studies.bench.baselines --device cuda      (any device)
@@ -28,6 +28,7 @@ from torch import nn
 
 from baselines import MIXERS
 from gateloop.mixer import num_real_parameters
+from studies.train import keep_freed_memory
 
 BATCH = 8
 REPEATS = 5
@@ -101,6 +102,7 @@ def measure(mixer: nn.Module, d_model: int, seq_len: int, device: torch.device) 
 
 
 def main(quick: bool, device: str = "cpu") -> None:
+    keep_freed_memory()  # as `studies.train.train` does: the engines are timed as training runs them
     dev = torch.device(device)
     widths, lengths = ((64,), (256,)) if quick else ((64, 128), (256, 1024))
     names = ["gateloop"] + [n for n in MIXERS if n != "gateloop"]

@@ -23,6 +23,9 @@ on the CPU (Linux, glibc) the process's peak resident set (VmHWM, reset through 
 minus its resident set before the call, after `malloc_trim` returned glibc's cached free memory to the
 system so that everything the call allocates is paged in and counted. Resolution: a few MiB.
 
+Timings are taken with glibc keeping freed memory in the process (`studies.train.keep_freed_memory`,
+as every training run does): otherwise each fresh state-sized tensor is page-faulted in again per call.
+
 Error: the largest relative error (‖x - x_loop‖ / ‖x_loop‖) over y, the final state and the four input
 gradients, against the loop on the same inputs in the same (single) precision.
 
@@ -45,6 +48,7 @@ import torch
 
 from gateloop.chunked import chunked_form, gateloop_scan_chunked
 from gateloop.scan import gateloop_scan
+from studies.train import keep_freed_memory
 
 SHAPES = {"matrix state": (8, 4, 32, 32), "max-headed": (8, 256, 1, 1)}  # (B, H, K, V)
 MODES = ("recurrent", "chunked", "chunked/split", "elementwise", "scan", "attention")
@@ -209,6 +213,7 @@ def _fmt_ratio(reference: float, value: float) -> str:
 
 
 def main(quick: bool) -> None:
+    keep_freed_memory()  # as `studies.train.train` does: the engines are timed as training runs them
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     lengths = (64, 256) if quick else (256, 1024, 4096)
     max_calls = 1 if quick else 5

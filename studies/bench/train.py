@@ -1,0 +1,217 @@
+"""Training throughput: ms per optimiser step of every mixer, and a short suite at 1 and 2 workers.
+
+Step time: the LM of each registered mixer, its width matched (`baselines.matching.match_width`) to a
+preset's parameter budget, trained on one fixed MQAR batch of that preset's size — forward, loss,
+backward, gradient clipping and an AdamW step, as `studies.train.train` does it, with the data
+generation left out. Sizes: the "headline" preset (~50k parameters, L=32, batch 32) and the
+"standard" preset (~90k, L=64, batch 64). Every mixer is warmed up, then the mixers take turns one
+step at a time for `repeats` rounds, so that a change in the machine's load hits every mixer alike;
+printed are the median, min and max wall ms per step and the median's ratio to attention's, and the
+median CPU ms of this process per step (less sensitive to other processes on a shared machine) with
+its ratio, all measured in this process at one intra-op thread (the default of CPU runs, DESIGN §6),
+with glibc keeping freed memory as `studies.train.train` asks it to (`keep_freed_memory`).
+
+Suite wall time: `python -m studies.cli suite --model gateloop,lru --tasks mqar,state_tracking,
+memory_horizon --preset quick train.steps=200` run as a subprocess with `--workers 1` and with
+`--workers 2`, each into a fresh directory; printed are both wall times, their ratio, and whether the
+two runs stored the same runs with the same results (run ids, status, steps, history, final metrics).
+
+The machine's load average is printed beside the numbers: on a shared machine they are only as good
+as the quiet they were measured in.
+
+    python -m studies.bench train [--quick]
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from baselines import MIXERS, get_mixer
+from baselines.matching import match_width
+from gateloop.backbone import LM, LMConfig
+from studies.config import TrainConfig
+from studies.presets import get_preset
+from studies.train import keep_freed_memory
+from tasks import make_task
+
+SIZES = ("headline", "standard")
+REFERENCE = "attention"
+SUITE_ARGS = ("suite", "--model", "gateloop,lru", "--tasks", "mqar,state_tracking,memory_horizon", "--preset", "quick")
+SUITE_STEPS = 200
+# Fields of a stored run that must agree between two runs of the same config (wall_time need not).
+COMPARED_FIELDS = ("run_id", "status", "steps", "steps_to_target", "history", "final", "num_parameters")
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """Seconds per training step of one mixer over the timed rounds: wall clock, and this process's CPU time."""
+
+    name: str
+    d_model: int
+    num_parameters: int
+    seconds: tuple[float, ...]
+    cpu_seconds: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} ({os.cpu_count()} CPUs)"
+
+
+def _task(preset_name: str, seq_len: int | None = None) -> Any:
+    """The preset's MQAR task (at seq_len if given)."""
+    knobs = dict(get_preset(preset_name).tasks["mqar"])
+    if seq_len is not None:
+        knobs["seq_len"] = seq_len
+    return make_task("mqar", **knobs)
+
+
+class _Stepper:
+    """One model, optimiser and fixed batch; `step()` is one training step as `studies.train.train` takes it."""
+
+    def __init__(self, name: str, preset_name: str, batch_size: int | None, seq_len: int | None) -> None:
+        preset = get_preset(preset_name)
+        task = _task(preset_name, seq_len)
+        lm = LMConfig(vocab_size=task.vocab_size, **preset.lm)
+        mixer = match_width(name, preset.param_budget, lm, preset.mixer.get(name))
+        train = TrainConfig(**{**preset.train, "device": "cpu"})
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.model = LM(lm, get_mixer(name), mixer)
+        batch = task.sample(batch_size or train.batch_size, torch.Generator().manual_seed(0))
+        self.inputs, self.targets = batch.inputs, batch.targets
+        self.optimizer = torch.optim.AdamW(
+            self.model.param_groups(train.weight_decay, train.lr, train.transition_lr_factor), lr=train.lr,
+            betas=(0.9, 0.98),
+        )
+        self.grad_clip = train.grad_clip
+        self.name, self.d_model = name, mixer.d_model
+
+    def step(self) -> tuple[float, float]:
+        """(wall, CPU) seconds of one training step."""
+        start, cpu = time.perf_counter(), time.process_time()
+        logits = self.model(self.inputs)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), self.targets.flatten(), ignore_index=-100)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        return time.perf_counter() - start, time.process_time() - cpu
+
+
+def step_times(
+    preset_name: str, names: list[str], repeats: int, warmup: int = 3, batch_size: int | None = None,
+    seq_len: int | None = None,
+) -> list[StepTimes]:
+    """Seconds per training step of each mixer in `names` at the preset's size, in interleaved rounds."""
+    steppers = [_Stepper(name, preset_name, batch_size, seq_len) for name in names]
+    for stepper in steppers:
+        for _ in range(warmup):
+            stepper.step()
+    times: list[list[tuple[float, float]]] = [[] for _ in steppers]
+    for _ in range(repeats):
+        for row, stepper in zip(times, steppers):
+            row.append(stepper.step())
+    return [
+        StepTimes(s.name, s.d_model, s.model.num_parameters(), *map(tuple, zip(*row))) for s, row in zip(steppers, times)
+    ]
+
+
+def step_table(times: list[StepTimes]) -> str:
+    """Markdown rows: mixer, width, parameters, wall ms median (min, max), its ratio to attention's, and
+    the same for CPU ms (what the step cost this process: less sensitive to other processes' load)."""
+    ref = next((t for t in times if t.name == REFERENCE), None)
+    lines = [
+        "| mixer | d_model | params | ms/step median | min | max | × attention | CPU ms median | × attention |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in times:
+        cpu = statistics.median(t.cpu_seconds)
+        ratio = f"{t.median / ref.median:.2f}" if ref else "–"
+        cpu_ratio = f"{cpu / statistics.median(ref.cpu_seconds):.2f}" if ref else "–"
+        lines.append(
+            f"| {t.name} | {t.d_model} | {t.num_parameters:,} | {t.median * 1e3:.1f} | {min(t.seconds) * 1e3:.1f} | "
+            f"{max(t.seconds) * 1e3:.1f} | {ratio} | {cpu * 1e3:.1f} | {cpu_ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def _stored_runs(out: Path) -> dict[str, dict[str, Any]]:
+    records = (json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")))
+    return {r["run_id"]: {field: r.get(field) for field in COMPARED_FIELDS} for r in records}
+
+
+def run_suite(workers: int, out: Path, steps: int = SUITE_STEPS) -> tuple[float | None, str]:
+    """(wall seconds or None if the command failed, its last output line) of the short suite."""
+    command = [sys.executable, "-m", "studies.cli", *SUITE_ARGS, f"train.steps={steps}", "--workers", str(workers),
+               "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - start
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return (seconds if done.returncode == 0 else None), (lines[-1] if lines else f"exit status {done.returncode}")
+
+
+def suite_comparison(steps: int = SUITE_STEPS) -> str:
+    """The short suite at --workers 1 and 2: wall times, ratio, and whether their stored results agree."""
+    lines = [f"`python -m studies.cli {' '.join(SUITE_ARGS)} train.steps={steps} --workers N --out <tmp>`", ""]
+    with tempfile.TemporaryDirectory() as tmp:
+        walls: dict[int, float] = {}
+        for workers in (1, 2):
+            out = Path(tmp) / f"workers{workers}"
+            seconds, last = run_suite(workers, out, steps)
+            if seconds is None:
+                if "workers" in last:
+                    last += "  (this CLI does not take --workers yet: the suite comparison needs it)"
+                lines.append(f"- --workers {workers}: failed: {last}")
+                return "\n".join(lines)
+            walls[workers] = seconds
+            lines.append(f"- --workers {workers}: {seconds:.1f} s wall ({_load()})")
+        lines.append(f"- speed-up --workers 2 over --workers 1: {walls[1] / walls[2]:.2f}×")
+        lines.append(f"- results: {compare_runs(Path(tmp) / 'workers1', Path(tmp) / 'workers2')}")
+    return "\n".join(lines)
+
+
+def compare_runs(first_out: Path, second_out: Path) -> str:
+    """Whether two suite output directories stored the same runs with the same results, in words."""
+    first, second = _stored_runs(first_out), _stored_runs(second_out)
+    if not first and not second:
+        return "no runs stored (nothing to compare)"
+    if first == second:
+        return f"identical ({len(first)} runs: same run ids, status, steps, history, final metrics)"
+    differing = sorted(set(first) ^ set(second) | {k for k in set(first) & set(second) if first[k] != second[k]})
+    return f"DIFFER in {len(differing)} of {len(set(first) | set(second))} runs: {differing}"
+
+
+def main(quick: bool) -> None:
+    torch.set_num_threads(1)
+    keep_freed_memory()  # as `studies.train.train` does
+    names = list(MIXERS)
+    repeats = 5 if quick else 30
+    print(f"\n## train: ms per training step, 1 thread, median of {repeats} interleaved rounds (torch {torch.__version__})")
+    for preset_name in SIZES[:1] if quick else SIZES:
+        preset = get_preset(preset_name)
+        print(
+            f"\n### {preset_name}: ~{preset.param_budget:,} non-embedding parameters, MQAR L={_task(preset_name).seq_len}, "
+            f"batch {preset.train['batch_size']}\n"
+        )
+        print(step_table(step_times(preset_name, names, repeats)))
+        print(f"\n{_load()}", flush=True)
+    print("\n### short suite, --workers 1 vs 2\n")
+    print(suite_comparison(20 if quick else SUITE_STEPS), flush=True)
