@@ -25,12 +25,14 @@ import torch
 from scipy import stats
 
 from studies.checks import check_storage_url
-from studies.config import RunConfig
+from studies.config import CONFIG_VERSION, RunConfig
 from studies.experiments.ablations import ABLATION_TASKS, ABLATIONS
 from studies.presets import get_preset
 from studies.results import fmt_mean_ci, human_count, markdown_table, write_atomic
 from studies.suite import add_run_arguments, build_configs, check_configs, check_run_arguments, load_records, run_configs
 from studies.train import build_model
+from tasks import TASKS, make_task
+from tasks.shortcuts import floor
 
 # The runs whose trained weights are kept for the gate-inspection figure.
 INSPECT = {"memory_horizon", "state_tracking"}
@@ -86,11 +88,19 @@ def tuned_learning_rates(storage: str, prefix: str, tasks: Sequence[str]) -> dic
 # --------------------------------------------------------------------------------------------- reporting
 
 
+def _metric(record: dict[str, Any]) -> str:
+    """The task's metric; runs of an older config version (other task generators) were read on token accuracy."""
+    if record["config"].get("version") != CONFIG_VERSION:
+        return "accuracy"
+    return TASKS[record["config"]["task"]["name"]].metric
+
+
 def _runs(records: list[dict[str, Any]], names: dict[str, list[str]]) -> dict[tuple[str, str], dict[str, float]]:
-    """(ablation, task) -> {run id: final accuracy} over seeds; a run shared by several names counts for each."""
+    """(ablation, task) -> {run id: final score on the task's metric} over seeds; a run shared by several
+    names counts for each."""
     runs: dict[tuple[str, str], dict[str, float]] = {}
     for r in records:
-        value = r["final"][str(r["config"]["task"]["seq_len"])]["accuracy"] if r["final"] else 0.0
+        value = r["final"][str(r["config"]["task"]["seq_len"])][_metric(r)] if r["final"] else 0.0
         for name in names[r["run_id"]]:
             runs.setdefault((name, r["config"]["task"]["name"]), {})[r["run_id"]] = value
     return runs
@@ -128,11 +138,29 @@ def ablation_table(records: list[dict[str, Any]], names: dict[str, list[str]], l
             cells.append(cell)
         flag = "" if params.get(a) == params.get("full") or "full" not in params else " (≠ full)"
         rows.append([a, *cells, human_count(params[a]) + flag, human_count(states[a])])
+    rows.append(["*floor* (best no-solve baseline)", *[_floor_cell(records, t) for t in tasks], "", ""])
+    metrics = {r["config"]["task"]["name"]: _metric(r) for r in records}
     shared = sorted({tuple(n) for n in names.values() if len(n) > 1})
     same = "".join(f" `{' = '.join(group)}`: identical configurations, one set of runs." for group in shared)
-    note = (f"Held-out token accuracy at the training length, mean ± 95% t-interval over seeds; Δ = difference "
-            f"to `full`, p = Welch t-test (not corrected for multiple comparisons). {lr_note}{same}\n\n")
+    scored = ", ".join(f"{t}: {'sequence exact match' if metrics[t] == 'sequence_accuracy' else 'token accuracy'}"
+                       for t in tasks)
+    note = (f"Held-out score at the training length ({scored}), mean ± 95% t-interval over seeds; Δ = difference "
+            f"to `full`, p = Welch t-test (not corrected for multiple comparisons); floor: the best no-solve "
+            f"baseline on the same held-out sets (– for runs of an older config version, made with other task "
+            f"generators). {lr_note}{same}\n\n")
     return note + markdown_table(header, rows)
+
+
+def _floor_cell(records: list[dict[str, Any]], task: str) -> str:
+    """The floor of `task` on the held-out sets of full's seeds (every ablation shares them)."""
+    mine = [r for r in records if r["config"]["task"]["name"] == task and r["config"].get("version") == CONFIG_VERSION]
+    if not mine:
+        return "–"
+    cfg = mine[0]["config"]
+    knobs = {k: v for k, v in cfg["task"].items() if k != "name"}
+    seeds = tuple(sorted({r["config"]["train"]["seed"] for r in mine}))
+    name, score, _ = floor(make_task(task, **knobs), cfg["train"]["test_size"], seeds)
+    return f"{score:.3f} ({name})"
 
 
 def heatmap_figure(records: list[dict[str, Any]], names: dict[str, list[str]]):

@@ -94,14 +94,16 @@ def load_rows(storage: optuna.storages.BaseStorage, prefix: str) -> tuple[list[d
                 if t.state != TrialState.COMPLETE or seed in seen:
                     continue  # one result per seed: the earliest complete trial holds it
                 seen.add(seed)
+                metric, floor_name, floor_score = _metric_and_floor(t.user_attrs["config"], seed)
                 confirm_rows.append({
                     "task": task, "model": model, "seed": seed, "accuracy": float(t.value),
+                    "metric": metric, "floor": floor_score, "floor_name": floor_name,
                     "status": t.user_attrs.get("status"), "num_parameters": t.user_attrs.get("num_parameters"),
                     "state_size": t.user_attrs.get("state_size"), "run_id": t.user_attrs.get("run_id"),
                     "source_trial": study.user_attrs.get("source_trial"),
                     "train_length": t.user_attrs["config"]["task"]["seq_len"],
-                    # accuracy at the training length and at the longer evaluated lengths
-                    "by_length": {str(f["length"]): f["accuracy"] for f in t.user_attrs.get("final") or []},
+                    # the objective's metric at the training length and at the longer evaluated lengths
+                    "by_length": {str(f["length"]): f[metric] for f in t.user_attrs.get("final") or []},
                 })
             continue
         finished = 0
@@ -120,6 +122,31 @@ def load_rows(storage: optuna.storages.BaseStorage, prefix: str) -> tuple[list[d
                 "budget": study.user_attrs.get("budget"),
             })
     return trial_rows, confirm_rows
+
+
+def _metric_and_floor(config: dict[str, Any], seed: int) -> tuple[str, str | None, float | None]:
+    """The task's metric (what the objective scored) and its floor: the best no-solve baseline on the very
+    held-out set this seed's run was scored on. Runs stored under another config version were made with
+    other task generators, whose floor cannot be rebuilt: (token accuracy, None, None)."""
+    from studies.config import CONFIG_VERSION
+    from tasks import make_task
+    from tasks.shortcuts import floor
+
+    if config.get("version") != CONFIG_VERSION:
+        return "accuracy", None, None
+    knobs = {k: v for k, v in config["task"].items() if k != "name"}
+    task = make_task(config["task"]["name"], **knobs)
+    name, score, metric = floor(task, config["train"]["test_size"], (seed,))
+    return metric, name, score
+
+
+def _floor_cell(rows: list[dict[str, Any]]) -> str:
+    """Mean floor over the rows' seeds, with the baseline that sets it; "–" where it is unknown."""
+    known = [r for r in rows if r.get("floor") is not None]
+    if not known:
+        return "–"
+    names = sorted({r["floor_name"] for r in known})
+    return f"{sum(r['floor'] for r in known) / len(known):.3f} ({', '.join(names)})"
 
 
 # --------------------------------------------------------------------------------------------- tables
@@ -146,7 +173,7 @@ def task_table(task: str, trial_rows: list[dict[str, Any]], confirm_rows: list[d
     mwu = dict(zip(others, holm([u for _, u in raw])))
 
     multipliers = sorted({int(length) // r["train_length"] for r in confirmed for length in r["by_length"]} - {1})
-    header = ["model", "accuracy, mean [95% bootstrap CI]", *[f"@{k}×L" for k in multipliers], "seeds", "params", "state",
+    header = ["model", "score, mean [95% bootstrap CI]", *[f"@{k}×L" for k in multipliers], "seeds", "params", "state",
               f"p vs {reference} (Welch, Holm)", f"p vs {reference} (MWU, Holm)",
               "trials (pruned, diverged)", "best tuning acc", "best hyperparameters"]
     body = []
@@ -178,14 +205,19 @@ def task_table(task: str, trial_rows: list[dict[str, Any]], confirm_rows: list[d
             f"{sum(r['status'] == 'diverged' for r in finished)})",
             f"{best['value']:.3f}" if best else "–", _fmt_params(best["params"]) if best else "–",
         ])
-    notes = []
+    metric = confirmed[0].get("metric", "accuracy") if confirmed else "accuracy"
+    notes = [f"Metric: {'sequence exact match' if metric == 'sequence_accuracy' else 'token accuracy'}. "
+             f"Floor (best no-solve baseline on the same held-out sets, mean over the seeds): {_floor_cell(confirmed)}"
+             + ("" if any(r.get("floor") is not None for r in confirmed) else
+                " — not computable: these runs were made under an older config version, with other task generators")
+             + "."]
     budgets = {len([r for r in trials if r["model"] == m and r["finished_index"] is not None]) for m in models}
     if len(budgets) > 1:
         notes.append(f"**Unequal budgets**: finished trials per model differ ({sorted(budgets)}); the comparison "
                      f"is not fair until every study is complete.")
     if reference not in models:
         notes.append(f"No `{reference}` study for this task: no p-values.")
-    return f"### {task}\n\n" + markdown_table(header, body) + ("\n" + "\n".join(notes) + "\n" if notes else "")
+    return f"### {task}\n\n" + markdown_table(header, body) + "\n" + "\n".join(notes) + "\n"
 
 
 # -------------------------------------------------------------------------------------------- figures
@@ -243,7 +275,14 @@ def accuracy_figure(confirm_rows: list[dict[str, Any]], models: list[str]):
                 alpha=0.6, ax=ax)
     sns.stripplot(data=df, x="task", y="accuracy", hue="model", hue_order=models, dodge=True, legend=False,
                   size=4, palette={m: "black" for m in models}, ax=ax)
-    ax.set(ylim=(0, 1.02), ylabel="held-out token accuracy", title="Best config re-trained: mean, 95% CI, seeds")
+    tasks = [tick.get_text() for tick in ax.get_xticklabels()]
+    floors = df.dropna(subset=["floor"]).groupby("task")["floor"].mean() if "floor" in df else {}
+    for i, task in enumerate(tasks):
+        if task in floors:
+            ax.hlines(floors[task], i - 0.45, i + 0.45, colors="black", linestyles="--", lw=1.2,
+                      label="best no-solve baseline" if i == 0 else None)
+    ax.set(ylim=(0, 1.02), ylabel="held-out score (each task's metric)",
+           title="Best config re-trained: mean, 95% CI, seeds; dashed: floor")
     ax.legend(title="model", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
@@ -295,7 +334,8 @@ def _integer_x_ticks(grid) -> None:
 
 
 def summary_table(confirm_rows: list[dict[str, Any]], reference: str = "gateloop") -> str:
-    """Task × model: mean confirmed accuracy [95% bootstrap CI]; the best mean of each task in bold."""
+    """Task × model: mean confirmed score [95% bootstrap CI], the best mean of each task in bold; then the
+    task's floor (best no-solve baseline on the same held-out sets)."""
     tasks = sorted({r["task"] for r in confirm_rows})
     models = sorted({r["model"] for r in confirm_rows}, key=lambda m: (m != reference, m))
     body = []
@@ -309,8 +349,10 @@ def summary_table(confirm_rows: list[dict[str, Any]], reference: str = "gateloop
             else:
                 cells.append("–")
         best = max(means.values(), default=None)
-        body.append([task, *[f"**{c}**" if m in means and means[m] == best else c for m, c in zip(models, cells)]])
-    return markdown_table(["task", *models], body)
+        floor = _floor_cell([r for r in confirm_rows if r["task"] == task])
+        body.append([task, *[f"**{c}**" if m in means and means[m] == best else c for m, c in zip(models, cells)],
+                     floor])
+    return markdown_table(["task", *models, "floor"], body)
 
 
 def report_markdown(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]], prefix: str,
@@ -318,10 +360,12 @@ def report_markdown(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[st
     """The Markdown report from the tidy rows alone (so it can be rebuilt from trials/confirm.jsonl)."""
     tasks = sorted({r["task"] for r in trial_rows} | {r["task"] for r in confirm_rows})
     return (f"## Tuning report: `{prefix}`\n\n"
-            "Accuracy: held-out token accuracy of each model's best tuning trial re-trained with fresh seeds; "
-            "diverged seeds count as 0; `@k×L`: mean accuracy of the same runs on held-out sequences k times "
-            "the training length. p-values: two-sided, Holm-corrected over the comparisons of a task.\n\n"
-            "### Summary: mean accuracy [95% bootstrap CI] over the final seeds (best of each task in bold)\n\n"
+            "Score: each task's metric (token accuracy, or sequence exact match where named), held out, of each "
+            "model's best tuning trial re-trained with fresh seeds; diverged seeds count as 0; `@k×L`: the same "
+            "runs on held-out sequences k times the training length; floor: the best no-solve baseline "
+            "(`testbed tasks audit`) on the same held-out sets — a model at the floor has learned nothing. "
+            "p-values: two-sided, Holm-corrected over the comparisons of a task.\n\n"
+            "### Summary: mean score [95% bootstrap CI] over the final seeds (best of each task in bold)\n\n"
             + summary_table(confirm_rows, reference) + "\n"
             + "\n".join(task_table(t, trial_rows, confirm_rows, reference) for t in tasks))
 

@@ -34,12 +34,16 @@ class EvalRecord:
     accuracy: float  # token accuracy on scored positions of the held-out set at the training length
     sequence_accuracy: float
 
+    def score(self, metric: str) -> float:
+        """The value of `metric` ("accuracy" or "sequence_accuracy": a task's `metric`)."""
+        return getattr(self, metric)
+
 
 @dataclass
 class TrainResult:
     status: str  # "completed" | "reached_target" | "diverged"
     steps: int  # optimiser steps taken
-    steps_to_target: int | None  # first eval step at which accuracy >= target_accuracy
+    steps_to_target: int | None  # first eval step at which the task's metric >= target_accuracy
     history: list[EvalRecord]
     final: dict[int, dict[str, float]]  # seq_len -> {"accuracy", "sequence_accuracy"}
     num_parameters: int  # non-embedding, complex counted twice
@@ -53,10 +57,17 @@ class TrainResult:
         """Everything but the model, as JSON-ready data."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "model"}
 
+    metric: str = "accuracy"  # the task's metric: what early stopping, tuning and reports read
+
     @property
     def accuracy(self) -> float:
         """Final held-out token accuracy at the training length (0 for a diverged run)."""
         return self.final[min(self.final)]["accuracy"] if self.final else 0.0
+
+    @property
+    def score(self) -> float:
+        """Final held-out value of the task's metric at the training length (0 for a diverged run)."""
+        return self.final[min(self.final)][self.metric] if self.final else 0.0
 
 
 def _plain(value: Any) -> Any:
@@ -194,7 +205,7 @@ def _train(config: RunConfig, device: torch.device, on_eval: Callable[[EvalRecor
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{record.accuracy:.3f}")
             if on_eval is not None:
                 on_eval(record)
-            if record.accuracy >= tc.target_accuracy:
+            if record.score(config.task.metric) >= tc.target_accuracy:
                 steps_to_target = step
                 status = "reached_target"
                 break
@@ -219,5 +230,6 @@ def _train(config: RunConfig, device: torch.device, on_eval: Callable[[EvalRecor
         state_size=model.state_size(config.task.seq_len),
         wall_time=time.perf_counter() - start,
         config=config.to_dict(),
+        metric=config.task.metric,
         model=model if keep_model else None,
     )

@@ -73,7 +73,8 @@ GRACE_PERIOD = 30  # a RUNNING trial silent this long belongs to a dead worker
 MAX_RETRY = 3  # re-queue a killed trial at most this often (a config that kills its worker each time is dropped)
 POLL_SECONDS = 2.0  # how often an idle worker looks for freed slots
 
-METRIC = "accuracy"  # every study's objective: held-out token accuracy (mean over a trial's seeds)
+# Every study's objective is its task's metric (tasks.Task.metric: token accuracy, or sequence exact match
+# where token accuracy is free), held out, mean over a trial's seeds; the study is named after it.
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 LIVE = (TrialState.RUNNING, TrialState.WAITING)
@@ -320,7 +321,7 @@ def open_tuning_study(storage: optuna.storages.BaseStorage, prefix: str, task: s
                 f"not mixed: use another --study-prefix, or delete the study "
                 f"(optuna delete-study --study-name '{name}' --storage URL)."
             )
-    _name_metric(study)
+    _name_metric(study, config.task.metric)
     for key, value in {**expected, "preset": preset, "overrides": list(overrides)}.items():
         if key not in stored:
             study.set_user_attr(key, _jsonable(value))
@@ -352,12 +353,13 @@ def _differences(stored: Any, wanted: Any, key: str, limit: int = 6) -> str:
     return "; ".join(found[:limit]) + more
 
 
-def _name_metric(study: optuna.Study) -> None:
-    """Name the objective, so optuna-dashboard shows "accuracy" instead of "Objective 0" (also on old studies)."""
+def _name_metric(study: optuna.Study, metric: str) -> None:
+    """Name the objective (the task's metric), so optuna-dashboard shows e.g. "accuracy" instead of
+    "Objective 0" (also on old studies)."""
     if study.metric_names is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([METRIC])
+            study.set_metric_names([metric])
 
 
 def _worker() -> str:
@@ -388,11 +390,12 @@ def _run_tuning_trial(trial: optuna.Trial, study: optuna.Study, config: RunConfi
         metrics.append({"seed": seed, **dataclasses.asdict(record)})
         # Seeds run one after another; offsetting the step keeps every report at a distinct step
         # that means the same thing in every trial, so the pruner compares like with like.
-        trial.report(record.accuracy, seed_index * config.train.steps + record.step)
+        value = record.score(config.task.metric)
+        trial.report(value, seed_index * config.train.steps + record.step)
         if trial.should_prune():
             trial.set_user_attr("metrics", metrics)
             trial.set_user_attr("status", "pruned")
-            raise optuna.TrialPruned(f"accuracy {record.accuracy:.3f} at step {record.step} (seed {seed})")
+            raise optuna.TrialPruned(f"{config.task.metric} {value:.3f} at step {record.step} (seed {seed})")
 
     results: list[TrainResult] = []
     for seed_index in range(seeds):
@@ -406,11 +409,12 @@ def _run_tuning_trial(trial: optuna.Trial, study: optuna.Study, config: RunConfi
     trial.set_user_attr("status", "diverged" if diverged else results[0].status)
     trial.set_user_attr("metrics", metrics)
     trial.set_user_attr("accuracies", [r.accuracy for r in results])
+    trial.set_user_attr("scores", [r.score for r in results])
     trial.set_user_attr("final", [{"seed": config.train.seed + i, "final": _final_rows(r)} for i, r in enumerate(results)])
     trial.set_user_attr("num_parameters", results[0].num_parameters)
     trial.set_user_attr("state_size", results[0].state_size)
     trial.set_user_attr("wall_time", sum(r.wall_time for r in results))
-    return 0.0 if diverged else float(np.mean([r.accuracy for r in results]))
+    return 0.0 if diverged else float(np.mean([r.score for r in results]))
 
 
 def _run_confirm_trial(trial: optuna.Trial, study: optuna.Study, config: RunConfig, seeds: Sequence[int],
@@ -441,7 +445,7 @@ def _run_confirm_trial(trial: optuna.Trial, study: optuna.Study, config: RunConf
     trial.set_user_attr("num_parameters", result.num_parameters)
     trial.set_user_attr("state_size", result.state_size)
     trial.set_user_attr("wall_time", result.wall_time)
-    return 0.0 if result.status == "diverged" else result.accuracy
+    return 0.0 if result.status == "diverged" else result.score
 
 
 # ---------------------------------------------------------------------------------------- worker loop
@@ -614,7 +618,7 @@ def confirm(
                                  f"tuning trial now has {key}={_short(value)} (the tuning study grew?); use another "
                                  f"--study-prefix or delete {name!r}")
             study.set_user_attr(key, _jsonable(value))
-        _name_metric(study)
+        _name_metric(study, config.task.metric)
         print(f"[{name}] re-training trial {best.number} (value {best.value:.4f}, params "
               f"{ {k: round(v, 6) for k, v in best.params.items()} }) with seeds {wanted}", flush=True)
 

@@ -323,9 +323,13 @@ def test_confirm_and_report_from_storage_only(storage, tmp_path, monkeypatch):
     monkeypatch.setattr(tune, "train", no_training)
     out = tmp_path / "report"
     text = report_mod.build_report(storage, "r", out)
-    assert "| task | gateloop | attention |" in text  # the summary table, reference model first
+    assert "| task | gateloop | attention | floor |" in text  # the summary table, reference model first
     lines = [line for line in text[text.index(f"### {TASK}\n"):].splitlines() if line.startswith("| ")]
-    assert lines[0].startswith("| model | accuracy, mean [95% bootstrap CI] |")
+    assert lines[0].startswith("| model | score, mean [95% bootstrap CI] |")
+    # Every score is read against its floor: the best no-solve baseline on the final seeds' held-out sets.
+    confirm_rows = read_jsonl(out / "confirm.jsonl")
+    assert all(r["floor"] is not None and r["floor_name"] and r["metric"] == "accuracy" for r in confirm_rows)
+    assert "Floor (best no-solve baseline on the same held-out sets" in text
     rows = {line.split(" | ")[0].strip("| "): line for line in lines[1:]}
     assert set(rows) == {"gateloop", "attention"}
     mean = sum(confirmed["attention"]) / 3
