@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from studies.bench.train import compare_runs, step_table, step_times
 
 
@@ -33,3 +35,15 @@ def test_compare_runs_ignores_wall_time_and_names_differing_runs(tmp_path: Path)
     _write_run(second, "b", 0.8, 2.0)
     _write_run(second, "c", 0.1, 2.0)
     assert compare_runs(first, second) == "DIFFER in 2 of 3 runs: ['b', 'c']"
+
+
+def test_bench_cli_defaults_to_every_section_and_refuses_unknown_ones():
+    import argparse
+
+    from studies.bench import __main__ as bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert parser.parse_args([]).sections == list(bench.SECTIONS)  # argparse refused this default before
+    with pytest.raises(SystemExit, match="unknown section"):
+        bench.run(parser.parse_args(["nosuch"]))

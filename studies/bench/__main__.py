@@ -13,11 +13,17 @@ SECTIONS = ("tasks", "gateloop", "baselines", "train")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sections", nargs="*", choices=SECTIONS, default=list(SECTIONS), help="what to benchmark")
+    # No `choices` here: argparse checks a list default of an optional positional against them as one
+    # value and refuses it (Python 3.11); `run` checks the names instead.
+    parser.add_argument("sections", nargs="*", metavar="section", default=list(SECTIONS),
+                        help=f"what to benchmark: some of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats (a smoke run)")
 
 
 def run(args: argparse.Namespace) -> int:
+    unknown = [s for s in args.sections if s not in SECTIONS]
+    if unknown:
+        raise SystemExit(f"testbed bench: unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
     for section in args.sections:
         importlib.import_module(f"studies.bench.{section}").main(quick=args.quick)
     return 0
