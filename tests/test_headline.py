@@ -22,6 +22,9 @@ from studies.tune import COUNTED
 REPO = Path(__file__).resolve().parents[1]
 # Long enough (about a second) that the interrupt lands inside a trial.
 TINY = ("train.steps=60", "train.eval_every=20", "train.batch_size=4", "train.test_size=16")
+# Long enough (a second or more per trial) that the interrupt surely lands inside a trial, even when
+# the poll below is slow on a busy machine; a 60-step trial could end between two polls.
+INTERRUPTIBLE = ("train.steps=600", "train.eval_every=200", "train.batch_size=4", "train.test_size=16")
 EXPERIMENT = headline.Experiment(tasks=("mqar",), models=("gateloop",), preset="smoke", trials=2,
                                  final_seeds=1, prefix="h", overrides=TINY)
 
@@ -52,7 +55,7 @@ def _alive(pid: int) -> bool:
 def test_ctrl_c_stops_every_worker_and_a_rerun_resumes(tmp_path):
     url, out = f"sqlite:///{tmp_path / 'studies.db'}", tmp_path / "report"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-c", POOL, url, str(out), *TINY]
+    command = [sys.executable, "-c", POOL, url, str(out), *INTERRUPTIBLE]
     pool = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     storage = None
     deadline = time.monotonic() + 120
