@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import statistics
 import sys
 import time
@@ -59,7 +58,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 import torch
+from torch.nn import functional as F
+
+from studies.ablate import build_ablation_configs
+from studies.checks import check_at_least_one, check_device, check_out_dir
+from studies.config import RunConfig
+from studies.parallel import run_parallel, usable_cores
+from studies.presets import get_preset
+from studies.results import human_count, markdown_table
+from studies.train import build_model, resolve_device
+from studies.tune import (CONFIRM_SEED_OFFSET, ModelSpec, base_config, confirm, default_storage, open_storage,
+                          retrain_job, study_name, tune_models, work)
 
 HEADS = 4
 
@@ -239,6 +250,10 @@ class SweepPoint:
         return ",".join(f"{k}={v}" for k, v in self.overrides)
 
 
+def is_main_size(model: ModelLabel, point: SweepPoint) -> bool:
+    return all(dict(model.overrides).get(key) == value for key, value in point.overrides)
+
+
 def _points(label: str, field: str, values: tuple[int, ...]) -> tuple[SweepPoint, ...]:
     return tuple(SweepPoint(label, ((field, v),)) for v in values)
 
@@ -370,3 +385,269 @@ GPU_STUDY = dataclasses.replace(
 )
 
 STUDIES: dict[str, Study] = {"capability": CPU_STUDY, "gpu": GPU_STUDY}
+
+
+# ------------------------------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class PlannedRuns:
+    """One line of the plan: `runs` trainings of one config, each at most `steps` steps."""
+
+    part: str  # "main" | "sweep" | "ablations"
+    variant: str
+    label: str  # model label, "label@size" for the sweep, the ablation name(s) for ablations
+    config: RunConfig
+    runs: int
+    detail: str  # e.g. "4 grid trials × 2 seeds + 5 confirm seeds"
+
+
+def _specs(study: Study) -> list[ModelSpec]:
+    return [ModelSpec(m.label, m.mixer, tuple(m.override_strings())) for m in study.models]
+
+
+def _config(study: Study, variant: TaskVariant, mixer: str, overrides: list[str], device: str | None) -> RunConfig:
+    return base_config(variant.task, mixer, study.preset, [*variant.override_strings(), *overrides], device)
+
+
+def main_plan(study: Study, device: str | None = None) -> list[PlannedRuns]:
+    grid = len(study.lr_grid)
+    return [PlannedRuns("main", v.label, m.label, _config(study, v, m.mixer, m.override_strings(), device),
+                        grid * study.tuning_seeds + study.confirm_seeds,
+                        f"{grid} grid trials × {study.tuning_seeds} seeds + {study.confirm_seeds} confirm seeds")
+            for v in study.variants for m in study.models]
+
+
+def sweep_plan(study: Study, device: str | None = None, lrs: dict[str, float] | None = None) -> list[PlannedRuns]:
+    """The sweep's configs; `lrs` (label -> tuned lr on the sweep variant) sets their learning rates.
+    A point at the model's main size is left out: its runs are the main study's confirm seeds."""
+    variant = study.variant(study.sweep_variant)
+    plan = []
+    for point in study.sweep:
+        model = study.model(point.label)
+        if is_main_size(model, point):
+            continue
+        lr = [] if lrs is None else [f"train.lr={lrs[point.label]}"]
+        config = _config(study, variant, model.mixer, [*model.override_strings(point.overrides), *lr], device)
+        plan.append(PlannedRuns("sweep", variant.label, f"{point.label}@{point.size}", config, study.sweep_seeds,
+                                f"{study.sweep_seeds} seeds"))
+    return plan
+
+
+def ablation_plan(study: Study, device: str | None = None, lrs: dict[str, float] | None = None) -> list[PlannedRuns]:
+    """Ablations of `ablation_base` by studies/ablate.py's builder; ablations that leave the config as
+    another's (e.g. wide_heads = full on a 4-head base) share its runs. `lrs`: variant -> tuned lr."""
+    base = study.model(study.ablation_base)
+    if base.mixer != "gateloop":
+        raise ValueError(f"ablation_base {base.label!r} is a {base.mixer}; the ablations are GateLoop's")
+    plan = []
+    for label in study.ablation_variants:
+        variant = study.variant(label)
+        overrides = [*variant.override_strings(), *base.override_strings()]
+        labelled = build_ablation_configs(list(study.ablations), [variant.task], study.preset, 1, overrides, device,
+                                          None if lrs is None else {variant.task: lrs[label]})
+        groups: dict[str, tuple[list[str], RunConfig]] = {}
+        for name, config in labelled:
+            groups.setdefault(config.group_id(), ([], config))[0].append(name)
+        plan += [PlannedRuns("ablations", label, "=".join(names), config, study.ablation_seeds,
+                             f"{study.ablation_seeds} seeds") for names, config in groups.values()]
+    return plan
+
+
+def sizes(config: RunConfig) -> tuple[int, int]:
+    """(non-embedding parameters, decoding state in real scalars at the training length) of a config."""
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        model = build_model(dataclasses.replace(config, train=dataclasses.replace(config.train, device="cpu")))
+    return model.num_parameters(), model.state_size(config.task.seq_len)
+
+
+def step_ms(config: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, str]:
+    """Median wall time of one training step (forward, backward, AdamW) of `config`, in ms, and the device
+    it was measured on (the config's, or the CPU where that is not available here)."""
+    try:
+        device = resolve_device(config.train.device)
+    except ValueError:
+        device = torch.device("cpu")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(config.train.threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_model(config).to(device)
+        tc = config.train
+        optimizer = torch.optim.AdamW(model.param_groups(tc.weight_decay, tc.lr, tc.transition_lr_factor), lr=tc.lr)
+        batch = config.task.sample(tc.batch_size, torch.Generator().manual_seed(0))
+        inputs, targets = batch.inputs.to(device), batch.targets.to(device)
+        times = []
+        for i in range(warmup + steps):
+            start = time.perf_counter()
+            loss = F.cross_entropy(model(inputs).float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(1000 * (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(previous)
+    return statistics.median(times), device.type
+
+
+def run_seconds(config: RunConfig, ms: float) -> float:
+    """Upper bound of one run's wall time: every step of the budget, plus its evaluations (a forward pass
+    is about a third of a step) every eval_every steps and once per evaluated length at the end."""
+    tc = config.train
+    eval_batches = tc.test_size / tc.batch_size
+    evals = tc.steps // tc.eval_every + 1 + sum(length / config.task.seq_len for length in config.eval_lengths)
+    return ms / 1000 * (tc.steps + evals * eval_batches / 3)
+
+
+BUDGET_HOURS = 8.0
+
+
+def dry_run(study: Study, workers: int, device: str | None = None, measure_steps: int = 3) -> str:
+    """The whole plan as text: every (task, model) with its state, parameters, runs and step budget, and
+    the estimated wall time from a measured ms/step of each config on `workers` parallel workers."""
+    lines = [f"capability study `{study.preset}`: {study.description}",
+             f"tuning: optuna GridSampler over lr {list(study.lr_grid)} (seed {study.sampler_seed}), "
+             f"SuccessiveHalvingPruner (rungs at steps/4, steps/2; reduction factor 2), {study.tuning_seeds} seeds "
+             f"per trial (objective: their mean accuracy), best re-trained with {study.confirm_seeds} fresh seeds", ""]
+    header = ("part", "variant", "model", "family", "d_model", "params", "state", "steps", "runs", "ms/step",
+              "est. h (1 core)")
+    rows, totals, measured_on = [], {}, set()
+    families = {m.label: m.family for m in study.models}
+    for item in (*main_plan(study, device), *sweep_plan(study, device), *ablation_plan(study, device)):
+        params, state = sizes(item.config)
+        ms, where = step_ms(item.config, measure_steps)
+        measured_on.add(where)
+        hours = item.runs * run_seconds(item.config, ms) / 3600
+        totals[item.part] = totals.get(item.part, 0.0) + hours
+        family = families.get(item.label.split("@")[0], "ablation")
+        rows.append((item.part, item.variant, item.label, family, item.config.mixer.d_model, human_count(params),
+                     human_count(state), item.config.train.steps, f"{item.runs} ({item.detail})", f"{ms:.1f}",
+                     f"{hours:.2f}"))
+    lines.append(markdown_table(header, rows))
+    total = sum(totals.values())
+    wall = total / workers
+    lines.append(f"estimated core-hours: " + ", ".join(f"{part} {h:.1f}" for part, h in totals.items())
+                 + f"; total {total:.1f}; wall on {workers} worker(s): {wall:.1f} h")
+    lines.append(f"(ms/step measured in this process on {', '.join(sorted(measured_on))}, {measure_steps} steps after "
+                 f"1 warm-up per config, on a possibly busy machine; every run is assumed to use its full step "
+                 f"budget, so early stopping at {study_target(study):.2f} and pruning only shorten it)")
+    if wall > BUDGET_HOURS:
+        lines.append(f"WARNING: the estimate, {wall:.1f} h, exceeds the {BUDGET_HOURS:.0f} h budget; shorten step "
+                     f"budgets, variants or seeds in studies/experiments/capability.py")
+    return "\n".join(lines)
+
+
+def study_target(study: Study) -> float:
+    return float(get_preset(study.preset).train.get("target_accuracy", 1.0))
+
+
+# -------------------------------------------------------------------------------------------------- run
+
+
+def tuned_lrs(storage: optuna.storages.BaseStorage, study: Study, variant: str, labels: list[str]) -> dict[str, float]:
+    """label -> the learning rate of its best trial in the main study of `variant`."""
+    lrs = {}
+    for label in labels:
+        name = study_name(study.prefix, variant, label)
+        try:
+            tuned = optuna.load_study(study_name=name, storage=storage)
+            lrs[label] = float(tuned.best_trial.params["lr"])
+        except (KeyError, ValueError):
+            raise SystemExit(f"no finished tuning study {name!r}: run `testbed capability --only main` first "
+                             f"(the sweep and the ablations take their learning rates from it)") from None
+    return lrs
+
+
+def _seed_jobs(storage: optuna.storages.BaseStorage, study: Study, part: str, plan: list[PlannedRuns],
+               progress: bool) -> list[Any]:
+    seeds = [CONFIRM_SEED_OFFSET + i for i in range(plan[0].runs)] if plan else []
+    prefix = f"{study.prefix}-{'sweep' if part == 'sweep' else 'ablate'}"
+    jobs = []
+    for item in plan:
+        name = f"{prefix}/{item.variant}/{item.label.replace('@', '/')}"
+        attrs = {"part": part, "variant": item.variant, "label": item.label, "task": item.config.task_name,
+                 "model": item.config.model, "lr": item.config.train.lr}
+        jobs.append(retrain_job(storage, name, item.config, seeds, attrs, progress))
+    return jobs
+
+
+def run_study(study: Study, url: str, out: Path, device: str | None, only: str | None, progress: bool,
+              report: bool = True) -> None:
+    """Main, sweep and ablations (or only one part), resumable; the report after every variant and part."""
+    from studies.capability_report import build_capability_report
+
+    storage = open_storage(url)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    specs = _specs(study)
+    if only in (None, "main"):
+        for variant in study.variants:
+            tune_models(variant.task, specs, len(study.lr_grid), storage, study.prefix, study.preset,
+                        study.tuning_seeds, variant.override_strings(), device, study.sampler_seed, progress,
+                        task_label=variant.label, sampler="grid", pruner="sha", grid={"lr": study.lr_grid})
+            confirm(variant.task, specs, storage, study.prefix, study.confirm_seeds, device, progress,
+                    task_label=variant.label)
+            if report:
+                build_capability_report(storage, study, out)  # partial results after every variant
+    if only in (None, "sweep"):
+        lrs = tuned_lrs(storage, study, study.sweep_variant, sorted({p.label for p in study.sweep}))
+        work(_seed_jobs(storage, study, "sweep", sweep_plan(study, device, lrs), progress))
+        if report:
+            build_capability_report(storage, study, out)
+    if only in (None, "ablations"):
+        lrs = {v: tuned_lrs(storage, study, v, [study.ablation_base])[study.ablation_base]
+               for v in study.ablation_variants}
+        work(_seed_jobs(storage, study, "ablations", ablation_plan(study, device, lrs), progress))
+        if report:
+            build_capability_report(storage, study, out)
+
+
+def _worker_run(preset: str, url: str, out: str, device: str | None, only: str | None, index: int) -> None:
+    # Worker 0 writes the partial reports; the parent writes the last one.
+    run_study(STUDIES[preset], url, Path(out), device, only, progress=False, report=index == 0)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="capability", choices=sorted(STUDIES), help="which study (gpu: zoology's scale)")
+    parser.add_argument("--storage", default=None, help="SQLAlchemy URL (default: sqlite:///OUT/studies.db)")
+    parser.add_argument("--out", default="results/capability", help="report directory")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes on this machine sharing the storage (default: the usable CPU cores)")
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the preset's)")
+    parser.add_argument("--only", default=None, choices=("main", "sweep", "ablations"), help="run one part only")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the estimated wall time; train nothing")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from studies.capability_report import build_capability_report
+
+    study = STUDIES[args.preset]
+    workers = usable_cores() if args.workers is None else args.workers
+    try:
+        check_at_least_one("--workers", workers)
+        check_device(args.device)
+        out = check_out_dir(args.out)
+    except ValueError as e:
+        raise SystemExit(f"testbed capability: {e}") from None
+    if args.dry_run:
+        print(dry_run(study, workers, args.device))
+        return 0
+    url = args.storage or default_storage(out)
+    if workers == 1:
+        run_study(study, url, out, args.device, args.only, progress=not args.quiet)
+    else:
+        open_storage(url)  # create the schema once, before the workers race to
+        run_parallel(_worker_run, [(args.preset, url, str(out), args.device, args.only, i) for i in range(workers)],
+                     workers, report=lambda position, result: None)
+    print(build_capability_report(open_storage(url), study, out))
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m studies.experiments.capability", description=__doc__)
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))
