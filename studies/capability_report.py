@@ -302,6 +302,7 @@ def _figures(study: Study, main: dict[tuple[str, str], Seeds], sweep_rows: list[
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     import pandas as pd
     import seaborn as sns
 
@@ -324,6 +325,7 @@ def _figures(study: Study, main: dict[tuple[str, str], Seeds], sweep_rows: list[
                            errorbar=("pi", 100), col_wrap=cols, height=2.8, aspect=1.3, facet_kws={"sharex": False})
         for variant, ax in grid.axes_dict.items():
             ax.axhline(floor_at(variant, 1)["accuracy"][1], ls="--", color="black", lw=1)
+            ax.set_ylim(0, 1.02)
         grid.set_axis_labels("step", "held-out token accuracy")
         grid.figure.suptitle("Learning curves: median and range over confirm seeds; dashed: best no-solve baseline",
                              y=1.02)
@@ -340,6 +342,7 @@ def _figures(study: Study, main: dict[tuple[str, str], Seeds], sweep_rows: list[
         sns.lineplot(data=df, x="state size", y=metric, hue="model", hue_order=[m for m in order if m in set(df["model"])],
                      marker="o", errorbar=("ci", 95), seed=0, ax=ax)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on a short axis
         ax.axhline(floor_at(variant, 1)[metric][1], ls="--", color="black", lw=1, label="best no-solve baseline")
         ax.set(ylim=(0, 1.02), xlabel="decoding state (real scalars)", title=f"{variant}: accuracy vs state size")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)

@@ -334,6 +334,9 @@ def open_tuning_study(storage: optuna.storages.BaseStorage, prefix: str, task: s
         if unknown:
             raise ValueError(f"grid knob(s) {unknown} are not in {model}'s space {[k.name for k in space.knobs]}")
         space = SearchSpace(tuple(k for k in space.knobs if k.name in grid))
+        outside = {k.name: v for k in space.knobs for v in grid[k.name] if not k.low <= v <= k.high}
+        if outside:
+            raise ValueError(f"grid value(s) {outside} lie outside the search space's ranges {space.describe()}")
         points = math.prod(len(v) for v in grid.values())
         if trials != points:
             raise ValueError(f"a grid of {points} points is tuned with a budget of exactly {points} trials, not {trials}")
