@@ -139,16 +139,15 @@ def test_grid_sampler_and_sha_pruner_with_two_seeds(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------- dry run and report
 
 
-def test_dry_run_prints_plan_and_estimate(monkeypatch):
+def test_dry_run_prints_plan_and_estimate():
     study = tiny_study(sweep=(cap.SweepPoint("gateloop_kv", (("d_model", 8),)),), ablation_variants=("parity",),
-                       ablations=("full", "real_gates"))
-    monkeypatch.setattr(cap, "BUDGET_HOURS", 0.0)
+                       ablations=("full", "real_gates"), budget_hours=0.0)
     text = cap.dry_run(study, workers=2, device="cpu", measure_steps=1)
     lines = [line for line in text.splitlines() if line.startswith("| main | parity |")]
     assert len(lines) == 2 and "| gateloop_kv | kv | 16 |" in lines[0]
     assert "| sweep | parity | gateloop_kv@d_model=8 |" in text
     assert "| ablations | parity | full |" in text and "| ablations | parity | real_gates |" in text
-    assert "estimated core-hours: main" in text and "wall on 2 worker(s):" in text
+    assert "estimated device-hours: main" in text and "wall on 2 worker(s):" in text
     assert "WARNING: the estimate" in text  # the budget is said to be exceeded, nothing refused
 
 

@@ -9,31 +9,34 @@ down before the run — is Python data in this file. The command runs it in thre
 (rerunning the same command continues where it stopped) and shared by any number of workers pointed
 at the same `--storage` (`--workers N` starts N of them on this machine):
 
-1. main: per task variant, in the order of `VARIANTS`, every model label is tuned and confirmed:
-   - a seeded grid over the learning rate shared by every model (`LR_GRID`, optuna's GridSampler,
-     one trial per grid point; weight decay, warmup and the transition-lr factor stay at the
-     preset's values, as zoology does), each trial scored by its mean held-out accuracy over
-     `TUNING_SEEDS` seeds;
+1. main: per task variant, in the order of `Study.variants`, every model label is tuned and confirmed:
+   - a seeded grid over the learning rate shared by every model (`Study.lr_grid`: 3.16e-4, 1e-3,
+     3.16e-3, 1e-2; optuna's GridSampler with seed `sampler_seed`, one trial per grid point; weight
+     decay, warmup and the transition-lr factor stay at the preset's values, as zoology does), each
+     trial scored by its mean held-out accuracy over `tuning_seeds` (2) seeds;
    - successive-halving pruning (optuna's SuccessiveHalvingPruner, rungs at steps/4 and steps/2,
      reduction factor 2) on the mean accuracy over those seeds, reported only while the last seed
      trains (studies/tune.py, `_run_tuning_trial`), so no trial is pruned on one seed's curve;
-   - the best grid point re-trained with `CONFIRM_SEEDS` fresh seeds (tune.confirm).
+   - the best grid point re-trained with `confirm_seeds` (5) fresh seeds (tune.confirm).
    The report (studies/capability_report.py) is rebuilt after every variant.
-2. sweep: MQAR accuracy vs state size — each model at the sizes in `SWEEP`, `SWEEP_SEEDS` seeds per
-   point, at the learning rate tuned at the main size.
-3. ablations: GateLoop's gate components (`ABLATIONS` of studies/experiments/ablations.py) on
-   memory_horizon, state_tracking and mqar with `ABLATION_SEEDS` seeds, at the full model's tuned
-   learning rate, built by studies/ablate.py's `build_ablation_configs`.
+2. sweep: MQAR accuracy vs state size — each model at the three sizes of `Study.sweep`, `sweep_seeds`
+   (3) seeds per point, at the learning rate tuned at the main size (whose point is the main study's
+   first confirm seeds, not trained again).
+3. ablations: GateLoop's gate components (`Study.ablations`, named in studies/experiments/ablations.py)
+   of the 4-head model on memory_horizon, parity and mqar with `ablation_seeds` (3) seeds, at the full
+   model's tuned learning rate, built by studies/ablate.py's `build_ablation_configs`.
 
 All three store into one Optuna storage (studies `capability/...`, `capability-sweep/...`,
-`capability-ablate/...`), so the report is rebuilt from the storage alone. `--dry-run` prints the
-plan with state sizes, parameter counts and a wall-time estimate from a short in-process measurement
-of each model's training step.
+`capability-ablate/...`), so the report (studies/capability_report.py) is rebuilt from the storage
+alone. `--dry-run` prints the plan with state sizes, parameter counts and a wall-time estimate from a
+short in-process measurement of each config's training step. Two studies are defined: `capability`
+(`CPU_STUDY`, for this 2-core machine) and `gpu` (`GPU_STUDY`, zoology's scale; unverified: no GPU
+was available to run or time it).
 
-Matching (DESIGN §6 "compare like with like"):
+Matching (DESIGN §6 "compare like with like"), at the CPU study's d_model = 48 (gpu: 128, same rules):
 - K×V family, on GateLoop's engine where it can be: d_model = 48, 4 heads of K = V = 12, a complex
   K×V state per head (2·H·K·V = 1152 real scalars per layer, 2304 for the 2-layer LM) for all four:
-  gateloop (data magnitude, data phase); gateloop_kv_real (data magnitude, phase 0: GLA-like);
+  gateloop_kv (data magnitude, data phase); gateloop_kv_real (data magnitude, phase 0: GLA-like);
   gateloop_kv_fixed (learned input-independent magnitude and phase: a learned RetNet); retnet with
   value_factor = 1 (its own fixed multi-scale decays and angles), whose state then equals the others'
   exactly. Parameters are not equal: fixing a gate removes its projection (42k–52k; printed).
@@ -42,8 +45,9 @@ Matching (DESIGN §6 "compare like with like"):
   (D·N; one complex mode per channel), s5 with d_state = 2·D (P real scalars with conjugate
   symmetry). Exact matching is impossible for mamba: its state is E·D·(N + d_conv − 1) with the
   authors' expand E = 2 and d_conv = 4, at least 8·D at N = 1, so mamba (N = 1) holds 4× the others'
-  state. s4d at N = 2 has about half the others' parameters (29k against 42k–52k): its parameters sit
-  in the GLU output, not the state. Both are printed next to every number, not hidden.
+  state. s4d at N = 2 has about half the others' parameters (29k against 42k–52k: its layer has no
+  input projections, and a wider s4d would leave the shared width). Both are printed next to every
+  number, not hidden.
 - attention (d_model = 48, 4 heads) is the ceiling: a KV cache of 2·L·D per layer.
 """
 from __future__ import annotations
@@ -298,6 +302,7 @@ class Study:
                                   "fixed_all", "modulus_sigmoid", "no_output_gate", "no_norm", "max_heads")
     ablation_seeds: int = 3
     sampler_seed: int = 0
+    budget_hours: float = 8.0  # the wall time the whole study must fit (the dry run says if it does not)
     prefix: str = "capability"  # studies: PREFIX/VARIANT/LABEL, PREFIX-sweep/..., PREFIX-ablate/...
 
     def __post_init__(self) -> None:
@@ -382,6 +387,7 @@ GPU_STUDY = dataclasses.replace(
     sweep_variant="mqar_k64",
     sweep=sweep_points(128),
     ablation_variants=("memory_horizon", "parity", "mqar_k64"),
+    budget_hours=1.0,
 )
 
 STUDIES: dict[str, Study] = {"capability": CPU_STUDY, "gpu": GPU_STUDY}
@@ -461,13 +467,13 @@ def sizes(config: RunConfig) -> tuple[int, int]:
     return model.num_parameters(), model.state_size(config.task.seq_len)
 
 
-def step_ms(config: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, str]:
-    """Median wall time of one training step (forward, backward, AdamW) of `config`, in ms, and the device
-    it was measured on (the config's, or the CPU where that is not available here)."""
+def step_ms(config: RunConfig, steps: int = 3, warmup: int = 1) -> float | None:
+    """Median wall time in ms of one training step (forward, backward, AdamW) of `config` on its device;
+    None where that device is not on this machine (a CPU step says nothing about a GPU's)."""
     try:
         device = resolve_device(config.train.device)
     except ValueError:
-        device = torch.device("cpu")
+        return None
     previous = torch.get_num_threads()
     torch.set_num_threads(config.train.threads)
     try:
@@ -491,7 +497,7 @@ def step_ms(config: RunConfig, steps: int = 3, warmup: int = 1) -> tuple[float, 
                 times.append(1000 * (time.perf_counter() - start))
     finally:
         torch.set_num_threads(previous)
-    return statistics.median(times), device.type
+    return statistics.median(times)
 
 
 def run_seconds(config: RunConfig, ms: float) -> float:
@@ -503,9 +509,6 @@ def run_seconds(config: RunConfig, ms: float) -> float:
     return ms / 1000 * (tc.steps + evals * eval_batches / 3)
 
 
-BUDGET_HOURS = 8.0
-
-
 def dry_run(study: Study, workers: int, device: str | None = None, measure_steps: int = 3) -> str:
     """The whole plan as text: every (task, model) with its state, parameters, runs and step budget, and
     the estimated wall time from a measured ms/step of each config on `workers` parallel workers."""
@@ -515,28 +518,37 @@ def dry_run(study: Study, workers: int, device: str | None = None, measure_steps
              f"per trial (objective: their mean accuracy), best re-trained with {study.confirm_seeds} fresh seeds", ""]
     header = ("part", "variant", "model", "family", "d_model", "params", "state", "steps", "runs", "ms/step",
               "est. h (1 core)")
-    rows, totals, measured_on = [], {}, set()
+    rows, totals, devices, unmeasured = [], {}, set(), 0
     families = {m.label: m.family for m in study.models}
     for item in (*main_plan(study, device), *sweep_plan(study, device), *ablation_plan(study, device)):
         params, state = sizes(item.config)
-        ms, where = step_ms(item.config, measure_steps)
-        measured_on.add(where)
-        hours = item.runs * run_seconds(item.config, ms) / 3600
-        totals[item.part] = totals.get(item.part, 0.0) + hours
+        devices.add(item.config.train.device)
+        ms = step_ms(item.config, measure_steps)
+        if ms is None:
+            unmeasured += 1
+            ms_text = hours_text = "–"
+        else:
+            hours = item.runs * run_seconds(item.config, ms) / 3600
+            totals[item.part] = totals.get(item.part, 0.0) + hours
+            ms_text, hours_text = f"{ms:.1f}", f"{hours:.2f}"
         family = families.get(item.label.split("@")[0], "ablation")
         rows.append((item.part, item.variant, item.label, family, item.config.mixer.d_model, human_count(params),
-                     human_count(state), item.config.train.steps, f"{item.runs} ({item.detail})", f"{ms:.1f}",
-                     f"{hours:.2f}"))
+                     human_count(state), item.config.train.steps, f"{item.runs} ({item.detail})", ms_text,
+                     hours_text))
     lines.append(markdown_table(header, rows))
+    if unmeasured:
+        lines.append(f"not estimated: {unmeasured} configs run on {sorted(devices)}, which this machine does not "
+                     f"have; run the dry run there (`--device` and the preset decide the device)")
+        return "\n".join(lines)
     total = sum(totals.values())
     wall = total / workers
-    lines.append(f"estimated core-hours: " + ", ".join(f"{part} {h:.1f}" for part, h in totals.items())
+    lines.append(f"estimated device-hours: " + ", ".join(f"{part} {h:.1f}" for part, h in totals.items())
                  + f"; total {total:.1f}; wall on {workers} worker(s): {wall:.1f} h")
-    lines.append(f"(ms/step measured in this process on {', '.join(sorted(measured_on))}, {measure_steps} steps after "
-                 f"1 warm-up per config, on a possibly busy machine; every run is assumed to use its full step "
-                 f"budget, so early stopping at {study_target(study):.2f} and pruning only shorten it)")
-    if wall > BUDGET_HOURS:
-        lines.append(f"WARNING: the estimate, {wall:.1f} h, exceeds the {BUDGET_HOURS:.0f} h budget; shorten step "
+    lines.append(f"(ms/step measured in this process on {sorted(devices)}, {measure_steps} steps after 1 warm-up "
+                 f"per config, on a possibly busy machine; every run is assumed to use its full step budget, so "
+                 f"early stopping at {study_target(study):.2f} and pruning only shorten it)")
+    if wall > study.budget_hours:
+        lines.append(f"WARNING: the estimate, {wall:.1f} h, exceeds the {study.budget_hours:g} h budget; shorten step "
                      f"budgets, variants or seeds in studies/experiments/capability.py")
     return "\n".join(lines)
 
