@@ -7,9 +7,11 @@ part, PREFIX-sweep/VARIANT/LABEL/SIZE and PREFIX-ablate/VARIANT/ABLATION for the
 - report.md: per task variant, each model's confirmed score on the task's metric (mean and 95 %
   Student-t CI over the confirm seeds), state size, parameters, the best no-solve baseline
   (tasks.shortcuts: its name and score, the floor a model must beat), the median step at which
-  held-out token accuracy first reached the target (and in how many seeds), and the tuned lr; the
+  held-out token accuracy first reached the target (and in how many seeds), the tuned lr, and the
+  Holm-corrected Welch p of the first model (gateloop_kv) against each; the
   predictions table, each judged by `RULE` of studies/experiments/capability.py; the sweep and the
   ablation tables; the exact sampler and pruner, as the studies recorded them.
+- accuracy_by_model.png: each model's confirmed score per variant (mean, 95 % CI), the floors dashed.
 - learning_curves.png: median and range over the confirm seeds of held-out token accuracy against the
   step, per variant and model, the floor dashed. A seed that stopped at the target keeps its last value.
 - state_size.png: the sweep's accuracy against state size, one line per model, the floor dashed.
@@ -18,6 +20,7 @@ Missing studies (a run still in progress) are skipped: the report of a partial r
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ import optuna
 from optuna.trial import TrialState
 
 from studies.experiments.capability import FAIL_MARGIN, RULE, Prediction, Study, is_main_size
-from studies.report import FINISHED
+from studies.report import FINISHED, compare, holm
 from studies.results import human_count, markdown_table, mean_ci, write_atomic
 from studies.tune import CONFIRM_SEED_OFFSET, as_storage, study_name
 from tasks import make_task
@@ -104,6 +107,10 @@ def _task_of(study: Study, variant: str) -> tuple[str, dict[str, Any], str]:
 def _ci(values: Sequence[float]) -> tuple[float, float]:
     mean, half = mean_ci(values)
     return mean - half, mean + half
+
+
+def _ci_of(values) -> tuple[float, float]:
+    return _ci(list(values))
 
 
 def judge(prediction: Prediction, scores: dict[tuple[str, str], list[float]], floor: dict[str, float]) -> tuple[str, str]:
@@ -197,7 +204,10 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
             floor_cache[(variant, multiplier)] = floors(task, knobs, test_size, multiplier)
         return floor_cache[(variant, multiplier)]
 
-    lines += ["## Main table", ""]
+    reference = study.models[0].label
+    lines += ["## Main table", "",
+              f"p: two-sided Welch t-test of {reference} against the model over the confirm seeds, Holm-corrected "
+              f"over the comparisons of the variant.", ""]
     for variant in study.variants:
         _, _, metric = _task_of(study, variant.label)
         rows = []
@@ -209,14 +219,23 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
             main[(variant.label, model.label)] = seeds
             lr, trials = _best_lr(storage, study_name(study.prefix, variant.label, model.label))
             name, score = floor_at(variant.label, 1)[metric]
-            rows.append((model.label, model.family, _fmt(seeds.scores(metric)), len(seeds.final),
+            rows.append([model.label, model.family, _fmt(seeds.scores(metric)), len(seeds.final),
                          human_count(seeds.state_size), human_count(seeds.num_parameters), f"{name} {score:.3f}",
-                         _steps_to_target(seeds.curves, target), lr, trials))
+                         _steps_to_target(seeds.curves, target), lr, trials])
         if rows:
+            ref = main.get((variant.label, reference))
+            others = [row for row in rows if row[0] != reference]
+            raw = [compare(ref.scores(metric), main[(variant.label, row[0])].scores(metric))[0] if ref else math.nan
+                   for row in others]
+            for row, p in zip(others, holm(raw)):
+                row.append("–" if math.isnan(p) else f"{p:.2g}")
+            for row in rows:
+                if row[0] == reference:
+                    row.append("(reference)")
             lines += [f"### {variant.label} ({variant.task}; {variant.note}; {variant.steps} steps; metric: {metric})", "",
                       markdown_table(("model", "family", f"{metric}, mean ± 95% CI", "seeds", "state", "params",
                                       "best no-solve baseline", f"steps to {target:.2f} (seeds)", "tuned lr",
-                                      "trials (pruned)"), rows)]
+                                      "trials (pruned)", f"p vs {reference}"), rows)]
 
     lines += ["## Pre-registered predictions", "", f"Rule: {RULE}", ""]
     rows = []
@@ -310,6 +329,24 @@ def _figures(study: Study, main: dict[tuple[str, str], Seeds], sweep_rows: list[
     order = [m.label for m in study.models]
     variants = [v.label for v in study.variants if any(k[0] == v.label for k in main)]
     if variants:
+        df = pd.DataFrame([{"variant": variant, "model": label, "score": s}
+                           for (variant, label), seeds in main.items()
+                           for s in seeds.scores(_task_of(study, variant)[2])])
+        hue = [m for m in order if m in set(df["model"])]
+        fig, ax = plt.subplots(figsize=(max(8.0, 2.5 + 0.35 * len(variants) * len(hue)), 4.2))
+        sns.barplot(data=df, x="variant", y="score", hue="model", order=variants, hue_order=hue,
+                    errorbar=_ci_of, alpha=0.7, ax=ax)
+        for i, variant in enumerate(variants):
+            floor = floor_at(variant, 1)[_task_of(study, variant)[2]][1]
+            ax.hlines(floor, i - 0.45, i + 0.45, colors="black", linestyles="--", lw=1)
+        ax.set(ylim=(0, 1.02), xlabel="", ylabel="task metric (accuracy or exact match)",
+               title="Confirmed score: mean and 95% Student-t CI over seeds (as in the tables); dashed: best no-solve baseline")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+        fig.tight_layout()
+        paths.append(out / "accuracy_by_model.png")
+        fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+        plt.close(fig)
+
         rows = []
         for (variant, label), seeds in main.items():
             steps = sorted({s for c in seeds.curves for s, _ in c})
@@ -340,7 +377,7 @@ def _figures(study: Study, main: dict[tuple[str, str], Seeds], sweep_rows: list[
                            for s in r["scores"]])
         fig, ax = plt.subplots(figsize=(7, 4.2))
         sns.lineplot(data=df, x="state size", y=metric, hue="model", hue_order=[m for m in order if m in set(df["model"])],
-                     marker="o", errorbar=("ci", 95), seed=0, ax=ax)
+                     marker="o", errorbar=_ci_of, ax=ax)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on a short axis
         ax.axhline(floor_at(variant, 1)[metric][1], ls="--", color="black", lw=1, label="best no-solve baseline")
@@ -348,7 +385,7 @@ def _figures(study: Study, main: dict[tuple[str, str], Seeds], sweep_rows: list[
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
         fig.tight_layout()
         paths.append(out / "state_size.png")
-        fig.savefig(paths[-1], dpi=110)
+        fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
         plt.close(fig)
 
     tracked = [v for v in variants if study.variant(v).task == "state_tracking"]
@@ -367,7 +404,7 @@ def _figures(study: Study, main: dict[tuple[str, str], Seeds], sweep_rows: list[
         df = pd.DataFrame(rows)
         grid = sns.relplot(data=df, x="× training length", y="accuracy", hue="model", col="variant",
                            col_order=tracked, hue_order=[m for m in order if m in set(df["model"])], kind="line",
-                           marker="o", errorbar=("ci", 95), seed=0, col_wrap=min(4, len(tracked)), height=2.8)
+                           marker="o", errorbar=_ci_of, col_wrap=min(4, len(tracked)), height=2.8)
         for variant, ax in grid.axes_dict.items():
             _, _, metric = _task_of(study, variant)
             ax.plot(multipliers, [floor_at(variant, m)[metric][1] for m in multipliers], ls="--", color="black", lw=1)

@@ -167,7 +167,7 @@ def test_report_builds_from_a_tiny_storage(tmp_path, monkeypatch):
     assert len(rows) >= 2 and all("window_" in row for row in rows[:2])  # the floor column names the shortcut
     assert "| kv_beats_max | beats | parity |" in text
     assert "optuna.samplers.GridSampler" in text and "SuccessiveHalvingPruner" in text
-    for name in ("report.md", "learning_curves.png", "state_size.png", "extrapolation.png"):
+    for name in ("report.md", "accuracy_by_model.png", "learning_curves.png", "state_size.png", "extrapolation.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0, name
 
 

@@ -617,9 +617,20 @@ def run_study(study: Study, url: str, out: Path, device: str | None, only: str |
             build_capability_report(storage, study, out)
 
 
-def _worker_run(preset: str, url: str, out: str, device: str | None, only: str | None, index: int) -> None:
+def _worker_run(study: Study, url: str, out: str, device: str | None, only: str | None, index: int) -> None:
     # Worker 0 writes the partial reports; the parent writes the last one.
-    run_study(STUDIES[preset], url, Path(out), device, only, progress=False, report=index == 0)
+    run_study(study, url, Path(out), device, only, progress=False, report=index == 0)
+
+
+def run_workers(study: Study, url: str, out: Path, device: str | None, only: str | None, workers: int,
+                progress: bool = True) -> None:
+    """`run_study` in this process (workers=1) or on `workers` processes sharing the storage `url`."""
+    if workers == 1:
+        run_study(study, url, out, device, only, progress)
+        return
+    open_storage(url)  # create the schema once, before the workers race to
+    run_parallel(_worker_run, [(study, url, str(out), device, only, i) for i in range(workers)], workers,
+                 report=lambda position, result: None)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -649,12 +660,7 @@ def run(args: argparse.Namespace) -> int:
         print(dry_run(study, workers, args.device))
         return 0
     url = args.storage or default_storage(out)
-    if workers == 1:
-        run_study(study, url, out, args.device, args.only, progress=not args.quiet)
-    else:
-        open_storage(url)  # create the schema once, before the workers race to
-        run_parallel(_worker_run, [(args.preset, url, str(out), args.device, args.only, i) for i in range(workers)],
-                     workers, report=lambda position, result: None)
+    run_workers(study, url, out, args.device, args.only, workers, progress=not args.quiet)
     print(build_capability_report(open_storage(url), study, out))
     return 0
 
