@@ -234,12 +234,13 @@ def make_sha_pruner(steps: int) -> optuna.pruners.SuccessiveHalvingPruner:
                                                   min_early_stopping_rate=0)
 
 
-def describe_tuner(sampler: str, pruner: str, steps: int, budget: int, seed: int,
+def describe_tuner(sampler: str, pruner: str, steps: int, seed: int,
                    grid: dict[str, Sequence[float]] | None) -> dict[str, Any]:
     """What ran, for the study's user attrs and the report: the exact sampler and pruner settings."""
     samplers = {
+        # the start-up count as its rule: a budget may be extended (see open_tuning_study), the rule stays
         "tpe": {"name": "TrialSeededTPE (optuna TPESampler, multivariate, constant_liar, seeded per trial)",
-                "seed": seed, "n_startup_trials": max(3, budget // 4)},
+                "seed": seed, "n_startup_trials": "max(3, budget // 4)"},
         "grid": {"name": "optuna.samplers.GridSampler", "seed": seed, "grid": grid},
     }
     pruners = {
@@ -352,7 +353,7 @@ def open_tuning_study(storage: optuna.storages.BaseStorage, prefix: str, task: s
         "task": task, "model": model, "seeds_per_trial": seeds, "config_version": CONFIG_VERSION,
         "search_space_version": SEARCH_SPACE_VERSION, "search_space_fingerprint": space.fingerprint(),
         "search_space": space.describe(), "base_config": _comparable(_jsonable(config.to_dict())),
-        **describe_tuner(sampler, pruner, steps, trials, sampler_seed, grid),
+        **describe_tuner(sampler, pruner, steps, sampler_seed, grid),
     }
     stored = study.user_attrs
     for key, value in expected.items():

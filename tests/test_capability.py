@@ -175,3 +175,13 @@ def test_cli_registers_capability_and_refuses_bad_workers():
     args = build_parser().parse_args(["capability", "--workers", "0", "--dry-run"])
     with pytest.raises(SystemExit, match="--workers"):
         args._run(args)
+
+
+def test_recorded_tuner_survives_a_budget_extension_and_refuses_another_pruner(tmp_path):
+    storage = tune.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    args = (storage, "e", "mqar", "gateloop", "smoke", ["train.steps=16"])
+    tune.open_tuning_study(*args, 4)
+    study, _, _ = tune.open_tuning_study(*args, 16)  # TPE's start-up rule is stored as a rule, not a count
+    assert study.user_attrs["pruner"]["name"] == "optuna.pruners.MedianPruner"
+    with pytest.raises(SystemExit, match="pruner"):
+        tune.open_tuning_study(*args, 16, pruner="sha")
