@@ -142,6 +142,9 @@ class TaskVariant:
     def override_strings(self) -> list[str]:
         return [f"task.{key}={value}" for key, value in self.knobs] + [f"train.steps={self.steps}"]
 
+    def knobs_dict(self) -> dict[str, Any]:
+        return dict(self.knobs)
+
 
 def _variant(label: str, task: str, steps: int, note: str, **knobs: Any) -> TaskVariant:
     return TaskVariant(label, task, tuple(knobs.items()), steps, note)
@@ -509,10 +512,24 @@ def run_seconds(config: RunConfig, ms: float) -> float:
     return ms / 1000 * (tc.steps + evals * eval_batches / 3)
 
 
-def dry_run(study: Study, workers: int, device: str | None = None, measure_steps: int = 3) -> str:
-    """The whole plan as text: every (task, model) with its state, parameters, runs and step budget, and
-    the estimated wall time from a measured ms/step of each config on `workers` parallel workers."""
-    lines = [f"capability study `{study.preset}`: {study.description}",
+def family_table(study: Study, device: str | None = None) -> str:
+    """Markdown: every model label with its mixer, family, width, parameters and state (at the first
+    variant's length; only attention's state grows with the length) and what it stands for."""
+    variant = study.variants[0]
+    rows = []
+    for m in study.models:
+        params, state = sizes(_config(study, variant, m.mixer, m.override_strings(), device))
+        rows.append((m.label, m.mixer, m.family, dict(m.overrides).get("d_model"), human_count(params),
+                     f"{state:,}", m.note))
+    return markdown_table(("model", "mixer", "family", "d_model", "params", f"state at L={variant.knobs_dict()['seq_len']}",
+                           "what it is"), rows)
+
+
+def dry_run(study: Study, workers: int, device: str | None = None, measure_steps: int = 3,
+            only: str | None = None) -> str:
+    """The whole plan (or the part `only`) as text: every (task, model) with its state, parameters, runs and
+    step budget, and the estimated wall time from a measured ms/step of each config on `workers` workers."""
+    lines = [f"capability study `{study.preset}`: {study.description}", "", family_table(study, device),
              f"tuning: optuna GridSampler over lr {list(study.lr_grid)} (seed {study.sampler_seed}), "
              f"SuccessiveHalvingPruner (rungs at steps/4, steps/2; reduction factor 2), {study.tuning_seeds} seeds "
              f"per trial (objective: their mean accuracy), best re-trained with {study.confirm_seeds} fresh seeds", ""]
@@ -520,7 +537,9 @@ def dry_run(study: Study, workers: int, device: str | None = None, measure_steps
               "est. h (1 core)")
     rows, totals, devices, unmeasured = [], {}, set(), 0
     families = {m.label: m.family for m in study.models}
-    for item in (*main_plan(study, device), *sweep_plan(study, device), *ablation_plan(study, device)):
+    parts = {"main": main_plan, "sweep": sweep_plan, "ablations": ablation_plan}
+    plan = [item for part, make in parts.items() if only in (None, part) for item in make(study, device)]
+    for item in plan:
         params, state = sizes(item.config)
         devices.add(item.config.train.device)
         ms = step_ms(item.config, measure_steps)
@@ -657,9 +676,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise SystemExit(f"testbed capability: {e}") from None
     if args.dry_run:
-        print(dry_run(study, workers, args.device))
+        print(dry_run(study, workers, args.device, only=args.only))
         return 0
     url = args.storage or default_storage(out)
+    print(f"capability study `{study.preset}`: {study.description}\n{family_table(study, args.device)}", flush=True)
     run_workers(study, url, out, args.device, args.only, workers, progress=not args.quiet)
     print(build_capability_report(open_storage(url), study, out))
     return 0
