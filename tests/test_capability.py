@@ -119,8 +119,10 @@ def test_grid_sampler_and_sha_pruner_with_two_seeds(tmp_path, monkeypatch):
     assert sorted(t.params["lr"] for t in trials) == sorted(grid["lr"])  # every grid point exactly once
     assert all(set(t.params) == {"lr"} for t in trials)
     assert study.user_attrs["sampler"]["name"] == "optuna.samplers.GridSampler"
-    assert study.user_attrs["pruner"] == {"name": "optuna.pruners.SuccessiveHalvingPruner", "min_resource": 4,
-                                          "reduction_factor": 2, "min_early_stopping_rate": 0}
+    pruner = study.user_attrs["pruner"]
+    assert pruner["name"].startswith("studies.tune.TolerantHalvingPruner")
+    assert {k: pruner[k] for k in ("min_resource", "max_resource", "reduction_factor", "margin")} == \
+        {"min_resource": 4, "max_resource": 16, "reduction_factor": 2, "margin": 0.02}
     assert any(t.state == TrialState.PRUNED for t in trials)  # worse grid points stop at a rung
     for t in trials:
         by_seed = {}
@@ -134,6 +136,28 @@ def test_grid_sampler_and_sha_pruner_with_two_seeds(tmp_path, monkeypatch):
     assert study.best_trial.params["lr"] == 1e-3
     confirmed = tune.confirm("mqar", [spec], storage, "g", seeds=2, progress=False, task_label="mqar_tiny")
     assert len(confirmed["gl_real"]) == 2  # rebuilt from the stored (grid) space
+
+
+def test_halving_prunes_only_beyond_the_margin():
+    """Rungs at 4 and 8 of a 16-step run: a trial more than 0.02 below the rung's top half stops there;
+    one within the margin (plateau noise) continues; nothing is pruned at the last step."""
+    study = optuna.create_study(direction="maximize", pruner=tune.TolerantHalvingPruner(4, 16, 2, 0.02))
+
+    def run(curve):
+        def objective(trial):
+            for step, value in curve.items():
+                trial.report(value, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+            return curve[max(curve)]
+        study.optimize(objective, n_trials=1)
+        return study.trials[-1].state
+
+    assert run({4: 0.33, 8: 0.34, 16: 0.9}) == TrialState.COMPLETE  # alone at every rung
+    assert run({4: 0.32, 8: 0.335, 16: 0.4}) == TrialState.COMPLETE  # within 0.02 at both rungs
+    assert run({4: 0.25, 8: 0.9, 16: 0.9}) == TrialState.PRUNED  # 0.08 below the best at step 4
+    assert run({4: 0.34, 8: 0.30, 16: 0.30}) == TrialState.PRUNED  # fine at 4, 0.04 below at 8
+    assert run({4: 0.33, 8: 0.34, 12: 0.34, 16: 0.1}) == TrialState.COMPLETE  # step 16 is no rung
 
 
 # ----------------------------------------------------------------------------------- dry run and report
@@ -166,7 +190,7 @@ def test_report_builds_from_a_tiny_storage(tmp_path, monkeypatch):
     rows = [line for line in table if line.startswith("| gateloop_")]
     assert len(rows) >= 2 and all("window_" in row for row in rows[:2])  # the floor column names the shortcut
     assert "| kv_beats_max | beats | parity |" in text
-    assert "optuna.samplers.GridSampler" in text and "SuccessiveHalvingPruner" in text
+    assert "optuna.samplers.GridSampler" in text and "TolerantHalvingPruner" in text
     for name in ("report.md", "accuracy_by_model.png", "learning_curves.png", "state_size.png", "extrapolation.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0, name
 

@@ -14,9 +14,11 @@ at the same `--storage` (`--workers N` starts N of them on this machine):
      3.16e-3, 1e-2; optuna's GridSampler with seed `sampler_seed`, one trial per grid point; weight
      decay, warmup and the transition-lr factor stay at the preset's values, as zoology does), each
      trial scored by its mean held-out accuracy over `tuning_seeds` (2) seeds;
-   - successive-halving pruning (optuna's SuccessiveHalvingPruner, rungs at steps/4 and steps/2,
-     reduction factor 2) on the mean accuracy over those seeds, reported only while the last seed
-     trains (studies/tune.py, `_run_tuning_trial`), so no trial is pruned on one seed's curve;
+   - successive-halving pruning (studies/tune.py `TolerantHalvingPruner`: optuna's asynchronous
+     SuccessiveHalvingPruner rule, rungs at steps/4 and steps/2, reduction factor 2, with a margin: a
+     trial stops only if it is more than 0.02 below the rung's top half, so that on a plateau, where
+     learning rates differ by noise, nothing is pruned) on the mean accuracy over those seeds, reported
+     only while the last seed trains (`_run_tuning_trial`), so no trial is pruned on one seed's curve;
    - the best grid point re-trained with `confirm_seeds` (5) fresh seeds (tune.confirm).
    The report (studies/capability_report.py) is rebuilt after every variant.
 2. sweep: MQAR accuracy vs state size — each model at the three sizes of `Study.sweep`, `sweep_seeds`
@@ -531,7 +533,8 @@ def dry_run(study: Study, workers: int, device: str | None = None, measure_steps
     step budget, and the estimated wall time from a measured ms/step of each config on `workers` workers."""
     lines = [f"capability study `{study.preset}`: {study.description}", "", family_table(study, device),
              f"tuning: optuna GridSampler over lr {list(study.lr_grid)} (seed {study.sampler_seed}), "
-             f"SuccessiveHalvingPruner (rungs at steps/4, steps/2; reduction factor 2), {study.tuning_seeds} seeds "
+             f"TolerantHalvingPruner (successive halving, rungs at steps/4, steps/2, reduction factor 2, margin 0.02), "
+             f"{study.tuning_seeds} seeds "
              f"per trial (objective: their mean accuracy), best re-trained with {study.confirm_seeds} fresh seeds", ""]
     header = ("part", "variant", "model", "family", "d_model", "params", "state", "steps", "runs", "ms/step",
               "est. h (1 core)")
