@@ -538,13 +538,16 @@ def dry_run(study: Study, workers: int, device: str | None = None, measure_steps
              f"per trial (objective: their mean accuracy), best re-trained with {study.confirm_seeds} fresh seeds", ""]
     header = ("part", "variant", "model", "family", "d_model", "params", "state", "steps", "runs", "ms/step",
               "est. h (1 core)")
-    rows, totals, devices, unmeasured = [], {}, set(), 0
+    rows, totals, by_variant, devices, unmeasured = [], {}, {}, set(), 0
     families = {m.label: m.family for m in study.models}
     parts = {"main": main_plan, "sweep": sweep_plan, "ablations": ablation_plan}
     plan = [item for part, make in parts.items() if only in (None, part) for item in make(study, device)]
     for item in plan:
         params, state = sizes(item.config)
-        devices.add(item.config.train.device)
+        try:
+            devices.add(resolve_device(item.config.train.device).type)
+        except ValueError:  # e.g. cuda on a machine without it
+            devices.add(item.config.train.device)
         ms = step_ms(item.config, measure_steps)
         if ms is None:
             unmeasured += 1
@@ -552,6 +555,7 @@ def dry_run(study: Study, workers: int, device: str | None = None, measure_steps
         else:
             hours = item.runs * run_seconds(item.config, ms) / 3600
             totals[item.part] = totals.get(item.part, 0.0) + hours
+            by_variant[(item.part, item.variant)] = by_variant.get((item.part, item.variant), 0.0) + hours
             ms_text, hours_text = f"{ms:.1f}", f"{hours:.2f}"
         family = families.get(item.label.split("@")[0], "ablation")
         rows.append((item.part, item.variant, item.label, family, item.config.mixer.d_model, human_count(params),
@@ -564,6 +568,8 @@ def dry_run(study: Study, workers: int, device: str | None = None, measure_steps
         return "\n".join(lines)
     total = sum(totals.values())
     wall = total / workers
+    lines.append("device-hours by part and variant: "
+                 + ", ".join(f"{part}/{variant} {h:.1f}" for (part, variant), h in by_variant.items()))
     lines.append(f"estimated device-hours: " + ", ".join(f"{part} {h:.1f}" for part, h in totals.items())
                  + f"; total {total:.1f}; wall on {workers} worker(s): {wall:.1f} h")
     lines.append(f"(ms/step measured in this process on {sorted(devices)}, {measure_steps} steps after 1 warm-up "
