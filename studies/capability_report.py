@@ -87,7 +87,9 @@ def load_seeds(storage: optuna.storages.BaseStorage, name: str, seeds: int | Non
 
 
 def floors(task_name: str, knobs: dict[str, Any], test_size: int, multiplier: int = 1) -> dict[str, tuple[str, float]]:
-    """metric -> (best no-solve baseline, its score) on the confirm seeds' test sets, at `multiplier` × L."""
+    """metric -> (best no-solve baseline, its score) on the test sets of the confirm seeds (tasks.shortcuts
+    AUDIT_SEEDS, 1000-1004) drawn at `multiplier` × L: at L the very rows a confirm run is scored on, at
+    longer lengths rows of the same distribution as its `test_at_length` set."""
     task = make_task(task_name, **knobs)
     task = task.at_length(task.seq_len * multiplier)
     row = audit(task, held_out_batch(task, test_size))
