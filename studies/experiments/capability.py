@@ -55,6 +55,7 @@ Matching (DESIGN §6 "compare like with like"), at the CPU study's d_model = 48 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import statistics
 import sys
@@ -489,10 +490,15 @@ def step_ms(config: RunConfig, steps: int = 3, warmup: int = 1) -> float | None:
         optimizer = torch.optim.AdamW(model.param_groups(tc.weight_decay, tc.lr, tc.transition_lr_factor), lr=tc.lr)
         batch = config.task.sample(tc.batch_size, torch.Generator().manual_seed(0))
         inputs, targets = batch.inputs.to(device), batch.targets.to(device)
+        # as train() runs it: bf16 autocast on CUDA when the config asks for it
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and tc.amp
+                    else contextlib.nullcontext())
         times = []
         for i in range(warmup + steps):
             start = time.perf_counter()
-            loss = F.cross_entropy(model(inputs).float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+            with autocast:
+                logits = model(inputs)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
