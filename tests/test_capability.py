@@ -175,7 +175,7 @@ def test_dry_run_prints_plan_and_estimate():
     assert "WARNING: the estimate" in text  # the budget is said to be exceeded, nothing refused
 
 
-def test_report_builds_from_a_tiny_storage(tmp_path, monkeypatch):
+def test_rerun_trains_nothing_and_report_builds_from_a_tiny_storage(tmp_path, monkeypatch):
     study = tiny_study()
     url = f"sqlite:///{tmp_path / 's.db'}"
     cap.run_study(study, url, tmp_path, "cpu", None, progress=False, report=False)
@@ -184,6 +184,7 @@ def test_report_builds_from_a_tiny_storage(tmp_path, monkeypatch):
         raise AssertionError("the report must not train")
 
     monkeypatch.setattr(tune, "train", no_training)
+    cap.run_study(study, url, tmp_path, "cpu", None, progress=False, report=False)  # a rerun: all done, resumes
     text = build_capability_report(url, study, tmp_path / "report")
     table = text[text.index("### parity"):].splitlines()
     assert "best no-solve baseline" in table[2]
