@@ -576,7 +576,7 @@ def dry_run(study: Study, workers: int, device: str | None = None, measure_steps
     wall = total / workers
     lines.append("device-hours by part and variant: "
                  + ", ".join(f"{part}/{variant} {h:.1f}" for (part, variant), h in by_variant.items()))
-    lines.append(f"estimated device-hours: " + ", ".join(f"{part} {h:.1f}" for part, h in totals.items())
+    lines.append("estimated device-hours: " + ", ".join(f"{part} {h:.1f}" for part, h in totals.items())
                  + f"; total {total:.1f}; wall on {workers} worker(s): {wall:.1f} h")
     lines.append(f"(ms/step measured in this process on {sorted(devices)}, {measure_steps} steps after 1 warm-up "
                  f"per config, on a possibly busy machine; every run is assumed to use its full step budget, so "
