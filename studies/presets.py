@@ -101,3 +101,30 @@ PRESETS.update(
         param_budget=90_000,
     ),
 )
+
+# The capability study (studies/experiments/capability.py). Its task variants fix every knob and the
+# step budget of each task, and its models fix d_model, so the preset gives only what all of them
+# share: batch, schedule, evaluation (every 250 steps: the stored learning curves), early stop at
+# 0.99 and the extrapolation lengths 2×, 4×, 8×. `param_budget` is unused there (widths are fixed).
+_CAPABILITY_TASKS: dict[str, dict[str, Any]] = {t: {} for t in ("state_tracking", "memory_horizon", "mqar",
+                                                                  "selective_copy")}
+PRESETS.update(
+    capability=Preset(
+        description="the capability study on 2 CPU cores (studies/experiments/capability.py): batch 32, "
+                    "eval every 250 steps, stop at 99 %, extrapolation to 2×, 4×, 8×",
+        tasks=_CAPABILITY_TASKS,
+        train=dict(steps=3000, batch_size=32, lr=1e-3, warmup_steps=100, eval_every=250, test_size=256,
+                   target_accuracy=0.99),
+        param_budget=50_000,
+        eval_multipliers=(2, 4, 8),
+    ),
+    gpu=Preset(
+        description="the capability study at zoology's scale for one GPU, < 1 h there (unverified: no GPU was "
+                    "available to time it): batch 256, lengths up to 256, K up to 64",
+        tasks=_CAPABILITY_TASKS,
+        train=dict(steps=2000, batch_size=256, lr=1e-3, warmup_steps=100, eval_every=100, test_size=512,
+                   target_accuracy=0.99, device="cuda"),
+        param_budget=400_000,
+        eval_multipliers=(2, 4, 8),
+    ),
+)

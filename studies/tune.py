@@ -9,6 +9,13 @@ every model. The storage is the distributed engine: the default is an SQLite fil
 SQLAlchemy URL works, e.g. `postgresql://user@host/db` (`pip install -e '.[postgres]'`). Running the
 same command on several machines against one URL is how tuning scales out.
 
+Library options (the capability study uses them): `sampler="grid"` (optuna's GridSampler over given
+values of some knobs, one trial per point) and `pruner="sha"` (successive halving with a tolerance,
+`TolerantHalvingPruner`); model labels
+(`ModelSpec`: a mixer with overrides) and `task_label` for study names. The exact sampler and pruner
+settings are stored in the study (user attrs `sampler`, `pruner`, `intermediate_values`). With
+`seeds` > 1 the pruner sees, while the last seed trains, the mean accuracy over all seeds at each step.
+
 Budget. A trial counts iff it finished COMPLETE or PRUNED; a worker stops once its studies hold N such
 trials. Trial numbers are assigned under a lock on the study row, so they order trials by creation.
 A trial may run only if fewer than N trials with smaller numbers are finished or still live (RUNNING
@@ -43,6 +50,7 @@ import dataclasses
 import datetime
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -63,7 +71,7 @@ from optuna.trial import FrozenTrial, TrialState
 from studies.checks import CONNECT_TIMEOUT, check_device, check_out_dir, check_storage_url, with_driver
 from studies.config import CONFIG_VERSION, RunConfig
 from studies.presets import PRESETS, get_preset
-from studies.search_spaces import SEARCH_SPACE_VERSION, SearchSpace, get_search_space
+from studies.search_spaces import SEARCH_SPACE_VERSION, Knob, SearchSpace, get_search_space
 from studies.suite import build_configs
 from studies.train import EvalRecord, TrainResult, train
 
@@ -215,6 +223,100 @@ def make_pruner(steps: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=steps // 4)
 
 
+# The alternatives to TPE + median (`sampler="grid"`, `pruner="sha"`), used by the capability study.
+SAMPLERS = ("tpe", "grid")
+PRUNERS = ("median", "sha")
+
+
+def make_grid_sampler(grid: dict[str, Sequence[float]], seed: int) -> optuna.samplers.GridSampler:
+    # Optuna gives trial n < grid size the n-th point of the seeded, shuffled grid: with a budget of
+    # exactly the grid's size every point is tried once, whatever the number of workers, and a re-queued
+    # (killed) trial keeps its point.
+    return optuna.samplers.GridSampler({k: list(v) for k, v in grid.items()}, seed=seed)
+
+
+class TolerantHalvingPruner(optuna.pruners.BasePruner):
+    """Asynchronous successive halving (ASHA, Li et al. 2020: the rule of optuna's SuccessiveHalvingPruner)
+    with a tolerance. Rung r sits at step min_resource · η^r (below `max_resource`: a run at its last
+    step has nothing left to save). A trial at a rung continues if its value is within `margin` of the
+    top-1/η value among the trials that reached the rung (itself included), and is pruned otherwise.
+
+    Why the margin: recall tasks sit on a plateau for thousands of steps, where the seed-mean accuracies
+    of different learning rates differ by sampling noise only (about 0.01 for 2 seeds × 256 held-out
+    rows); plain halving there ranks noise and may stop the learning rate that would have solved the
+    task next. The study must maximise.
+    """
+
+    def __init__(self, min_resource: int, max_resource: int, reduction_factor: int = 2, margin: float = 0.02) -> None:
+        if min_resource < 1 or reduction_factor < 2 or not margin >= 0:
+            raise ValueError(f"min_resource={min_resource} must be >= 1, reduction_factor={reduction_factor} >= 2, "
+                             f"margin={margin} >= 0")
+        self.min_resource, self.max_resource = min_resource, max_resource
+        self.reduction_factor, self.margin = reduction_factor, margin
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        value = trial.intermediate_values[step]
+        if math.isnan(value):
+            return True
+        rung = 0
+        while f"completed_rung_{rung}" in trial.system_attrs:
+            rung += 1
+        trials = None
+        while step >= (rung_step := self.min_resource * self.reduction_factor ** rung) and rung_step < self.max_resource:
+            key = f"completed_rung_{rung}"
+            trials = trials if trials is not None else study.get_trials(deepcopy=False)
+            study._storage.set_trial_system_attr(trial._trial_id, key, value)
+            competing = sorted([t.system_attrs[key] for t in trials if key in t.system_attrs and t.number != trial.number]
+                               + [value], reverse=True)
+            if value < competing[max(1, len(competing) // self.reduction_factor) - 1] - self.margin:
+                return True
+            rung += 1
+        return False
+
+
+def make_sha_pruner(steps: int) -> TolerantHalvingPruner:
+    """Successive halving with rungs at steps/4 and steps/2 (reduction factor 2, margin 0.02): nothing is
+    pruned before a quarter of the run, nor at its end."""
+    return TolerantHalvingPruner(min_resource=max(1, steps // 4), max_resource=steps)
+
+
+def describe_tuner(sampler: str, pruner: str, steps: int, seed: int,
+                   grid: dict[str, Sequence[float]] | None) -> dict[str, Any]:
+    """What ran, for the study's user attrs and the report: the exact sampler and pruner settings."""
+    samplers = {
+        # the start-up count as its rule: a budget may be extended (see open_tuning_study), the rule stays
+        "tpe": {"name": "TrialSeededTPE (optuna TPESampler, multivariate, constant_liar, seeded per trial)",
+                "seed": seed, "n_startup_trials": "max(3, budget // 4)"},
+        "grid": {"name": "optuna.samplers.GridSampler", "seed": seed, "grid": grid},
+    }
+    pruners = {
+        "median": {"name": "optuna.pruners.MedianPruner", "n_startup_trials": 3, "n_warmup_steps": steps // 4},
+        "sha": {"name": "studies.tune.TolerantHalvingPruner (asynchronous successive halving, the rule of "
+                        "optuna.pruners.SuccessiveHalvingPruner, pruning only below the rung's top half by > margin)",
+                "min_resource": max(1, steps // 4), "max_resource": steps, "reduction_factor": 2, "margin": 0.02},
+    }
+    return {"sampler": samplers[sampler], "pruner": pruners[pruner],
+            "intermediate_values": "held-out accuracy at each eval step, the mean over the trial's seeds, "
+                                   "reported while its last seed trains"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A mixer under a label of its own, with mixer overrides (e.g. `mixer.phase=zero`): tuned in the
+    study PREFIX/TASK/LABEL. A plain mixer name is the spec (name, name, ())."""
+
+    label: str
+    model: str
+    overrides: tuple[str, ...] = ()
+
+
+def _spec(model: str | ModelSpec) -> ModelSpec:
+    return model if isinstance(model, ModelSpec) else ModelSpec(model, model)
+
+
 # ---------------------------------------------------------------------------------------- the budget
 
 
@@ -298,19 +400,45 @@ def base_config(task: str, model: str, preset: str, overrides: Sequence[str] = (
 
 def open_tuning_study(storage: optuna.storages.BaseStorage, prefix: str, task: str, model: str, preset: str,
                       overrides: Sequence[str], trials: int, seeds: int = 1, sampler_seed: int = 0,
-                      device: str | None = None) -> tuple[optuna.Study, RunConfig, SearchSpace]:
-    """Create or resume the study of one model; refuse one created under another space or config."""
+                      device: str | None = None, label: str | None = None, task_label: str | None = None,
+                      sampler: str = "tpe", pruner: str = "median",
+                      grid: dict[str, Sequence[float]] | None = None) -> tuple[optuna.Study, RunConfig, SearchSpace]:
+    """Create or resume the study of one model; refuse one created under another space or config.
+
+    `label` and `task_label` replace the model and task in the study name (a model label or task variant
+    whose settings are in `overrides`). `sampler="grid"` searches exactly the knobs in `grid` over its
+    values (the budget must be the grid's size); `pruner="sha"` is successive halving.
+    """
+    if sampler not in SAMPLERS or pruner not in PRUNERS:
+        raise ValueError(f"sampler={sampler!r} must be one of {SAMPLERS}, pruner={pruner!r} one of {PRUNERS}")
     config = base_config(task, model, preset, overrides, device)
     space = get_search_space(model)
-    name = study_name(prefix, task, model)
-    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-                                sampler=make_sampler(sampler_seed, trials), pruner=make_pruner(config.train.steps))
+    if sampler == "grid":
+        if not grid:
+            raise ValueError("sampler='grid' needs a grid, e.g. {'lr': (1e-3, 3e-3)}")
+        unknown = sorted(set(grid) - {k.name for k in space.knobs})
+        if unknown:
+            raise ValueError(f"grid knob(s) {unknown} are not in {model}'s space {[k.name for k in space.knobs]}")
+        space = SearchSpace(tuple(k for k in space.knobs if k.name in grid))
+        outside = {k.name: v for k in space.knobs for v in grid[k.name] if not k.low <= v <= k.high}
+        if outside:
+            raise ValueError(f"grid value(s) {outside} lie outside the search space's ranges {space.describe()}")
+        points = math.prod(len(v) for v in grid.values())
+        if trials != points:
+            raise ValueError(f"a grid of {points} points is tuned with a budget of exactly {points} trials, not {trials}")
+    name = study_name(prefix, task_label or task, label or model)
+    steps = config.train.steps
+    study = optuna.create_study(
+        storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+        sampler=make_grid_sampler(grid, sampler_seed) if sampler == "grid" else make_sampler(sampler_seed, trials),
+        pruner=make_sha_pruner(steps) if pruner == "sha" else make_pruner(steps))
     # What must match for old and new trials to be comparable; preset and overrides are compared
     # through the config they resolve to (the same overrides in another order are the same study).
     expected = {
         "task": task, "model": model, "seeds_per_trial": seeds, "config_version": CONFIG_VERSION,
         "search_space_version": SEARCH_SPACE_VERSION, "search_space_fingerprint": space.fingerprint(),
         "search_space": space.describe(), "base_config": _comparable(_jsonable(config.to_dict())),
+        **describe_tuner(sampler, pruner, steps, sampler_seed, grid),
     }
     stored = study.user_attrs
     for key, value in expected.items():
@@ -385,17 +513,25 @@ def _run_tuning_trial(trial: optuna.Trial, study: optuna.Study, config: RunConfi
     trial.set_user_attr("config", _jsonable(config.to_dict()))
     metrics: list[dict[str, Any]] = []
 
+    curves: list[dict[int, float]] = [{} for _ in range(seeds)]  # per seed: step -> accuracy
+
     def on_eval(seed_index: int, record: EvalRecord) -> None:
         seed = config.train.seed + seed_index
         metrics.append({"seed": seed, **dataclasses.asdict(record)})
-        # Seeds run one after another; offsetting the step keeps every report at a distinct step
-        # that means the same thing in every trial, so the pruner compares like with like.
         value = record.score(config.task.metric)
-        trial.report(value, seed_index * config.train.steps + record.step)
+        curves[seed_index][record.step] = value
+        if seed_index < seeds - 1:
+            return
+        # Seeds run one after another. The pruner sees only what every seed has: while the last seed
+        # trains, the mean over seeds at the same step (an earlier seed that stopped at its target
+        # holds its last value), so no trial is pruned on one seed's curve and every report means the
+        # same thing in every trial.
+        mean = float(np.mean([c.get(record.step, c[max(c)] if c else 0.0) for c in curves]))
+        trial.report(mean, record.step)
         if trial.should_prune():
             trial.set_user_attr("metrics", metrics)
             trial.set_user_attr("status", "pruned")
-            raise optuna.TrialPruned(f"{config.task.metric} {value:.3f} at step {record.step} (seed {seed})")
+            raise optuna.TrialPruned(f"mean {config.task.metric} over {seeds} seeds {mean:.3f} at step {record.step}")
 
     results: list[TrainResult] = []
     for seed_index in range(seeds):
@@ -548,9 +684,15 @@ def tune_models(
     device: str | None = None,
     sampler_seed: int = 0,
     progress: bool = True,
+    task_label: str | None = None,
+    sampler: str = "tpe",
+    pruner: str = "median",
+    grid: dict[str, Sequence[float]] | None = None,
 ) -> dict[str, optuna.Study]:
     """Tune every model on `task` until its study `prefix/task/model` holds `trials` finished trials.
 
+    A model may be a `ModelSpec` (a label with mixer overrides); `task_label`, `sampler`, `pruner` and
+    `grid` are those of `open_tuning_study`. Returns the studies by label.
     Safe to run concurrently on many workers with the same arguments and storage, and to rerun.
     """
     if trials < 1:
@@ -559,11 +701,12 @@ def tune_models(
         raise ValueError(f"seeds={seeds}: must be >= 1 (training seeds per trial)")
     storage = as_storage(storage)
     studies, jobs = {}, []
-    for model in models:
-        study, config, space = open_tuning_study(storage, prefix, task, model, preset, overrides, trials, seeds,
-                                                 sampler_seed, device)
-        studies[model] = study
-        print(f"[{study.study_name}] {model}: d_model={config.mixer.d_model}, {config.train.steps} steps, "
+    for spec in map(_spec, models):
+        study, config, space = open_tuning_study(storage, prefix, task, spec.model, preset,
+                                                 [*overrides, *spec.overrides], trials, seeds, sampler_seed, device,
+                                                 spec.label, task_label, sampler, pruner, grid)
+        studies[spec.label] = study
+        print(f"[{study.study_name}] {spec.label}: d_model={config.mixer.d_model}, {config.train.steps} steps, "
               f"knobs {[k.name for k in space.knobs]}, budget {trials} finished trials", flush=True)
 
         def objective(trial: optuna.Trial, study=study, config=config, space=space) -> float:
@@ -582,20 +725,22 @@ def confirm(
     seeds: int = 5,
     device: str | None = None,
     progress: bool = True,
+    task_label: str | None = None,
 ) -> dict[str, list[float]]:
     """Re-train each model's best tuning trial with `seeds` fresh seeds (study `prefix/task/model/confirm`).
 
     Rebuilds the config from what the tuning study stored and checks it against the best trial's
     stored config, so code changes since tuning are refused rather than silently confirmed.
-    Returns the confirmed accuracies per model (one per seed).
+    Models and `task_label` as in `tune_models`. Returns the confirmed accuracies per model label (one per seed).
     """
     if seeds < 1:
         raise ValueError(f"seeds={seeds} must be >= 1")
     storage = as_storage(storage)
     wanted = [CONFIRM_SEED_OFFSET + i for i in range(seeds)]
     jobs, studies = [], {}
-    for model in models:
-        tuned = optuna.load_study(study_name=study_name(prefix, task, model), storage=storage)
+    for spec in map(_spec, models):
+        model = spec.model
+        tuned = optuna.load_study(study_name=study_name(prefix, task_label or task, spec.label), storage=storage)
         best = tuned.best_trial
         attrs = tuned.user_attrs
         tuning_seeds = range(best.user_attrs["config"]["train"]["seed"],
@@ -603,13 +748,14 @@ def confirm(
         if set(tuning_seeds) & set(wanted):
             raise SystemExit(f"final seeds {wanted} overlap the tuning seeds {list(tuning_seeds)} of {tuned.study_name}: "
                              f"a configuration would be judged on the held-out set it was picked on")
-        config = get_search_space(model).apply(
-            base_config(task, model, attrs["preset"], attrs["overrides"], device), best.params)
+        # The space the study searched, as stored (a grid study searched only the grid's knobs).
+        space = SearchSpace(tuple(Knob(**k) for k in attrs["search_space"]))
+        config = space.apply(base_config(task, model, attrs["preset"], attrs["overrides"], device), best.params)
         if _comparable(_jsonable(config.to_dict())) != _comparable(best.user_attrs["config"]):
             raise SystemExit(f"{tuned.study_name}: the best trial {best.number}'s config can no longer be rebuilt "
                              f"identically from its preset and parameters (did the code change since tuning?); "
                              f"refusing to confirm a different configuration")
-        name = study_name(prefix, task, model, confirm=True)
+        name = study_name(prefix, task_label or task, spec.label, confirm=True)
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
         source = {"source_trial": best.number, "params": best.params, "config": _comparable(best.user_attrs["config"])}
         for key, value in source.items():
@@ -626,9 +772,24 @@ def confirm(
             return _run_confirm_trial(trial, study, config, wanted, progress)
 
         jobs.append(_Job(study, objective, _confirm_state(wanted)))
-        studies[model] = study
+        studies[spec.label] = study
     work(jobs)
     return {model: confirmed_accuracies(study, wanted) for model, study in studies.items()}
+
+
+def retrain_job(storage: optuna.storages.BaseStorage, name: str, config: RunConfig, seeds: Sequence[int],
+                attrs: dict[str, Any], progress: bool = True) -> _Job:
+    """The study `name` that trains the fixed `config` once per seed, as `confirm` re-trains a best
+    trial: for runs that are not tuned (a state-size sweep or an ablation at a tuned learning rate).
+    `attrs` (and the config) are stored in the study; a resumed study that stored others is refused."""
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
+    for key, value in {**attrs, "config": _comparable(_jsonable(config.to_dict()))}.items():
+        if key in study.user_attrs and _jsonable(study.user_attrs[key]) != _jsonable(value):
+            raise SystemExit(f"study {name!r} trains {key}={_short(study.user_attrs[key])}, this command "
+                             f"{key}={_short(value)}: delete {name!r} or use another prefix")
+        if key not in study.user_attrs:
+            study.set_user_attr(key, _jsonable(value))
+    return _Job(study, lambda trial: _run_confirm_trial(trial, study, config, seeds, progress), _confirm_state(seeds))
 
 
 def confirmed_accuracies(study: optuna.Study, seeds: Sequence[int] | None = None) -> list[float]:

@@ -1,0 +1,219 @@
+"""The capability study: matched families, predictions that name real labels, grid + successive-halving
+tuning with seed-mean reports, the dry-run estimate, and the report rebuilt from a tiny storage."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from studies import tune
+from studies.capability_report import build_capability_report, judge
+from studies.cli import build_parser
+from studies.experiments import capability as cap
+from studies.train import EvalRecord, TrainResult
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+TINY_VARIANT = cap._variant("parity", "state_tracking", 6, "tiny", group="cyclic", modulus=2, seq_len=16,
+                            min_len_frac=0.5)
+TINY_MODELS = (cap._model("gateloop_kv", "gateloop", "kv", "test", d_model=16, num_heads=2),
+               cap._model("gateloop_max", "gateloop", "diagonal", "test", d_model=16, num_heads=None))
+
+
+def tiny_study(**changes) -> cap.Study:
+    """Two models × one smoke-sized task; no sweep point to train (the main size is read from the main part)."""
+    base = dict(
+        preset="smoke", models=TINY_MODELS, variants=(TINY_VARIANT,),
+        predictions=(cap.Prediction("kv_beats_max", "beats", ("parity",), ("gateloop_kv",), ("gateloop_max",), 1, "t"),),
+        sweep_variant="parity", sweep=(cap.SweepPoint("gateloop_kv", (("d_model", 16),)),),
+        ablation_variants=(), ablation_base="gateloop_kv", lr_grid=(1e-3, 1e-2), tuning_seeds=2, confirm_seeds=2)
+    return dataclasses.replace(cap.CPU_STUDY, **{**base, **changes})
+
+
+# ------------------------------------------------------------------------------------------ the families
+
+
+@pytest.mark.parametrize("study", list(cap.STUDIES.values()), ids=list(cap.STUDIES))
+def test_kv_family_shares_width_heads_and_state(study):
+    plan = {item.label: item.config for item in cap.main_plan(study, "cpu") if item.variant == study.variants[0].label}
+    kv = [m.label for m in study.models if m.family == "kv"]
+    assert kv == ["gateloop_kv", "gateloop_kv_real", "gateloop_kv_fixed", "retnet"]
+    widths = {plan[label].mixer.d_model for label in kv}
+    heads = {plan[label].mixer.num_heads for label in kv}
+    states = {label: cap.sizes(plan[label])[1] for label in kv}
+    assert len(widths) == 1 and heads == {cap.HEADS}
+    d = widths.pop()
+    assert set(states.values()) == {2 * 2 * cap.HEADS * (d // cap.HEADS) ** 2}, states  # 2 layers × 2·H·K·V
+
+
+@pytest.mark.parametrize("study", list(cap.STUDIES.values()), ids=list(cap.STUDIES))
+def test_diagonal_family_state_sizes_as_documented(study):
+    plan = {item.label: item.config for item in cap.main_plan(study, "cpu") if item.variant == study.variants[0].label}
+    diagonal = [m.label for m in study.models if m.family == "diagonal"]
+    d = {plan[label].mixer.d_model for label in diagonal}
+    assert len(d) == 1  # one shared width
+    d = d.pop()
+    for label in diagonal:
+        params, state = cap.sizes(plan[label])
+        print(f"{study.preset} {label}: d_model={d}, state {state}, params {params}")
+        # 2·D per layer everywhere but mamba, whose conv buffer and expand make it 4× (the module docstring)
+        assert state == 2 * 2 * d * (4 if label == "mamba" else 1), label
+
+
+def test_every_prediction_names_existing_variants_and_labels():
+    for study in cap.STUDIES.values():
+        labels, variants = {m.label for m in study.models}, {v.label for v in study.variants}
+        assert study.predictions
+        for p in study.predictions:
+            assert set(p.variants) <= variants and {*p.winners, *p.losers} <= labels, p.name
+    bad = cap.Prediction("typo", "beats", ("parity",), ("gateloop_kv",), ("nosuch",), 1, "t")
+    with pytest.raises(ValueError, match="nosuch"):
+        dataclasses.replace(cap.CPU_STUDY, predictions=(bad,))
+
+
+def test_judge_applies_the_rule():
+    beats = cap.Prediction("p", "beats", ("v",), ("a",), ("b",), 1, "t")
+    high, low = [0.98, 0.99, 1.0], [0.5, 0.52, 0.51]
+    assert judge(beats, {("v", "a"): high, ("v", "b"): low}, {"v": 0.5})[0] == "confirmed"
+    assert judge(beats, {("v", "a"): low, ("v", "b"): high}, {"v": 0.5})[0] == "refuted"
+    assert judge(beats, {("v", "a"): [0.5, 0.9, 0.7], ("v", "b"): low}, {"v": 0.5})[0] == "inconclusive"
+    assert judge(beats, {("v", "a"): high}, {"v": 0.5})[0] == "inconclusive"  # no data for b
+    fails = cap.Prediction("f", "fails", ("v",), ("a",), (), 1, "t")
+    assert judge(fails, {("v", "a"): low}, {"v": 0.5})[0] == "confirmed"
+    assert judge(fails, {("v", "a"): high}, {"v": 0.5})[0] == "refuted"
+
+
+# ------------------------------------------------------------------------------------------------ tuning
+
+
+def fake_train(config, on_eval=None, progress=True) -> TrainResult:
+    """Accuracy rises to a known function of lr (peak at 1e-3) plus a seed offset: values are checkable."""
+    target = 1.0 / (1.0 + (math.log10(config.train.lr) + 3.0) ** 2) - 0.05 * (config.train.seed % 2)
+    steps = config.train.steps
+    history = [EvalRecord(s, 0.0, target * s / steps, 0.0) for s in range(steps // 4, steps + 1, steps // 4)]
+    for record in history:
+        if on_eval is not None:
+            on_eval(record)
+    final = {config.task.seq_len: {"accuracy": target, "sequence_accuracy": 0.0}}
+    return TrainResult("completed", steps, None, history, final, 100, 200, 10, 0.01, config.to_dict())
+
+
+def test_grid_sampler_and_sha_pruner_with_two_seeds(tmp_path, monkeypatch):
+    monkeypatch.setattr(tune, "train", fake_train)
+    storage = tune.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    grid = {"lr": (1e-4, 1e-3, 1e-2, 3e-2)}
+    overrides = ["train.steps=16", "train.eval_every=4"]
+    spec = tune.ModelSpec("gl_real", "gateloop", ("mixer.phase=zero",))
+    with pytest.raises(ValueError, match="exactly 4 trials"):
+        tune.tune_models("mqar", [spec], 3, storage, "g", "smoke", 2, overrides, "cpu", progress=False,
+                         sampler="grid", pruner="sha", grid=grid)
+    studies = tune.tune_models("mqar", [spec], 4, storage, "g", "smoke", 2, overrides, "cpu", progress=False,
+                               task_label="mqar_tiny", sampler="grid", pruner="sha", grid=grid)
+    study = studies["gl_real"]
+    assert study.study_name == "g/mqar_tiny/gl_real"
+    trials = study.get_trials(deepcopy=False)
+    assert sorted(t.params["lr"] for t in trials) == sorted(grid["lr"])  # every grid point exactly once
+    assert all(set(t.params) == {"lr"} for t in trials)
+    assert study.user_attrs["sampler"]["name"] == "optuna.samplers.GridSampler"
+    pruner = study.user_attrs["pruner"]
+    assert pruner["name"].startswith("studies.tune.TolerantHalvingPruner")
+    assert {k: pruner[k] for k in ("min_resource", "max_resource", "reduction_factor", "margin")} == \
+        {"min_resource": 4, "max_resource": 16, "reduction_factor": 2, "margin": 0.02}
+    assert any(t.state == TrialState.PRUNED for t in trials)  # worse grid points stop at a rung
+    for t in trials:
+        by_seed = {}
+        for m in t.user_attrs["metrics"]:
+            by_seed.setdefault(m["seed"], {})[m["step"]] = m["accuracy"]
+        # what the pruner saw: at each step the mean over both seeds, never one seed alone
+        assert set(by_seed) == {0, 1}
+        for step, value in t.intermediate_values.items():
+            assert value == pytest.approx(np.mean([by_seed[0][step], by_seed[1][step]]))
+        assert t.state == TrialState.PRUNED or t.value == pytest.approx(np.mean(t.user_attrs["accuracies"]))
+    assert study.best_trial.params["lr"] == 1e-3
+    confirmed = tune.confirm("mqar", [spec], storage, "g", seeds=2, progress=False, task_label="mqar_tiny")
+    assert len(confirmed["gl_real"]) == 2  # rebuilt from the stored (grid) space
+
+
+def test_halving_prunes_only_beyond_the_margin():
+    """Rungs at 4 and 8 of a 16-step run: a trial more than 0.02 below the rung's top half stops there;
+    one within the margin (plateau noise) continues; nothing is pruned at the last step."""
+    study = optuna.create_study(direction="maximize", pruner=tune.TolerantHalvingPruner(4, 16, 2, 0.02))
+
+    def run(curve):
+        def objective(trial):
+            for step, value in curve.items():
+                trial.report(value, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+            return curve[max(curve)]
+        study.optimize(objective, n_trials=1)
+        return study.trials[-1].state
+
+    assert run({4: 0.33, 8: 0.34, 16: 0.9}) == TrialState.COMPLETE  # alone at every rung
+    assert run({4: 0.32, 8: 0.335, 16: 0.4}) == TrialState.COMPLETE  # within 0.02 at both rungs
+    assert run({4: 0.25, 8: 0.9, 16: 0.9}) == TrialState.PRUNED  # 0.08 below the best at step 4
+    assert run({4: 0.34, 8: 0.30, 16: 0.30}) == TrialState.PRUNED  # fine at 4, 0.04 below at 8
+    assert run({4: 0.33, 8: 0.34, 12: 0.34, 16: 0.1}) == TrialState.COMPLETE  # step 16 is no rung
+
+
+# ----------------------------------------------------------------------------------- dry run and report
+
+
+def test_dry_run_prints_plan_and_estimate():
+    study = tiny_study(sweep=(cap.SweepPoint("gateloop_kv", (("d_model", 8),)),), ablation_variants=("parity",),
+                       ablations=("full", "real_gates"), budget_hours=0.0)
+    text = cap.dry_run(study, workers=2, device="cpu", measure_steps=1)
+    lines = [line for line in text.splitlines() if line.startswith("| main | parity |")]
+    assert len(lines) == 2 and "| gateloop_kv | kv | 16 |" in lines[0]
+    assert "| sweep | parity | gateloop_kv@d_model=8 |" in text
+    assert "| ablations | parity | full |" in text and "| ablations | parity | real_gates |" in text
+    assert "estimated device-hours: main" in text and "wall on 2 worker(s):" in text
+    assert "WARNING: the estimate" in text  # the budget is said to be exceeded, nothing refused
+
+
+def test_rerun_trains_nothing_and_report_builds_from_a_tiny_storage(tmp_path, monkeypatch):
+    study = tiny_study()
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cap.run_study(study, url, tmp_path, "cpu", None, progress=False, report=False)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the report must not train")
+
+    monkeypatch.setattr(tune, "train", no_training)
+    cap.run_study(study, url, tmp_path, "cpu", None, progress=False, report=False)  # a rerun: all done, resumes
+    text = build_capability_report(url, study, tmp_path / "report")
+    table = text[text.index("### parity"):].splitlines()
+    assert "best no-solve baseline" in table[2]
+    rows = [line for line in table if line.startswith("| gateloop_")]
+    assert len(rows) >= 2 and all("window_" in row for row in rows[:2])  # the floor column names the shortcut
+    assert "| kv_beats_max | beats | parity |" in text
+    assert "optuna.samplers.GridSampler" in text and "TolerantHalvingPruner" in text
+    for name in ("report.md", "accuracy_by_model.png", "learning_curves.png", "state_size.png", "extrapolation.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0, name
+
+
+def test_cli_registers_capability_and_refuses_bad_workers():
+    args = build_parser().parse_args(["capability", "--workers", "0", "--dry-run"])
+    with pytest.raises(SystemExit, match="--workers"):
+        args._run(args)
+
+
+def test_recorded_tuner_survives_a_budget_extension_and_refuses_another_pruner(tmp_path):
+    storage = tune.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    args = (storage, "e", "mqar", "gateloop", "smoke", ["train.steps=16"])
+    tune.open_tuning_study(*args, 4)
+    study, _, _ = tune.open_tuning_study(*args, 16)  # TPE's start-up rule is stored as a rule, not a count
+    assert study.user_attrs["pruner"]["name"] == "optuna.pruners.MedianPruner"
+    with pytest.raises(SystemExit, match="pruner"):
+        tune.open_tuning_study(*args, 16, pruner="sha")
+
+
+def test_a_malformed_storage_url_is_one_line_before_anything_runs(capsys):
+    from studies.cli import main
+
+    with pytest.raises(SystemExit, match="testbed capability: --storage 'sqlite//x.db' is not a database URL"):
+        main(["capability", "--storage", "sqlite//x.db", "--quiet"])
