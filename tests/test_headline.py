@@ -28,7 +28,12 @@ INTERRUPTIBLE = ("train.steps=600", "train.eval_every=200", "train.batch_size=4"
 EXPERIMENT = headline.Experiment(tasks=("mqar",), models=("gateloop",), preset="smoke", trials=2,
                                  final_seeds=1, prefix="h", overrides=TINY)
 
+# A terminal's foreground process takes Ctrl-C; one started in the background of a non-interactive shell
+# (nohup ... &, as CI runners may) inherits an ignored SIGINT, which Python then keeps ignoring. The pool
+# is put back in the terminal's situation, so the test does not depend on how pytest was started.
 POOL = """
+import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import sys
 from studies.experiments.headline import Experiment, run_pool
 experiment = Experiment(tasks=("mqar",), models=("gateloop",), preset="smoke", trials=2, final_seeds=1,

@@ -248,8 +248,10 @@ def _children(pid: int) -> list[int]:
 def test_ctrl_c_stops_every_worker_and_a_rerun_resumes(tmp_path):
     cmd = [sys.executable, "-m", "studies", *[a for a in SMOKE if a not in ("--workers", "1")], "--workers", "2",
            "--tasks", "mqar,state_tracking,memory_horizon", "--out", str(tmp_path)]
-    # A session of its own, so that the SIGINT goes to the whole group as a terminal's Ctrl-C does.
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # A session of its own, so that the SIGINT goes to the whole group as a terminal's Ctrl-C does; SIGINT
+    # at its default, as in a terminal (pytest started in the background of a shell inherits it ignored).
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     runs = tmp_path / "runs"
     deadline = time.monotonic() + 300
     while not (runs.exists() and any(runs.glob("*.json"))):
