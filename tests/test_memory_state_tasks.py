@@ -18,6 +18,7 @@ from studies import tasks_cli
 from studies.presets import PRESETS
 from tasks import IGNORE, TaskData, make_task
 from tasks.state_tracking import GROUPS, multiplication_table, permutations
+from test_tasks import oracle_memory_horizon
 
 
 def gen(seed: int) -> torch.Generator:
@@ -58,21 +59,8 @@ MEMORY_SETTINGS = [
 ]
 
 
-def reference_memory(task, x: list[int]) -> dict[int, int]:
-    """The definition, from the docstring: a dict of bindings that a reset clears."""
-    memory, out, t = {}, {}, 0
-    while t < len(x):
-        if x[t] == task.RESET_TOKEN:
-            memory.clear()
-            t += 1
-        elif x[t] == task.QUERY_TOKEN:
-            out[t + 1] = memory.get(x[t + 1], task.NONE)
-            t += 2
-        else:
-            assert x[t] in task.keys and x[t + 1] in task.values
-            memory[x[t]] = x[t + 1]
-            t += 2
-    return out
+# The definition, from the docstring: a dict of bindings that a reset clears (test_tasks' oracle).
+reference_memory = oracle_memory_horizon
 
 
 @pytest.mark.parametrize("knobs", MEMORY_SETTINGS)

@@ -8,15 +8,11 @@ chance + FLOOR_MARGIN on the task's metric (issue 11).
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
 import sys
 
 import pytest
 import torch
 
-from studies import tasks_cli
 from studies.presets import PRESETS
 from tasks import IGNORE, TASKS, Batch, Task, make_task, sequence_accuracy, token_accuracy
 from tasks.base import METRICS
@@ -32,6 +28,7 @@ from tasks.shortcuts import (
     held_out_batch,
     majority,
 )
+from test_tasks import cli
 
 # Knob settings per task beyond the defaults, chosen to exercise every option of the generator.
 SETTINGS: dict[str, list[dict]] = {
@@ -176,15 +173,6 @@ def test_headline_floor_is_within_chance_plus_margin(name):
     assert score <= task.chance() + FLOOR_MARGIN, (
         f"{name}: {best} scores {score:.3f} on {metric}, chance {task.chance():.3f}"
     )
-
-
-def cli(*argv: str) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="testbed tasks")
-    tasks_cli.add_arguments(parser)
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = tasks_cli.run(parser.parse_args(list(argv)))
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_cli_audit_prints_the_tables():
