@@ -82,7 +82,7 @@ def build_configs(
         task = replace_from_strings(task, {k: v for k, v in parsed["task"].items() if k in fields_by_task[task_name]},
                                     f"task ({task_name})")
         lm = replace_from_strings(LMConfig(vocab_size=task.vocab_size, **preset.lm), parsed["lm"], "lm")
-        eval_lengths = tuple(m * task.seq_len for m in preset.eval_multipliers) if task.extrapolates else ()
+        eval_lengths = tuple(m * task.seq_len for m in preset.multipliers(task_name)) if task.extrapolates else ()
         for model in models:
             mixer = _mixer_config(model, lm, preset, parsed["mixer"])
             for seed in range(seeds):

@@ -273,3 +273,15 @@ def test_ctrl_c_stops_every_worker_and_a_rerun_resumes(tmp_path):
     assert f"{len(finished)} already finished" in out
     assert {p.name: p.read_text() for p in runs.glob("*.json") if p.name in finished} == finished
     assert len(list(runs.glob("*.json"))) == 3
+
+
+def test_state_tracking_is_evaluated_to_8x_and_other_tasks_at_the_preset_lengths():
+    from studies.presets import PRESETS
+    from studies.suite import build_configs
+
+    for preset in ("quick", "headline", "standard"):
+        configs = {c.task_name: c for c in build_configs(["lru"], ["state_tracking", "mqar"], PRESETS[preset], 1)}
+        L = configs["state_tracking"].task.seq_len
+        assert configs["state_tracking"].eval_lengths == (2 * L, 4 * L, 8 * L), preset
+        assert configs["mqar"].eval_lengths == tuple(m * configs["mqar"].task.seq_len
+                                                     for m in PRESETS[preset].eval_multipliers), preset
