@@ -35,7 +35,7 @@ from studies.report import FINISHED, compare, holm
 from studies.results import human_count, markdown_table, mean_ci, write_atomic
 from studies.tune import CONFIRM_SEED_OFFSET, as_storage, study_name
 from tasks import TASKS, make_task
-from tasks.shortcuts import audit, held_out_batch
+from tasks.shortcuts import AUDIT_SEEDS, audit, held_out_batch
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,15 @@ class Seeds:
     train_length: int
 
     def scores(self, metric: str, multiplier: int = 1) -> list[float]:
-        # A diverged run has no final metrics: it scores 0, it is not dropped.
-        return [f.get(self.train_length * multiplier, {}).get(metric, 0.0) for f in self.final]
+        """Per seed, the metric at `multiplier` × L. A diverged run has no final metrics: it scores 0, it is
+        not dropped; a length a finished run was never evaluated at is an error, not a 0."""
+        length = self.train_length * multiplier
+        out = []
+        for f in self.final:
+            if f and length not in f:
+                raise ValueError(f"no result at length {length} (evaluated: {sorted(f)})")
+            out.append(f[length][metric] if f else 0.0)
+        return out
 
 
 def _load(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
@@ -87,13 +94,14 @@ def load_seeds(storage: optuna.storages.BaseStorage, name: str, seeds: int | Non
 # ------------------------------------------------------------------------------------------------ floors
 
 
-def floors(task_name: str, knobs: dict[str, Any], test_size: int, multiplier: int = 1) -> dict[str, tuple[str, float]]:
-    """metric -> (best no-solve baseline, its score) on the test sets of the confirm seeds (tasks.shortcuts
-    AUDIT_SEEDS, 1000-1004) drawn at `multiplier` × L: at L the very rows a confirm run is scored on, at
-    longer lengths rows of the same distribution as its `test_at_length` set."""
+def floors(task_name: str, knobs: dict[str, Any], test_size: int, multiplier: int = 1,
+           seeds: tuple[int, ...] = AUDIT_SEEDS) -> dict[str, tuple[str, float]]:
+    """metric -> (best no-solve baseline, its score) on the very held-out rows the confirm runs (`seeds`,
+    1000-1004) are scored on at `multiplier` × L: their test sets at L, their `test_at_length` sets
+    beyond; the baselines are those of the task posed at that length."""
     task = make_task(task_name, **knobs)
-    task = task.at_length(task.seq_len * multiplier)
-    row = audit(task, held_out_batch(task, test_size))
+    length = task.seq_len * multiplier
+    row = audit(task.at_length(length), held_out_batch(task, test_size, seeds, None if multiplier == 1 else length))
     return {metric: max(((name, s[i]) for name, s in row.baselines.items()), key=lambda x: x[1])
             for i, metric in enumerate(("accuracy", "sequence_accuracy"))}
 
@@ -105,6 +113,9 @@ def _task_of(study: Study, variant: str) -> tuple[str, dict[str, Any], str]:
 
 
 # ------------------------------------------------------------------------------------------- predictions
+
+
+MIN_SEEDS = 2  # a verdict needs an interval on every side it compares
 
 
 def _ci(values: Sequence[float]) -> tuple[float, float]:
@@ -120,6 +131,11 @@ def judge(prediction: Prediction, scores: dict[tuple[str, str], list[float]], fl
     """(verdict, evidence) of a prediction by `RULE`; `scores` maps (variant, label) to per-seed scores at the
     prediction's length, `floor` maps a variant to its best baseline's score there."""
     evidence, separated, reversed_ = [], True, False
+    thin = [f"{label} on {variant}" for variant in prediction.variants
+            for label in (*prediction.winners, *prediction.losers)
+            if scores.get((variant, label)) is not None and len(scores[(variant, label)]) < MIN_SEEDS]
+    if thin:  # one seed has no interval: it can neither confirm nor refute anything
+        return "inconclusive", f"fewer than {MIN_SEEDS} seeds for {', '.join(thin)}"
     for variant in prediction.variants:
         if prediction.kind == "fails":
             for label in prediction.winners:
@@ -204,7 +220,8 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
     def floor_at(variant: str, multiplier: int) -> dict[str, tuple[str, float]]:
         if (variant, multiplier) not in floor_cache:
             task, knobs, _ = _task_of(study, variant)
-            floor_cache[(variant, multiplier)] = floors(task, knobs, test_size, multiplier)
+            seeds = tuple(CONFIRM_SEED_OFFSET + i for i in range(study.confirm_seeds))  # the confirm runs' held-out sets
+            floor_cache[(variant, multiplier)] = floors(task, knobs, test_size, multiplier, seeds)
         return floor_cache[(variant, multiplier)]
 
     reference = study.models[0].label
@@ -394,7 +411,7 @@ def _figures(study: Study, main: dict[tuple[str, str], Seeds], sweep_rows: list[
     tracked = [v for v in variants if study.variant(v).task == "state_tracking"]
     if tracked:
         rows = []
-        multipliers = (1, *get_multipliers(study))
+        multipliers = (1, *get_multipliers(study, "state_tracking"))
         for variant in tracked:
             _, _, metric = _task_of(study, variant)
             for label in order:
@@ -422,7 +439,7 @@ def _figures(study: Study, main: dict[tuple[str, str], Seeds], sweep_rows: list[
     return paths
 
 
-def get_multipliers(study: Study) -> tuple[int, ...]:
+def get_multipliers(study: Study, task: str) -> tuple[int, ...]:
     from studies.presets import get_preset
 
-    return get_preset(study.preset).eval_multipliers
+    return get_preset(study.preset).multipliers(task)

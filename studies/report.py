@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
 from studies.checks import check_out_dir, check_storage_url
@@ -88,13 +88,17 @@ def load_rows(storage: optuna.storages.BaseStorage, prefix: str) -> tuple[list[d
         study = optuna.load_study(study_name=name, storage=storage)
         trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
         if is_confirm:
-            seen = set()
+            by_seed: dict[int, FrozenTrial] = {}
             for t in trials:
-                seed = t.user_attrs.get("seed")
-                if t.state != TrialState.COMPLETE or seed in seen:
-                    continue  # one result per seed: the earliest complete trial holds it
-                seen.add(seed)
-                metric, floor_name, floor_score = _metric_and_floor(t.user_attrs["config"], seed)
+                if t.state == TrialState.COMPLETE:
+                    by_seed.setdefault(t.user_attrs.get("seed"), t)  # the earliest complete trial holds a seed
+            if not by_seed:
+                continue
+            # One floor per study: the best baseline on all its seeds' held-out sets pooled, as the suite,
+            # the audit and the ablation table compute it (a mean of per-seed bests would be biased up).
+            metric, floor_name, floor_score = _metric_and_floor(next(iter(by_seed.values())).user_attrs["config"],
+                                                                tuple(sorted(by_seed)))
+            for seed, t in by_seed.items():
                 confirm_rows.append({
                     "task": task, "model": model, "seed": seed, "accuracy": float(t.value),
                     "metric": metric, "floor": floor_score, "floor_name": floor_name,
@@ -124,9 +128,9 @@ def load_rows(storage: optuna.storages.BaseStorage, prefix: str) -> tuple[list[d
     return trial_rows, confirm_rows
 
 
-def _metric_and_floor(config: dict[str, Any], seed: int) -> tuple[str, str | None, float | None]:
+def _metric_and_floor(config: dict[str, Any], seeds: tuple[int, ...]) -> tuple[str, str | None, float | None]:
     """The task's metric (what the objective scored) and its floor: the best no-solve baseline on the very
-    held-out set this seed's run was scored on. Runs stored under another config version were made with
+    held-out sets these seeds' runs were scored on, pooled. Runs stored under another config version were made with
     other task generators, whose floor cannot be rebuilt: (token accuracy, None, None)."""
     from studies.config import CONFIG_VERSION
     from tasks import make_task
@@ -136,12 +140,13 @@ def _metric_and_floor(config: dict[str, Any], seed: int) -> tuple[str, str | Non
         return "accuracy", None, None
     knobs = {k: v for k, v in config["task"].items() if k != "name"}
     task = make_task(config["task"]["name"], **knobs)
-    name, score, metric = floor(task, config["train"]["test_size"], (seed,))
+    name, score, metric = floor(task, config["train"]["test_size"], seeds)
     return metric, name, score
 
 
 def _floor_cell(rows: list[dict[str, Any]]) -> str:
-    """Mean floor over the rows' seeds, with the baseline that sets it; "–" where it is unknown."""
+    """The rows' floor (one per study; studies of a task share their seeds and test sets, hence the
+    floor) with the baseline that sets it; "–" where it is unknown."""
     known = [r for r in rows if r.get("floor") is not None]
     if not known:
         return "–"

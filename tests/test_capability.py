@@ -85,6 +85,9 @@ def test_judge_applies_the_rule():
     fails = cap.Prediction("f", "fails", ("v",), ("a",), (), 1, "t")
     assert judge(fails, {("v", "a"): low}, {"v": 0.5})[0] == "confirmed"
     assert judge(fails, {("v", "a"): high}, {"v": 0.5})[0] == "refuted"
+    # One seed has no interval: it decides nothing, however far apart the values are.
+    assert judge(beats, {("v", "a"): [1.0], ("v", "b"): low}, {"v": 0.5})[0] == "inconclusive"
+    assert judge(fails, {("v", "a"): [0.99]}, {"v": 0.5})[0] == "inconclusive"
 
 
 # ------------------------------------------------------------------------------------------------ tuning

@@ -329,6 +329,14 @@ def test_confirm_and_report_from_storage_only(storage, tmp_path, monkeypatch):
     # Every score is read against its floor: the best no-solve baseline on the final seeds' held-out sets.
     confirm_rows = read_jsonl(out / "confirm.jsonl")
     assert all(r["floor"] is not None and r["floor_name"] and r["metric"] == "accuracy" for r in confirm_rows)
+    # One floor per task: the best baseline on the final seeds' held-out sets pooled (as the audit computes it).
+    from tasks import make_task
+    from tasks.shortcuts import floor
+
+    config = optuna.load_study(study_name=f"r/{TASK}/gateloop/confirm", storage=storage).trials[0].user_attrs["config"]
+    task = make_task(TASK, **{k: v for k, v in config["task"].items() if k != "name"})
+    name, score, _ = floor(task, config["train"]["test_size"], (1000, 1001, 1002))
+    assert {(r["floor_name"], r["floor"]) for r in confirm_rows} == {(name, score)}
     assert "Floor (best no-solve baseline on the same held-out sets" in text
     rows = {line.split(" | ")[0].strip("| "): line for line in lines[1:]}
     assert set(rows) == {"gateloop", "attention"}

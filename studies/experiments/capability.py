@@ -187,7 +187,8 @@ RULE = (
     "every listed variant, every winner's CI lies entirely above every loser's, refuted when on some variant "
     "some loser's CI lies entirely above some winner's, and inconclusive otherwise. A 'fails' prediction is "
     f"confirmed when every listed model's CI upper end is below floor + {FAIL_MARGIN}, refuted when some "
-    f"model's CI lower end is above floor + {FAIL_MARGIN}, inconclusive otherwise. Missing data: inconclusive."
+    f"model's CI lower end is above floor + {FAIL_MARGIN}, inconclusive otherwise. Missing data, or fewer than 2 "
+    "seeds for any compared model (no interval): inconclusive."
 )
 
 _RECURRENT = ("gateloop_kv", "gateloop_kv_real", "gateloop_kv_fixed", "retnet", "gateloop_max", "lru", "s4d", "s5",
