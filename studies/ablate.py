@@ -283,7 +283,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    preset = get_preset(args.preset)
+    try:
+        preset = get_preset(args.preset)
+    except ValueError as e:
+        raise SystemExit(f"testbed ablate: {e}") from None
     ablations = [a for a in args.ablations.split(",") if a]
     tasks = ([t for t in args.tasks.split(",") if t] if args.tasks is not None
              else [t for t in ABLATION_TASKS if t in preset.tasks])

@@ -30,8 +30,9 @@ PRESETS: dict[str, Preset] = {}
 
 
 def get_preset(name: str) -> Preset:
+    """The preset `name`; ValueError naming the valid ones (each command prints it as its one-line refusal)."""
     if name not in PRESETS:
-        raise SystemExit(f"unknown preset {name!r}; valid presets: {sorted(PRESETS)}")
+        raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(sorted(PRESETS))}")
     return PRESETS[name]
 
 

@@ -564,7 +564,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     models = [m for item in args.model for m in item.split(",") if m]
-    preset = get_preset(args.preset)
+    try:
+        preset = get_preset(args.preset)
+    except ValueError as e:
+        raise SystemExit(f"testbed suite: {e}") from None
     task_names = [t for t in args.tasks.split(",") if t] if args.tasks is not None else list(preset.tasks)
     out = Path(args.out or f"runs/suite-{args.preset}")
     try:

@@ -112,6 +112,12 @@ def run_audit(preset_name: str, task_list: str | None) -> int:
         print(f"testbed tasks audit: error: unknown preset {preset_name!r}; valid presets: {', '.join(PRESETS)}",
               file=sys.stderr)
         return 2
+    if preset_name in ("capability", "gpu"):
+        # Those presets hold only shared training settings; each study variant fixes its own knobs, so an
+        # audit of the tasks' defaults would look like the study's floors without being them.
+        print(f"testbed tasks audit: error: preset {preset_name!r} sizes no task itself (the capability study's "
+              f"variants do); its floors are in the capability report (testbed capability)", file=sys.stderr)
+        return 2
     preset = PRESETS[preset_name]
     names = list(preset.tasks) if task_list is None else [name.strip() for name in task_list.split(",")]
     unknown = [name for name in names if name not in preset.tasks]
