@@ -276,13 +276,17 @@ def check_trial_without_heartbeat_is_reaped(url: str, prefix: str, monkeypatch) 
     victim = subprocess.run([sys.executable, "-c", _DIE_BEFORE_HEARTBEAT, url, prefix, *TINY], cwd=REPO,
                             capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert victim.returncode == -9, victim.stderr[-2000:]
-    storage = tune.open_storage(url, heartbeat_interval=1, grace_period=2)
-    study = optuna.load_study(study_name=f"{prefix}/{TASK}/attention", storage=storage)
+    # Younger than the grace period, the trial may belong to a live worker: kept. (A 60 s grace period here,
+    # so that the check does not depend on how fast this busy machine got here after the kill.)
+    patient = tune.open_storage(url, heartbeat_interval=1, grace_period=60)
+    study = optuna.load_study(study_name=f"{prefix}/{TASK}/attention", storage=patient)
     (orphan,) = study.get_trials()
     assert orphan.state == TrialState.RUNNING
     tune._reap(study)
-    assert study.get_trials()[0].state == TrialState.RUNNING  # younger than the grace period: may be alive
-    time.sleep(2.5)
+    assert study.get_trials()[0].state == TrialState.RUNNING
+    time.sleep(2.5)  # older than a 2 s grace period now
+    storage = tune.open_storage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.load_study(study_name=f"{prefix}/{TASK}/attention", storage=storage)
     tune._reap(study)
     trials = study.get_trials()
     assert trials[0].state == TrialState.FAIL
