@@ -164,7 +164,7 @@ def _floor_cell(records: list[dict[str, Any]], task: str) -> str:
 
 
 def heatmap_figure(records: list[dict[str, Any]], names: dict[str, list[str]]):
-    """Mean accuracy per (ablation, task) as a heatmap (a matplotlib Figure)."""
+    """Mean score (the task's metric) per (ablation, task) as a heatmap (a matplotlib Figure)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,8 +182,8 @@ def heatmap_figure(records: list[dict[str, Any]], names: dict[str, list[str]]):
     fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * grid.shape[1] + 3), 0.45 * grid.shape[0] + 1.8),
                            layout="constrained")
     sns.heatmap(grid, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax,
-                cbar_kws={"label": "held-out accuracy"})
-    ax.set_title("GateLoop ablations\nmean held-out accuracy over seeds")
+                cbar_kws={"label": "held-out score (task's metric)"})
+    ax.set_title("GateLoop ablations\nmean held-out score over seeds")
     ax.set(xlabel="task", ylabel="")
     ax.tick_params(axis="y", rotation=0)  # ablation names read horizontally, one per row
     return fig

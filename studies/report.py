@@ -180,7 +180,7 @@ def task_table(task: str, trial_rows: list[dict[str, Any]], confirm_rows: list[d
     multipliers = sorted({int(length) // r["train_length"] for r in confirmed for length in r["by_length"]} - {1})
     header = ["model", "score, mean [95% bootstrap CI]", *[f"@{k}×L" for k in multipliers], "seeds", "params", "state",
               f"p vs {reference} (Welch, Holm)", f"p vs {reference} (MWU, Holm)",
-              "trials (pruned, diverged)", "best tuning acc", "best hyperparameters"]
+              "trials (pruned, diverged)", "best tuning score", "best hyperparameters"]
     body = []
     for m in models:
         rows = [r for r in confirmed if r["model"] == m]
@@ -308,7 +308,7 @@ def history_figure(trial_rows: list[dict[str, Any]], models: list[str]):
     for (task, model), ax in grid.axes_dict.items():  # keys are (row, col) = (task, model)
         part = df[(df["task"] == task) & (df["model"] == model)]
         ax.step(part["finished_index"], part["best so far"], where="post", color="black", lw=1)
-    grid.set_axis_labels("finished trial", "held-out accuracy")
+    grid.set_axis_labels("finished trial", "held-out score (task's metric)")
     _integer_x_ticks(grid)
     return grid
 
@@ -322,7 +322,7 @@ def best_so_far_figure(trial_rows: list[dict[str, Any]], models: list[str]):
     grid = sns.relplot(data=curves, x="trials", y="accuracy", hue="model", style="curve", col="task",
                        hue_order=[m for m in models if m in set(curves["model"])],
                        kind="line", height=3, aspect=1.3, col_wrap=min(3, curves["task"].nunique()))
-    grid.set_axis_labels("finished trials", "best held-out accuracy")
+    grid.set_axis_labels("finished trials", "best held-out score")
     _integer_x_ticks(grid)
     return grid
 
