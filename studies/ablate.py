@@ -25,13 +25,13 @@ import torch
 from scipy import stats
 
 from studies.checks import check_storage_url
-from studies.config import CONFIG_VERSION, RunConfig
+from studies.config import CONFIG_VERSION, RunConfig, task_from_dict
 from studies.experiments.ablations import ABLATION_TASKS, ABLATIONS
 from studies.presets import get_preset
 from studies.results import fmt_mean_ci, human_count, markdown_table, write_atomic
 from studies.suite import add_run_arguments, build_configs, check_configs, check_run_arguments, load_records, run_configs
 from studies.train import build_model
-from tasks import TASKS, make_task
+from tasks import TASKS
 from tasks.shortcuts import floor
 
 # The runs whose trained weights are kept for the gate-inspection figure.
@@ -157,9 +157,8 @@ def _floor_cell(records: list[dict[str, Any]], task: str) -> str:
     if not mine:
         return "–"
     cfg = mine[0]["config"]
-    knobs = {k: v for k, v in cfg["task"].items() if k != "name"}
     seeds = tuple(sorted({r["config"]["train"]["seed"] for r in mine}))
-    name, score, _ = floor(make_task(task, **knobs), cfg["train"]["test_size"], seeds)
+    name, score, _ = floor(task_from_dict(cfg), cfg["train"]["test_size"], seeds)
     return f"{score:.3f} ({name})"
 
 

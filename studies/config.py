@@ -226,6 +226,14 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def task_from_dict(data: dict[str, Any]) -> Any:
+    """The task (tasks.Task) of a stored config (`RunConfig.to_dict()` output): its name and knobs."""
+    from tasks import make_task
+
+    knobs = {k: v for k, v in data["task"].items() if k != "name"}
+    return make_task(data["task"]["name"], **knobs)
+
+
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from `RunConfig.to_dict()` output (e.g. read back from a stored result)."""
     from baselines import get_mixer

@@ -132,15 +132,12 @@ def _metric_and_floor(config: dict[str, Any], seeds: tuple[int, ...]) -> tuple[s
     """The task's metric (what the objective scored) and its floor: the best no-solve baseline on the very
     held-out sets these seeds' runs were scored on, pooled. Runs stored under another config version were made with
     other task generators, whose floor cannot be rebuilt: (token accuracy, None, None)."""
-    from studies.config import CONFIG_VERSION
-    from tasks import make_task
+    from studies.config import CONFIG_VERSION, task_from_dict
     from tasks.shortcuts import floor
 
     if config.get("version") != CONFIG_VERSION:
         return "accuracy", None, None
-    knobs = {k: v for k, v in config["task"].items() if k != "name"}
-    task = make_task(config["task"]["name"], **knobs)
-    name, score, metric = floor(task, config["train"]["test_size"], seeds)
+    name, score, metric = floor(task_from_dict(config), config["train"]["test_size"], seeds)
     return metric, name, score
 
 

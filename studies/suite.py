@@ -29,7 +29,7 @@ from baselines.matching import match_width
 from gateloop import LMConfig
 from studies.checks import check_at_least_one, check_device, check_out_dir, check_preset_tasks
 from studies.config import (CONFIG_VERSION, RunConfig, TrainConfig, config_hash, group_hash, parse_fields,
-                            parse_overrides, replace_from_strings)
+                            parse_overrides, replace_from_strings, task_from_dict)
 from studies.parallel import run_parallel, usable_cores
 from studies.presets import PRESETS, Preset, get_preset
 from studies.results import (fmt_mean_ci, human_count, markdown_table, mean_ci, write_atomic, write_atomic_bytes,
@@ -211,8 +211,8 @@ def with_floors(rows: list[dict[str, Any]], configs: dict[str, dict[str, Any]]) 
     for r in rows:
         if r["metric"] == r["task_metric"]:
             cfg = configs[r["group"]]
-            task = make_task(cfg["task"]["name"], **{k: v for k, v in cfg["task"].items() if k != "name"})
-            name, score, _ = floor(task, cfg["train"]["test_size"], tuple(sorted(seeds[r["group"]])), r["length"])
+            name, score, _ = floor(task_from_dict(cfg), cfg["train"]["test_size"], tuple(sorted(seeds[r["group"]])),
+                                   r["length"])
             r = {**r, "floor": score, "floor_name": name}
         out.append(r)
     return out
