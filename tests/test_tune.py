@@ -452,3 +452,39 @@ def test_two_concurrent_workers_on_sqlite_end_with_exactly_n(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| gateloop |" in (out / "report.md").read_text()
     assert (out / "best_so_far.png").stat().st_size > 0
+
+
+class SequenceMetricTrain(FakeTrain):
+    """Like FakeTrain, but the runs' sequence exact match (half the token accuracy) differs from their token
+    accuracy, and the result names the task's metric as `train` does."""
+
+    def __call__(self, config, on_eval=None, progress=True) -> TrainResult:
+        lr, seed = config.train.lr, config.train.seed
+        self.calls.append((lr, seed))
+        target = fake_accuracy(lr) + 0.01 * (seed % 7)
+        steps = config.train.steps
+        history = [EvalRecord(s, 1.0 - target * f, target * f, target * f / 2) for s, f in
+                   ((steps // 3, 0.5), (2 * steps // 3, 0.8), (steps, 1.0))]
+        for record in history:
+            if on_eval is not None:
+                on_eval(record)
+        final = {config.task.seq_len: {"accuracy": target, "sequence_accuracy": target / 2}}
+        return TrainResult("completed", steps, None, history, final, 100, 200, 10, 0.01, config.to_dict(),
+                           metric=config.task.metric)
+
+
+def test_a_sequence_metric_task_is_tuned_pruned_confirmed_and_reported_on_that_metric(storage, tmp_path, monkeypatch):
+    # memory_horizon is scored on sequence exact match (token accuracy is 0.5 for free there): the objective,
+    # what the pruner sees, the confirmed values and the report must all be that metric, not token accuracy.
+    monkeypatch.setattr(tune, "train", SequenceMetricTrain())
+    study = tune.tune_models("memory_horizon", ["gateloop"], 2, storage, prefix="sm", preset="smoke", overrides=TINY,
+                             progress=False)["gateloop"]
+    for t in finished(study):
+        assert t.value == pytest.approx(fake_accuracy(t.params["lr"]) / 2)
+        assert max(t.intermediate_values.values()) == pytest.approx(t.value)
+    assert study.metric_names == ["sequence_accuracy"]
+    confirmed = tune.confirm("memory_horizon", ["gateloop"], storage, prefix="sm", seeds=2, progress=False)
+    best_lr = study.best_trial.params["lr"]
+    assert confirmed["gateloop"] == pytest.approx([(fake_accuracy(best_lr) + 0.01 * (s % 7)) / 2 for s in (1000, 1001)])
+    text = report_mod.build_report(storage, "sm", tmp_path / "report")
+    assert "Metric: sequence exact match." in text
