@@ -218,5 +218,6 @@ def test_recorded_tuner_survives_a_budget_extension_and_refuses_another_pruner(t
 def test_a_malformed_storage_url_is_one_line_before_anything_runs(capsys):
     from studies.cli import main
 
-    with pytest.raises(SystemExit, match="testbed capability: --storage 'sqlite//x.db' is not a database URL"):
-        main(["capability", "--storage", "sqlite//x.db", "--quiet"])
+    for extra in ([], ["--dry-run"]):  # a dry run measures for minutes: a bad URL is refused before that too
+        with pytest.raises(SystemExit, match="testbed capability: --storage 'sqlite//x.db' is not a database URL"):
+            main(["capability", "--storage", "sqlite//x.db", "--quiet", *extra])

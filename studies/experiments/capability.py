@@ -70,7 +70,7 @@ import torch
 from torch.nn import functional as F
 
 from studies.ablate import build_ablation_configs
-from studies.checks import check_at_least_one, check_device, check_out_dir
+from studies.checks import check_at_least_one, check_device, check_out_dir, check_storage_url
 from studies.config import RunConfig
 from studies.parallel import run_parallel, usable_cores
 from studies.presets import get_preset
@@ -689,6 +689,8 @@ def run(args: argparse.Namespace) -> int:
         check_at_least_one("--workers", workers)
         check_device(args.device)
         out = check_out_dir(args.out)
+        if args.storage is not None:
+            check_storage_url(args.storage)  # before a dry run too: it takes minutes to measure
     except ValueError as e:
         raise SystemExit(f"testbed capability: {e}") from None
     if args.dry_run:
