@@ -12,6 +12,7 @@ from studies.ablate import ablation_table, build_ablation_configs
 from studies.cli import main
 from studies.experiments.ablations import ABLATIONS
 from studies.train import build_model, train
+from test_suite import _refused
 
 SMOKE = ["ablate", "--preset", "smoke", "--quiet", "--workers", "1", "train.device=cpu"]
 
@@ -113,14 +114,6 @@ def test_progress_lines_name_the_ablation(tmp_path, capsys):
     assert len(progress) == 2
     assert any("full = max_heads" in line for line in progress)
     assert any("real_gates" in line for line in progress)
-
-
-def _refused(capsys, args: list[str], message: str) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    text = str(exit_info.value.code)
-    assert message in text and "\n" not in text, text
-    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize("extra, message", [
