@@ -316,16 +316,19 @@ def _ablation_tables(storage: optuna.storages.BaseStorage, study: Study) -> list
     for variant in study.ablation_variants:
         _, _, metric = _task_of(study, variant)
         rows, full = [], None
-        for item in ablation_plan(study):
-            if item.variant != variant:
-                continue
-            seeds = load_seeds(storage, f"{study.prefix}-ablate/{variant}/{item.label}", study.ablation_seeds)
+        # "full" is the base model's main confirm study (the same config and seeds: see ablation_plan)
+        named = [(f"full ({study.ablation_base}, main confirm seeds)",
+                  study_name(study.prefix, variant, study.ablation_base, confirm=True))]
+        named += [(item.label, f"{study.prefix}-ablate/{variant}/{item.label}") for item in ablation_plan(study)
+                  if item.variant == variant]
+        for label, name in named:
+            seeds = load_seeds(storage, name, study.ablation_seeds)
             if seeds is None:
                 continue
             scores = seeds.scores(metric)
-            if "full" in item.label.split("="):
+            if label.startswith("full"):
                 full = scores
-            rows.append([item.label, _fmt(scores), len(scores), human_count(seeds.num_parameters),
+            rows.append([label, _fmt(scores), len(scores), human_count(seeds.num_parameters),
                          human_count(seeds.state_size), scores])
         if rows:
             for row in rows:

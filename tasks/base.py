@@ -148,6 +148,12 @@ class Task:
         """n independent sequences of length seq_len, on the generator's device."""
         raise NotImplementedError
 
+    def sample_train(self, n: int, generator: torch.Generator) -> Batch:
+        """A training batch: the same sequences `sample` draws from this generator, with the targets
+        training learns from. Where a task supervises training more densely than it scores (see
+        StateTracking.train_targets) only the targets differ; evaluation always uses `sample`."""
+        return self.sample(n, generator)
+
     def chance(self) -> float:
         """Expected score on `self.metric` of guessing uniformly among the answers a scored position
         can take (for sequence_accuracy: the product over a row's scored positions, averaged)."""

@@ -75,14 +75,15 @@ class TaskData:
         return self._test
 
     def train_batch(self, batch_size: int) -> Batch:
-        """The next training batch; rows equal to a test sequence are redrawn from the same stream."""
-        batch = self.task.sample(batch_size, self._train_generator)
+        """The next training batch (`Task.sample_train`); rows equal to a test sequence are redrawn
+        from the same stream."""
+        batch = self.task.sample_train(batch_size, self._train_generator)
         for _ in range(MAX_REDRAW_ROUNDS):
             clash = _in_sorted(row_hash(batch.inputs), self._test_hashes)
             if not clash.any():
                 return batch
             rows = clash.nonzero().squeeze(1)
-            batch = _replace_rows(batch, rows, self.task.sample(len(rows), self._train_generator))
+            batch = _replace_rows(batch, rows, self.task.sample_train(len(rows), self._train_generator))
         raise RuntimeError(
             f"TaskData: after {MAX_REDRAW_ROUNDS} redraws some training rows still equal test sequences; "
             f"test_size={self.test_size} covers nearly every sequence {self.task} can produce"

@@ -42,6 +42,14 @@ Worked example (group="cyclic", modulus=3, seq_len=8, min_len_frac=0.5; this row
 (2 + 0 + 2 + 0 + 1 + 0) mod 3 = 2. With group="S3" the inputs are permutation ids and the target is
 the id of their product.
 
+Training supervision (`train_targets`): "last" trains on the scored position only; "prefix" trains
+on every prefix product P_0 … P_{ℓ−1} of the same rows (`sample_train`), the dense supervision the
+state-tracking literature trains with (Merrill et al. 2024; Grazzi et al., "Unlocking State-Tracking in
+Linear RNNs Through Negative Eigenvalues", 2025). Evaluation, the audit and every floor use `sample`,
+so the score stays the last element's whatever the training targets; "prefix" changes what a model
+is taught, not what it is judged on. With one target per word, parity is not learned by any of our
+models in 12k steps (results/pilot/curves.md): one bit of signal per row of 16–32 inputs.
+
 meta["length"] (B,): the word length ℓ (the scored position is ℓ − 1).
 """
 from __future__ import annotations
@@ -59,6 +67,7 @@ from tasks.base import IGNORE, Batch, Predictor, Task
 
 
 GROUPS = ("cyclic", "S3", "A5")
+TRAIN_TARGETS = ("last", "prefix")
 
 
 def _is_even(p: tuple[int, ...]) -> bool:
@@ -102,6 +111,7 @@ class StateTracking(Task):
     group: str = "cyclic"  # "cyclic" (Z_modulus), "S3" or "A5"
     modulus: int = 2  # m of Z_m; only used by group="cyclic"
     min_len_frac: float = 0.5  # word lengths are uniform in [ceil(min_len_frac * seq_len), seq_len]
+    train_targets: str = "last"  # training supervision: "last" (as scored) or "prefix" (every P_t)
 
     name = "state_tracking"
     extrapolates = True
@@ -115,6 +125,10 @@ class StateTracking(Task):
             f"modulus={self.modulus} is only for group='cyclic' (leave it at 2 for group={self.group!r})",
         )
         self._require(0 < self.min_len_frac <= 1, f"min_len_frac={self.min_len_frac} must be in (0, 1]")
+        self._require(
+            self.train_targets in TRAIN_TARGETS,
+            f"train_targets={self.train_targets!r} must be one of {TRAIN_TARGETS}",
+        )
 
     @property
     def order(self) -> int:
@@ -137,13 +151,23 @@ class StateTracking(Task):
         return [str(i) for i in range(self.order)] + ["PAD"]
 
     def sample(self, n: int, generator: torch.Generator) -> Batch:
+        return self._sample(n, generator, every_prefix=False)
+
+    def sample_train(self, n: int, generator: torch.Generator) -> Batch:
+        """With train_targets="prefix", the rows `sample` draws, with every P_t (t < ℓ) as a target."""
+        return self._sample(n, generator, every_prefix=self.train_targets == "prefix")
+
+    def _sample(self, n: int, generator: torch.Generator, every_prefix: bool) -> Batch:
         self._check_n(n)
         device, L = generator.device, self.seq_len
         elements = torch.randint(0, self.order, (n, L), generator=generator, device=device)
         length = torch.randint(self.min_len, L + 1, (n,), generator=generator, device=device)
         product = self._prefix_products(elements)  # (B, L): P_t at every t
+        in_word = torch.arange(L, device=device) < length[:, None]
+        inputs = torch.where(in_word, elements, self.PAD)
+        if every_prefix:
+            return Batch(inputs, torch.where(in_word, product, IGNORE), {"length": length})
         last = (length - 1)[:, None]
-        inputs = torch.where(torch.arange(L, device=device) < length[:, None], elements, self.PAD)
         targets = torch.full_like(inputs, IGNORE).scatter_(1, last, product.gather(1, last))
         return Batch(inputs, targets, {"length": length})
 

@@ -30,7 +30,8 @@ def tiny_study(**changes) -> cap.Study:
         preset="smoke", models=TINY_MODELS, variants=(TINY_VARIANT,),
         predictions=(cap.Prediction("kv_beats_max", "beats", ("parity",), ("gateloop_kv",), ("gateloop_max",), 1, "t"),),
         sweep_variant="parity", sweep=(cap.SweepPoint("gateloop_kv", (("d_model", 16),)),),
-        ablation_variants=(), ablation_base="gateloop_kv", lr_grid=(1e-3, 1e-2), tuning_seeds=2, confirm_seeds=2)
+        ablation_variants=(), ablations_by_variant=(), ablation_base="gateloop_kv", lr_grid=(1e-3, 1e-2),
+        tuning_seeds=2, confirm_seeds=2)
     return dataclasses.replace(cap.CPU_STUDY, **{**base, **changes})
 
 
@@ -173,7 +174,8 @@ def test_dry_run_prints_plan_and_estimate():
     lines = [line for line in text.splitlines() if line.startswith("| main | parity |")]
     assert len(lines) == 2 and "| gateloop_kv | kv | 16 |" in lines[0]
     assert "| sweep | parity | gateloop_kv@d_model=8 |" in text
-    assert "| ablations | parity | full |" in text and "| ablations | parity | real_gates |" in text
+    assert "| ablations | parity | real_gates |" in text
+    assert "| ablations | parity | full |" not in text  # its runs are the main study's confirm seeds
     assert "estimated device-hours: main" in text and "wall on 2 worker(s):" in text
     assert "WARNING: the estimate" in text  # the budget is said to be exceeded, nothing refused
 
@@ -197,6 +199,29 @@ def test_rerun_trains_nothing_and_report_builds_from_a_tiny_storage(tmp_path, mo
     assert "optuna.samplers.GridSampler" in text and "TolerantHalvingPruner" in text
     for name in ("report.md", "accuracy_by_model.png", "learning_curves.png", "state_size.png", "extrapolation.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0, name
+
+
+def test_ablation_full_row_is_the_main_confirm_study(tmp_path):
+    """"full" is not trained again: the ablation table reads the base model's confirm seeds, whose config
+    (tuned lr, confirm seeds) is exactly the ablation's, and the Δ column is against them."""
+    study = tiny_study(ablation_variants=("parity",), ablations=("full", "fixed_phase"), ablation_seeds=2)
+    plan = cap.ablation_plan(study, "cpu", {"parity": 1e-3})
+    assert [item.label for item in plan] == ["fixed_phase"]
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cap.run_study(study, url, tmp_path, "cpu", None, progress=False, report=False)
+    storage = tune.open_storage(url)
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    assert "capability-ablate/parity/fixed_phase" in names and "capability-ablate/parity/full" not in names
+    lr = optuna.load_study(study_name="capability/parity/gateloop_kv", storage=storage).best_trial.params["lr"]
+    confirm_config = optuna.load_study(study_name="capability/parity/gateloop_kv/confirm",
+                                       storage=storage).trials[0].user_attrs["config"]
+    (fixed_phase,) = cap.ablation_plan(study, "cpu", {"parity": lr})
+    assert confirm_config["train"]["lr"] == lr
+    assert {**confirm_config["model"], "phase": "fixed"} == fixed_phase.config.to_dict()["model"]
+    text = build_capability_report(url, study, tmp_path / "report")
+    table = text[text.index("### parity (accuracy, at the full model's tuned lr)"):].splitlines()
+    full = next(line for line in table if line.startswith("| full (gateloop_kv, main confirm seeds) |"))
+    assert "| +0.000 |" in full and any(line.startswith("| fixed_phase |") for line in table)
 
 
 def test_cli_registers_capability_and_refuses_bad_workers():

@@ -285,12 +285,39 @@ def test_state_window_shortcut_is_exact_only_on_words_that_fit():
     assert (sign == batch.targets)[batch.scored].float().mean() == pytest.approx(1 / 3, abs=0.06)
 
 
+@pytest.mark.parametrize("knobs", [dict(), dict(group="S3", seq_len=12), dict(group="A5", seq_len=9, min_len_frac=0.3)])
+def test_state_prefix_training_targets_every_prefix_of_the_rows_sample_draws(knobs):
+    task = make_task("state_tracking", train_targets="prefix", **knobs)
+    train = task.sample_train(40, gen(7))
+    test = task.sample(40, gen(7))
+    assert torch.equal(train.inputs, test.inputs) and torch.equal(train.meta["length"], test.meta["length"])
+    assert torch.equal(test.targets, make_task("state_tracking", **knobs).sample(40, gen(7)).targets)
+    for x, y, length in zip(train.inputs.tolist(), train.targets.tolist(), train.meta["length"].tolist()):
+        word = x[:length]
+        assert y[:length] == [reference_product(task, word[: t + 1]) for t in range(length)]
+        assert y[length:] == [IGNORE] * (task.seq_len - length)  # PAD is never a target
+    # the scored (last) position carries the same target in both
+    assert torch.equal(train.targets[test.scored], test.targets[test.scored])
+
+
+def test_state_prefix_training_reaches_training_only():
+    task = make_task("state_tracking", train_targets="prefix")
+    data = TaskData(task, seed=3, test_size=64)
+    assert data.test.scored.sum(dim=1).eq(1).all()  # evaluated at the last element only
+    assert data.test_at_length(64, 16).scored.sum(dim=1).eq(1).all()
+    batch = data.train_batch(32)
+    assert torch.equal(batch.scored.sum(dim=1), batch.meta["length"])  # trained on every prefix
+    default = TaskData(make_task("state_tracking"), seed=3, test_size=64).train_batch(32)
+    assert default.scored.sum(dim=1).eq(1).all() and torch.equal(default.inputs, batch.inputs)
+
+
 def test_state_invalid_settings_name_the_constraint():
     for knobs, message in [
         (dict(group="S4"), "group='S4' must be one of"),
         (dict(group="A5", modulus=3), "modulus=3 is only for group='cyclic'"),
         (dict(min_len_frac=0.0), "min_len_frac=0.0 must be in (0, 1]"),
         (dict(min_len_frac=1.5), "min_len_frac=1.5 must be in (0, 1]"),
+        (dict(train_targets="all"), "train_targets='all' must be one of ('last', 'prefix')"),
     ]:
         with pytest.raises(ValueError) as error:
             make_task("state_tracking", **knobs)
