@@ -263,6 +263,37 @@ def selective_scan(
     return _SelectiveScan.apply(*(t.to(dtype) for t in (u, delta, A, B, C)), h0, chunk_size)
 
 
+class _CausalConv(torch.autograd.Function):
+    """out_t = bias + Σ_s w_{d_conv−1−s} x_{t−s} over shifts s = 0..d_conv−1 (x_{<0} = 0), per channel.
+
+    x (B, L, E·D), weight (E·D, d_conv), bias (E·D,) or None. Backward is the same shifts reversed:
+    ∂x_t = Σ_s w_{d_conv−1−s} ∂out_{t+s},  ∂w_{d_conv−1−s} = Σ_{b,t} ∂out_t x_{t−s},  ∂bias = Σ_{b,t} ∂out_t.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):  # type: ignore[override]
+        L, W = x.shape[1], weight.shape[1]
+        out = x * weight[:, -1] if bias is None else torch.addcmul(bias, x, weight[:, -1])
+        for s in range(1, min(W, L)):
+            out[:, s:].addcmul_(x[:, : L - s], weight[:, W - 1 - s])
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        L, W = x.shape[1], weight.shape[1]
+        grad_x = grad_out * weight[:, -1]
+        grad_w = torch.zeros_like(weight)
+        grad_w[:, -1] = torch.mul(grad_out, x).sum((0, 1))
+        for s in range(1, min(W, L)):
+            grad_x[:, : L - s].addcmul_(grad_out[:, s:], weight[:, W - 1 - s])
+            grad_w[:, W - 1 - s] = torch.mul(grad_out[:, s:], x[:, : L - s]).sum((0, 1))
+        return grad_x, grad_w, grad_out.sum((0, 1)) if ctx.has_bias else None
+
+
 class Mamba(nn.Module):
     """Mamba-1 mixer, (B, L, D) -> (B, L, D), causal; decodes with a conv buffer and the SSM state.
 
@@ -309,16 +340,11 @@ class Mamba(nn.Module):
         """The depthwise causal conv, (B, L, E·D) -> (B, L, E·D): out_t = bias + Σ_k w_k x_{t−(d_conv−1)+k}.
 
         The same numbers as `conv1d` with its padding and the first L outputs kept, as d_conv shifted
-        multiply-adds in the (B, L, E·D) layout: no transposes, and a backward of a few elementwise ops
-        (PyTorch's depthwise conv1d backward on the CPU cost more than the whole selective scan here).
+        multiply-adds in the (B, L, E·D) layout with a hand-written backward (`_CausalConv`): no
+        transposes, no padded copy (PyTorch's depthwise conv1d backward on the CPU cost more than the
+        whole selective scan here, and autograd through the shifted adds ~16 ops).
         """
-        L, W = x.shape[1], self.config.d_conv
-        weight = self.conv1d.weight.squeeze(1)  # (E·D, d_conv)
-        padded = F.pad(x, (0, 0, W - 1, 0))  # (B, L + d_conv − 1, E·D), zeros before the start
-        out = x * weight[:, -1] if self.conv1d.bias is None else torch.addcmul(self.conv1d.bias, x, weight[:, -1])
-        for k in range(W - 1):
-            out = torch.addcmul(out, padded[:, k : k + L], weight[:, k])
-        return out
+        return _CausalConv.apply(x, self.conv1d.weight.squeeze(1), self.conv1d.bias)
 
     def _mix(self, x: torch.Tensor, ssm: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         xs, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, E·D) each

@@ -245,12 +245,14 @@ def test_selective_scan_fp32_matches_the_loop_in_fp64() -> None:
     _assert_close_all(results[0], results[1], ["y", "h_last", "grad u", "grad delta", "grad A", "grad B", "grad C"], rtol=1e-5)
 
 
-def test_mamba_causal_conv_equals_conv1d() -> None:
-    """`_causal_conv` gives nn.Conv1d's numbers (padding d_conv − 1, first L outputs), values and gradients."""
+@pytest.mark.parametrize("L", [2, 7])
+def test_mamba_causal_conv_equals_conv1d(L: int) -> None:
+    """`_causal_conv` gives nn.Conv1d's numbers (padding d_conv − 1, first L outputs), values and gradients,
+    also for sequences shorter than the kernel."""
     for config in (MambaConfig(d_model=6, d_conv=4), MambaConfig(d_model=4, d_conv=1, conv_bias=False)):
         model = _build(Mamba, config).double()
-        x = _randn(2, 7, config.d_inner, seed=420)
-        cot = _randn(2, 7, config.d_inner, seed=421)
+        x = _randn(2, L, config.d_inner, seed=420)
+        cot = _randn(2, L, config.d_inner, seed=421)
         params = [p for p in model.conv1d.parameters()]
         results = []
         for fn in (model._causal_conv, lambda t: model.conv1d(t.transpose(1, 2))[..., : t.shape[1]].transpose(1, 2)):
