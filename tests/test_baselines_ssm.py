@@ -195,11 +195,13 @@ def test_lru_scan_equals_loop(config: LRUConfig, device: str) -> None:
         _fast_vs_ref(model, model, model.forward_ref, _randn(2, L, config.d_model, seed=L).to(device), seed=300 + L)
 
 
+@pytest.mark.parametrize("zero_in_A", [False, True])
 @pytest.mark.parametrize("with_h0", [True, False])
 @pytest.mark.parametrize("L", [1, 11])
 @pytest.mark.parametrize("chunk_size", [1, 4, 64])
-def test_selective_scan_equals_loop(chunk_size: int, L: int, with_h0: bool) -> None:
-    """Values, final state and gradients w.r.t. u, Δ, A, B, C (and h0), one chunk and across chunk boundaries."""
+def test_selective_scan_equals_loop(chunk_size: int, L: int, with_h0: bool, zero_in_A: bool) -> None:
+    """Values, final state and gradients w.r.t. u, Δ, A, B, C (and h0), one chunk and across chunk boundaries;
+    also with an entry of A exactly 0, which backward cannot divide by (its other branch)."""
     B, E, N = 2, 5, 3
     g = _gen(400)
     tensors = {
@@ -212,6 +214,8 @@ def test_selective_scan_equals_loop(chunk_size: int, L: int, with_h0: bool) -> N
     }
     if not with_h0:
         del tensors["h0"]
+    if zero_in_A:
+        tensors["A"][1, 2] = 0.0
     results = []
     for fn in (lambda *t: selective_scan(*t, chunk_size=chunk_size), selective_scan_ref):
         inputs = [t.clone().requires_grad_() for t in tensors.values()]
@@ -241,12 +245,14 @@ def test_selective_scan_fp32_matches_the_loop_in_fp64() -> None:
     _assert_close_all(results[0], results[1], ["y", "h_last", "grad u", "grad delta", "grad A", "grad B", "grad C"], rtol=1e-5)
 
 
-def test_mamba_causal_conv_equals_conv1d() -> None:
-    """`_causal_conv` gives nn.Conv1d's numbers (padding d_conv − 1, first L outputs), values and gradients."""
+@pytest.mark.parametrize("L", [2, 7])
+def test_mamba_causal_conv_equals_conv1d(L: int) -> None:
+    """`_causal_conv` gives nn.Conv1d's numbers (padding d_conv − 1, first L outputs), values and gradients,
+    also for sequences shorter than the kernel."""
     for config in (MambaConfig(d_model=6, d_conv=4), MambaConfig(d_model=4, d_conv=1, conv_bias=False)):
         model = _build(Mamba, config).double()
-        x = _randn(2, 7, config.d_inner, seed=420)
-        cot = _randn(2, 7, config.d_inner, seed=421)
+        x = _randn(2, L, config.d_inner, seed=420)
+        cot = _randn(2, L, config.d_inner, seed=421)
         params = [p for p in model.conv1d.parameters()]
         results = []
         for fn in (model._causal_conv, lambda t: model.conv1d(t.transpose(1, 2))[..., : t.shape[1]].transpose(1, 2)):
