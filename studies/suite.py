@@ -447,6 +447,15 @@ def train_and_store(config: RunConfig, runs_dir: Path, keep: bool, labels: dict[
             "wall_time": result.wall_time}
 
 
+def run_cost(config: RunConfig) -> float:
+    """A run's relative cost for ordering work (not a time): token-steps of training and of evaluation
+    (a forward pass over the held-out set, about a third of a training step's cost per token, at the
+    training length every eval_every steps and once at every evaluated length)."""
+    tc, L = config.train, config.task.seq_len
+    evals = (tc.steps // tc.eval_every + 1) * L + sum(config.eval_lengths)
+    return tc.steps * tc.batch_size * L + tc.test_size * evals / 3
+
+
 def run_configs(
     configs: Sequence[RunConfig],
     out: Path,
@@ -500,13 +509,16 @@ def run_configs(
                 count += 1
                 print(f"    {outcome(summary)}", flush=True)
         else:
+            # Longest first (LPT scheduling), so that no long run starts last while the other workers idle.
+            order = sorted(range(len(todo)), key=lambda i: -run_cost(todo[i]))
+
             def report(position: int, summary: dict[str, Any]) -> None:
                 nonlocal count
                 count += 1
-                config = todo[position]
+                config = todo[order[position]]
                 print(f"[{count}/{len(todo)}] {name(config)} (run {config.run_id()}) {outcome(summary)}", flush=True)
 
-            run_parallel(train_and_store, jobs, workers, report, gpus=_gpus(configs))
+            run_parallel(train_and_store, [jobs[i] for i in order], workers, report, gpus=_gpus(configs))
     except KeyboardInterrupt:
         print(f"interrupted: {count} of {len(todo)} runs finished and stored in {runs_dir}; "
               f"rerun the same command to resume", file=sys.stderr, flush=True)
