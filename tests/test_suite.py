@@ -1,6 +1,7 @@
 """The suite runner end to end: table, tidy results and figures; resumes after a kill; clear errors."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import pytest
 
 from studies.cli import main
 from studies.config import CONFIG_VERSION
+from studies.presets import get_preset
 from studies.results import mean_ci, read_jsonl
 from studies.suite import load_records
 
@@ -223,6 +225,30 @@ def test_two_workers_give_the_same_runs_as_one(tmp_path):
     assert main([*args, "--workers", "2", "--out", str(tmp_path / "two")]) == 0
     one, two = _without_wall_time(tmp_path / "one"), _without_wall_time(tmp_path / "two")
     assert len(one) == 2 and one == two
+
+
+def test_workers_take_the_longest_runs_first(tmp_path, monkeypatch):
+    """LPT order: the costliest run (memory_horizon in the smoke preset) first, and each run's
+    report still names its own config (positions map back)."""
+    from studies import suite
+
+    seen, reported = [], []
+
+    def fake_parallel(fn, jobs, workers, report, gpus=0):
+        seen.extend(job[0] for job in jobs)
+        for position, job in enumerate(jobs):
+            reported.append(job[0].run_id())
+            report(position, {"status": "completed", "accuracy": 0.0, "steps": 0, "wall_time": 0.0})
+
+    monkeypatch.setattr(suite, "run_parallel", fake_parallel)
+    configs = suite.build_configs(["gateloop"], ["mqar", "memory_horizon", "state_tracking"], get_preset("smoke"), 1,
+                                  ["train.device=cpu"])
+    suite.run_configs(configs, tmp_path, progress=False, workers=2)
+    costs = [suite.run_cost(c) for c in seen]
+    assert costs == sorted(costs, reverse=True) and seen[0].task_name == "memory_horizon"
+    assert sorted(reported) == sorted(c.run_id() for c in configs)
+    assert suite.run_cost(dataclasses.replace(configs[0], train=dataclasses.replace(configs[0].train, steps=99))) < \
+        suite.run_cost(dataclasses.replace(configs[0], train=dataclasses.replace(configs[0].train, steps=100)))
 
 
 def _running(pid: int) -> bool:
