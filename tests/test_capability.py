@@ -246,3 +246,13 @@ def test_a_malformed_storage_url_is_one_line_before_anything_runs(capsys):
     for extra in ([], ["--dry-run"]):  # a dry run measures for minutes: a bad URL is refused before that too
         with pytest.raises(SystemExit, match="testbed capability: --storage 'sqlite//x.db' is not a database URL"):
             main(["capability", "--storage", "sqlite//x.db", "--quiet", *extra])
+
+
+def test_ctrl_c_is_one_line_with_how_to_resume(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cap, "run_workers", interrupted)
+    args = build_parser().parse_args(["capability", "--workers", "1", "--out", str(tmp_path), "--quiet"])
+    with pytest.raises(SystemExit, match="testbed capability: interrupted .*rerun the same command to resume"):
+        args._run(args)

@@ -381,7 +381,7 @@ class Study:
 # - ablations only of the components the main families do not already isolate (real_gates, fixed_all
 #   and max_heads are the main study's gateloop_kv_real, gateloop_kv_fixed and gateloop_max, each tuned
 #   there), on parity (the phase) and mqar.
-PARITY_STEPS, Z3_STEPS, COPY_STEPS, MQAR_STEPS = 2000, 2000, 4000, 6000
+PARITY_STEPS, Z3_STEPS, COPY_STEPS, MQAR_STEPS = 2000, 3000, 4000, 6000
 # the sweep's models: every family member but gateloop_kv_fixed (retnet is the fixed K×V line)
 SWEEP_LABELS = ("gateloop_kv", "gateloop_kv_real", "retnet", "gateloop_max", "lru", "mamba", "attention")
 _ST = dict(seq_len=32, min_len_frac=0.5, train_targets="prefix")
@@ -753,7 +753,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise SystemExit(f"testbed capability: {e}") from None
     print(f"capability study `{study.preset}`: {study.description}\n{family_table(study, args.device)}", flush=True)
-    run_workers(study, url, out, args.device, args.only, workers, progress=not args.quiet)
+    try:
+        run_workers(study, url, out, args.device, args.only, workers, progress=not args.quiet)
+    except KeyboardInterrupt:
+        raise SystemExit("testbed capability: interrupted (a trial it was running is failed and does not "
+                         "count); rerun the same command to resume") from None
     print(build_capability_report(open_storage(url), study, out))
     return 0
 
