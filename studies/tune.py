@@ -228,11 +228,46 @@ SAMPLERS = ("tpe", "grid")
 PRUNERS = ("median", "sha")
 
 
+class RetryingGridSampler(optuna.samplers.GridSampler):
+    """optuna's GridSampler, except that a grid point whose trial FAILED is still unvisited.
+
+    Optuna gives trial n < grid size the n-th point of the seeded, shuffled grid, and later trials a
+    point no finished or running trial holds. It counts a FAILED trial as finished, so the point of a
+    trial stopped by Ctrl-C (which Optuna fails on the spot, with no re-queue) was never tried again:
+    the next trial, finding the grid "exhausted", re-ran a random point and the budget filled with a
+    duplicate. Here only COMPLETE and PRUNED trials visit a point, and a RUNNING or WAITING one holds
+    it; a re-queued copy (a killed worker's trial, re-queued with its parameters) is matched to its
+    point by those parameters, so no other trial takes it meanwhile. With a budget of exactly the
+    grid's size every point is then tried once, whatever the number of workers or interruptions.
+    """
+
+    def _grid_id_of(self, trial: FrozenTrial) -> int | None:
+        if "grid_id" in trial.system_attrs:
+            same = self._same_search_space(trial.system_attrs["search_space"])
+            return trial.system_attrs["grid_id"] if same else None
+        fixed = trial.system_attrs.get("fixed_params")
+        if fixed is None or set(fixed) != set(self._param_names):
+            return None
+        point = tuple(fixed[name] for name in self._param_names)
+        return next((i for i, grid in enumerate(self._all_grids)
+                     if all(self._grid_value_equal(a, b) for a, b in zip(grid, point))), None)
+
+    def _get_unvisited_grid_ids(self, study: optuna.Study) -> list[int]:
+        visited, held = set(), set()
+        for trial in study._storage.get_all_trials(study._study_id, deepcopy=False):
+            grid_id = self._grid_id_of(trial)
+            if grid_id is None:
+                continue
+            if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                visited.add(grid_id)
+            elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
+                held.add(grid_id)
+        unvisited = set(range(self._n_min_trials)) - visited - held
+        return sorted(unvisited or set(range(self._n_min_trials)) - visited)
+
+
 def make_grid_sampler(grid: dict[str, Sequence[float]], seed: int) -> optuna.samplers.GridSampler:
-    # Optuna gives trial n < grid size the n-th point of the seeded, shuffled grid: with a budget of
-    # exactly the grid's size every point is tried once, whatever the number of workers, and a re-queued
-    # (killed) trial keeps its point.
-    return optuna.samplers.GridSampler({k: list(v) for k, v in grid.items()}, seed=seed)
+    return RetryingGridSampler({k: list(v) for k, v in grid.items()}, seed=seed)
 
 
 class TolerantHalvingPruner(optuna.pruners.BasePruner):
@@ -290,7 +325,8 @@ def describe_tuner(sampler: str, pruner: str, steps: int, seed: int,
         # the start-up count as its rule: a budget may be extended (see open_tuning_study), the rule stays
         "tpe": {"name": "TrialSeededTPE (optuna TPESampler, multivariate, constant_liar, seeded per trial)",
                 "seed": seed, "n_startup_trials": "max(3, budget // 4)"},
-        "grid": {"name": "optuna.samplers.GridSampler", "seed": seed, "grid": grid},
+        "grid": {"name": "studies.tune.RetryingGridSampler (optuna.samplers.GridSampler; a failed trial's point "
+                         "is tried again)", "seed": seed, "grid": grid},
     }
     pruners = {
         "median": {"name": "optuna.pruners.MedianPruner", "n_startup_trials": 3, "n_warmup_steps": steps // 4},

@@ -122,7 +122,7 @@ def test_grid_sampler_and_sha_pruner_with_two_seeds(tmp_path, monkeypatch):
     trials = study.get_trials(deepcopy=False)
     assert sorted(t.params["lr"] for t in trials) == sorted(grid["lr"])  # every grid point exactly once
     assert all(set(t.params) == {"lr"} for t in trials)
-    assert study.user_attrs["sampler"]["name"] == "optuna.samplers.GridSampler"
+    assert study.user_attrs["sampler"]["name"].startswith("studies.tune.RetryingGridSampler (optuna.samplers.GridSampler")
     pruner = study.user_attrs["pruner"]
     assert pruner["name"].startswith("studies.tune.TolerantHalvingPruner")
     assert {k: pruner[k] for k in ("min_resource", "max_resource", "reduction_factor", "margin")} == \
@@ -140,6 +140,46 @@ def test_grid_sampler_and_sha_pruner_with_two_seeds(tmp_path, monkeypatch):
     assert study.best_trial.params["lr"] == 1e-3
     confirmed = tune.confirm("mqar", [spec], storage, "g", seeds=2, progress=False, task_label="mqar_tiny")
     assert len(confirmed["gl_real"]) == 2  # rebuilt from the stored (grid) space
+
+
+def test_an_interrupted_grid_trial_has_its_point_tried_again(tmp_path, monkeypatch):
+    """Ctrl-C fails the running trial on the spot (no re-queue). The rerun must try that grid point, not
+    fill the budget with a duplicate of another (optuna's GridSampler counts a FAILED trial as visited)."""
+    calls = {"n": 0}
+
+    def interrupted_once(config, on_eval=None, progress=True):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return fake_train(config, on_eval, progress)
+
+    monkeypatch.setattr(tune, "train", interrupted_once)
+    storage = tune.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    grid = {"lr": (1e-4, 1e-3, 1e-2)}
+    args = ("mqar", ["gateloop"], 3, storage, "g", "smoke", 1, ["train.steps=16", "train.eval_every=4"], "cpu")
+    kwargs = dict(progress=False, sampler="grid", pruner="median", grid=grid)
+    with pytest.raises(KeyboardInterrupt):
+        tune.tune_models(*args, **kwargs)
+    study = tune.tune_models(*args, **kwargs)["gateloop"]
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.FAIL) == 1
+    done = [t.params["lr"] for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert sorted(done) == sorted(grid["lr"])  # every point once, the interrupted one included
+
+
+def test_a_requeued_grid_trial_keeps_its_point_from_other_trials():
+    """A killed worker's trial comes back WAITING with its parameters (no grid id): no new trial may take
+    its point meanwhile."""
+    sampler = tune.make_grid_sampler({"lr": (1e-3, 1e-2)}, seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    first = study.ask()
+    first_lr = first.suggest_float("lr", 1e-4, 1.0, log=True)
+    study.tell(first, state=TrialState.FAIL)
+    study.enqueue_trial({"lr": first_lr})  # what the retry callback does for a stale trial
+    requeued = study.ask()  # the WAITING copy runs next
+    other = study.ask()
+    assert requeued.suggest_float("lr", 1e-4, 1.0, log=True) == first_lr
+    assert other.suggest_float("lr", 1e-4, 1.0, log=True) != first_lr
 
 
 def test_halving_prunes_only_beyond_the_margin():
@@ -196,7 +236,7 @@ def test_rerun_trains_nothing_and_report_builds_from_a_tiny_storage(tmp_path, mo
     rows = [line for line in table if line.startswith("| gateloop_")]
     assert len(rows) >= 2 and all("window_" in row for row in rows[:2])  # the floor column names the shortcut
     assert "| kv_beats_max | beats | parity |" in text
-    assert "optuna.samplers.GridSampler" in text and "TolerantHalvingPruner" in text
+    assert "RetryingGridSampler (optuna.samplers.GridSampler" in text and "TolerantHalvingPruner" in text
     for name in ("report.md", "accuracy_by_model.png", "learning_curves.png", "state_size.png", "extrapolation.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0, name
 
