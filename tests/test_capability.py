@@ -296,3 +296,23 @@ def test_ctrl_c_is_one_line_with_how_to_resume(tmp_path, monkeypatch):
     args = build_parser().parse_args(["capability", "--workers", "1", "--out", str(tmp_path), "--quiet"])
     with pytest.raises(SystemExit, match="testbed capability: interrupted .*rerun the same command to resume"):
         args._run(args)
+
+
+def test_snapshot_copies_the_live_storage_consistently_and_refuses_what_it_cannot_copy(tmp_path):
+    live = tmp_path / "runs" / "live.db"
+    live.parent.mkdir()
+    storage = tune.open_storage(f"sqlite:///{live}")
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
+    out = tmp_path / "results"
+    url = cap.snapshot(f"sqlite:///{live}", out)
+    assert url == f"sqlite:///{(out / 'studies.db').resolve()}" and not list(out.glob("*.partial"))
+    copied = optuna.load_study(study_name="s", storage=url)
+    assert [t.value for t in copied.trials] == [t.value for t in study.trials]
+    for bad, message in [(None, "needs --storage"), ("postgresql://u@h/db", "not one"),
+                         (f"sqlite:///{tmp_path / 'nosuch.db'}", "no such file"), (url, "itself")]:
+        with pytest.raises(ValueError, match=message):
+            cap.snapshot(bad, out)
+    args = build_parser().parse_args(["capability", "--snapshot", "--out", str(out)])
+    with pytest.raises(SystemExit, match="testbed capability: --snapshot needs --storage"):
+        args._run(args)

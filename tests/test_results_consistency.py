@@ -14,7 +14,9 @@ from studies.results import read_jsonl
 from studies.suite import load_records
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-REPORTS = sorted(p.parent for p in RESULTS.glob("**/report.md"))
+# Tuning reports (`testbed report`); the capability study's report is checked against its storage below.
+REPORTS = sorted(p.parent for p in RESULTS.glob("**/report.md") if p.read_text().startswith("## Tuning report"))
+CAPABILITY = RESULTS / "capability"
 ABLATIONS = sorted(p.parent for p in RESULTS.glob("**/ablations.md"))
 
 
@@ -35,6 +37,17 @@ def test_ablation_table_matches_its_stored_runs(directory: Path):
     study = json.loads((directory / STUDY_FILE).read_text())
     records = [r for r in load_records(directory) if r["run_id"] in study["ablations"]]
     assert ablation_table(records, study["ablations"], study["lr_note"]) == (directory / "ablations.md").read_text()
+
+
+@pytest.mark.skipif(not (CAPABILITY / "report.md").exists(), reason="the capability study has no committed report yet")
+def test_capability_report_matches_its_committed_storage(tmp_path: Path):
+    """results/capability/report.md is what the report builder makes of the committed storage snapshot
+    (results/capability/studies.db, see results/capability/README.md), nothing edited by hand."""
+    from studies.capability_report import build_capability_report
+    from studies.experiments.capability import CPU_STUDY
+
+    rebuilt = build_capability_report(f"sqlite:///{CAPABILITY / 'studies.db'}", CPU_STUDY, tmp_path)
+    assert rebuilt == (CAPABILITY / "report.md").read_text()
 
 
 README = RESULTS.parent / "README.md"

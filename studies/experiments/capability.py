@@ -724,6 +724,38 @@ def run_workers(study: Study, url: str, out: Path, device: str | None, only: str
                  report=lambda position, result: None)
 
 
+def snapshot(url: str | None, out: Path) -> str:
+    """Copy the SQLite study at `url` to out/studies.db with SQLite's backup API (a consistent copy even
+    while workers write to it) and return the copy's URL. Where the live storage is not SQLite, or is
+    out/studies.db itself, there is nothing to copy: ValueError."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    if url is None:
+        raise ValueError("--snapshot needs --storage: the live study to copy (e.g. sqlite:///runs/capability/studies.db)")
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        raise ValueError(f"--snapshot copies a SQLite file; --storage {url!r} is not one (a PostgreSQL study needs no "
+                         f"snapshot: read the report from it with the same command without --snapshot)")
+    source, target = Path(parsed.database).resolve(), (out / "studies.db").resolve()
+    if not source.exists():
+        raise ValueError(f"--storage {url!r}: no such file {source}")
+    if source == target:
+        raise ValueError(f"--storage is {target} itself; point --storage at the live study (e.g. under runs/)")
+    out.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".db.partial")
+    partial.unlink(missing_ok=True)
+    live, copy = sqlite3.connect(source), sqlite3.connect(partial)
+    try:
+        live.backup(copy)
+    finally:
+        copy.close()
+        live.close()
+    partial.replace(target)  # atomic: a reader never sees half a copy
+    return f"sqlite:///{target}"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="capability", choices=sorted(STUDIES), help="which study (gpu: zoology's scale)")
     parser.add_argument("--storage", default=None, help="SQLAlchemy URL (default: sqlite:///OUT/studies.db)")
@@ -734,6 +766,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", default=None, choices=("main", "sweep", "ablations"), help="run one part only")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the estimated wall time; train nothing")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--snapshot", action="store_true",
+                        help="train nothing: copy the SQLite --storage consistently to OUT/studies.db (SQLite's "
+                             "backup API, safe while the study runs) and rebuild OUT's report from that copy")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -751,6 +786,14 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"testbed capability: {e}") from None
     if args.dry_run:
         print(dry_run(study, workers, args.device, only=args.only))
+        return 0
+    if args.snapshot:
+        try:
+            copy = snapshot(args.storage, out)
+        except ValueError as e:
+            raise SystemExit(f"testbed capability: {e}") from None
+        build_capability_report(copy, study, out)
+        print(f"copied {args.storage} to {copy} and rebuilt {out / 'report.md'} from the copy")
         return 0
     try:
         url = storage_url(args.storage, out)
