@@ -369,7 +369,7 @@ class Study:
 # the full design (kept whole in the gpu study below), and why:
 # - s4d and s5: the same class as lru (a fixed complex diagonal transition); lru stands for the class.
 # - s3 and a5: the best candidate, gateloop_kv, is at S3's sign_only floor after 3000 steps (0.340
-#   against 0.333, results/pilot2), so S3 is not learned within what 8 h allow; a5 is its negative
+#   against 0.336, results/pilot2), so S3 is not learned within what 8 h allow; a5 is its negative
 #   control. parity and z3 (a rotation by 2π/3: no real eigenvalue, negative or not, can count mod 3)
 #   carry the phase predictions.
 # - memory_horizon: its best model needs > 11k steps at L=64 (results/pilot: attention 1.000 at 11k,
