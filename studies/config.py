@@ -74,7 +74,7 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": CONFIG_VERSION,
-            "task": {"name": self.task_name, **dataclasses.asdict(self.task)},
+            "task": {"name": self.task_name, **task_knobs(self.task)},
             "model": {"name": self.model, **dataclasses.asdict(self.mixer)},
             "lm": dataclasses.asdict(self.lm),
             "train": dataclasses.asdict(self.train),
@@ -88,6 +88,13 @@ class RunConfig:
     def group_id(self) -> str:
         """Id of the config without its seed: the runs that are seeds of one another share it."""
         return group_hash(self.to_dict())
+
+
+def task_knobs(task: Any) -> dict[str, Any]:
+    """The task's knobs as a config stores them: all, but a knob added later while it is at the value
+    that reproduces the task from before it (`Task.knobs_added_later`), whose absence means that value."""
+    later = getattr(task, "knobs_added_later", {})
+    return {k: v for k, v in dataclasses.asdict(task).items() if not (k in later and v == later[k])}
 
 
 def config_hash(config: dict[str, Any]) -> str:

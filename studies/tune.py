@@ -74,6 +74,7 @@ from studies.presets import PRESETS, get_preset
 from studies.search_spaces import SEARCH_SPACE_VERSION, Knob, SearchSpace, get_search_space
 from studies.suite import build_configs
 from studies.train import EvalRecord, TrainResult, train
+from tasks.shortcuts import floor as shortcut_floor
 
 CONFIRM_SEED_OFFSET = 1000  # final-evaluation seeds start here; tuning seeds are 0..seeds-1
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
@@ -235,28 +236,23 @@ class RetryingGridSampler(optuna.samplers.GridSampler):
     point no finished or running trial holds. It counts a FAILED trial as finished, so the point of a
     trial stopped by Ctrl-C (which Optuna fails on the spot, with no re-queue) was never tried again:
     the next trial, finding the grid "exhausted", re-ran a random point and the budget filled with a
-    duplicate. Here only COMPLETE and PRUNED trials visit a point, and a RUNNING or WAITING one holds
-    it; a re-queued copy (a killed worker's trial, re-queued with its parameters) is matched to its
-    point by those parameters, so no other trial takes it meanwhile. With a budget of exactly the
-    grid's size every point is then tried once, whatever the number of workers or interruptions.
+    duplicate. Here only COMPLETE and PRUNED trials visit a point; a RUNNING or WAITING one holds it
+    (a killed worker's trial is re-queued by Optuna's retry callback with its system attrs, its
+    grid id among them), and so does a trial n < grid size whose point is not stored yet (it gets
+    point n). Two workers may still pick one point in the instant between a trial's creation and
+    the storing of its point: `_run_tuning_trial` then refuses the later trial as surplus.
     """
-
-    def _grid_id_of(self, trial: FrozenTrial) -> int | None:
-        if "grid_id" in trial.system_attrs:
-            same = self._same_search_space(trial.system_attrs["search_space"])
-            return trial.system_attrs["grid_id"] if same else None
-        fixed = trial.system_attrs.get("fixed_params")
-        if fixed is None or set(fixed) != set(self._param_names):
-            return None
-        point = tuple(fixed[name] for name in self._param_names)
-        return next((i for i, grid in enumerate(self._all_grids)
-                     if all(self._grid_value_equal(a, b) for a, b in zip(grid, point))), None)
 
     def _get_unvisited_grid_ids(self, study: optuna.Study) -> list[int]:
         visited, held = set(), set()
         for trial in study._storage.get_all_trials(study._study_id, deepcopy=False):
-            grid_id = self._grid_id_of(trial)
-            if grid_id is None:
+            if "grid_id" in trial.system_attrs:
+                if not self._same_search_space(trial.system_attrs["search_space"]):
+                    continue
+                grid_id = trial.system_attrs["grid_id"]
+            elif 0 <= trial.number < self._n_min_trials and trial.state in (TrialState.RUNNING, TrialState.WAITING):
+                grid_id = trial.number  # what before_trial is giving it
+            else:
                 continue
             if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
                 visited.add(grid_id)
@@ -264,6 +260,16 @@ class RetryingGridSampler(optuna.samplers.GridSampler):
                 held.add(grid_id)
         unvisited = set(range(self._n_min_trials)) - visited - held
         return sorted(unvisited or set(range(self._n_min_trials)) - visited)
+
+
+def grid_point_taken_before(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Whether an earlier finished or live trial holds this trial's grid point (two workers picked it at
+    once); False outside a grid study."""
+    grid_id = study._storage.get_trial_system_attrs(trial._trial_id).get("grid_id")
+    if grid_id is None:
+        return False
+    return any(t.number < trial.number and t.state in COUNTED + LIVE and t.system_attrs.get("grid_id") == grid_id
+               for t in study.get_trials(deepcopy=False))
 
 
 def make_grid_sampler(grid: dict[str, Sequence[float]], seed: int) -> optuna.samplers.GridSampler:
@@ -276,18 +282,27 @@ class TolerantHalvingPruner(optuna.pruners.BasePruner):
     step has nothing left to save). A trial at a rung continues if its value is within `margin` of the
     top-1/η value among the trials that reached the rung (itself included), and is pruned otherwise.
 
+    With a `floor` (the task's best no-solve baseline on the trials' held-out sets), a rung prunes
+    nothing while its best value is within `plateau_margin` of the floor: no trial has learned
+    anything yet, and who is ahead is noise.
+
     Why the margin: recall tasks sit on a plateau for thousands of steps, where the seed-mean accuracies
     of different learning rates differ by sampling noise only (about 0.01 for 2 seeds × 256 held-out
     rows); plain halving there ranks noise and may stop the learning rate that would have solved the
-    task next. The study must maximise.
+    task next. Why the floor: some plateaus are noisier than any fixed margin — parity scored at one
+    position alternates between the two majority levels (0.465 and 0.535), so at the first rung a
+    learning rate that went on to solve it was 0.05 below the others and was pruned. The study must
+    maximise.
     """
 
-    def __init__(self, min_resource: int, max_resource: int, reduction_factor: int = 2, margin: float = 0.02) -> None:
-        if min_resource < 1 or reduction_factor < 2 or not margin >= 0:
+    def __init__(self, min_resource: int, max_resource: int, reduction_factor: int = 2, margin: float = 0.02,
+                 floor: float | None = None, plateau_margin: float = 0.05) -> None:
+        if min_resource < 1 or reduction_factor < 2 or not margin >= 0 or not plateau_margin >= 0:
             raise ValueError(f"min_resource={min_resource} must be >= 1, reduction_factor={reduction_factor} >= 2, "
-                             f"margin={margin} >= 0")
+                             f"margin={margin} >= 0, plateau_margin={plateau_margin} >= 0")
         self.min_resource, self.max_resource = min_resource, max_resource
         self.reduction_factor, self.margin = reduction_factor, margin
+        self.floor, self.plateau_margin = floor, plateau_margin
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
@@ -306,20 +321,23 @@ class TolerantHalvingPruner(optuna.pruners.BasePruner):
             study._storage.set_trial_system_attr(trial._trial_id, key, value)
             competing = sorted([t.system_attrs[key] for t in trials if key in t.system_attrs and t.number != trial.number]
                                + [value], reverse=True)
-            if value < competing[max(1, len(competing) // self.reduction_factor) - 1] - self.margin:
+            top_half = competing[max(1, len(competing) // self.reduction_factor) - 1]
+            learned = self.floor is None or competing[0] > self.floor + self.plateau_margin
+            if learned and value < top_half - self.margin:
                 return True
             rung += 1
         return False
 
 
-def make_sha_pruner(steps: int) -> TolerantHalvingPruner:
-    """Successive halving with rungs at steps/4 and steps/2 (reduction factor 2, margin 0.02): nothing is
-    pruned before a quarter of the run, nor at its end."""
-    return TolerantHalvingPruner(min_resource=max(1, steps // 4), max_resource=steps)
+def make_sha_pruner(steps: int, floor: float | None = None) -> TolerantHalvingPruner:
+    """Successive halving with rungs at steps/4 and steps/2 (reduction factor 2, margin 0.02, and with a
+    floor, no pruning while the rung's best is within 0.05 of it): nothing is pruned before a
+    quarter of the run, nor at its end."""
+    return TolerantHalvingPruner(min_resource=max(1, steps // 4), max_resource=steps, floor=floor)
 
 
 def describe_tuner(sampler: str, pruner: str, steps: int, seed: int,
-                   grid: dict[str, Sequence[float]] | None) -> dict[str, Any]:
+                   grid: dict[str, Sequence[float]] | None, floor: float | None = None) -> dict[str, Any]:
     """What ran, for the study's user attrs and the report: the exact sampler and pruner settings."""
     samplers = {
         # the start-up count as its rule: a budget may be extended (see open_tuning_study), the rule stays
@@ -331,8 +349,10 @@ def describe_tuner(sampler: str, pruner: str, steps: int, seed: int,
     pruners = {
         "median": {"name": "optuna.pruners.MedianPruner", "n_startup_trials": 3, "n_warmup_steps": steps // 4},
         "sha": {"name": "studies.tune.TolerantHalvingPruner (asynchronous successive halving, the rule of "
-                        "optuna.pruners.SuccessiveHalvingPruner, pruning only below the rung's top half by > margin)",
-                "min_resource": max(1, steps // 4), "max_resource": steps, "reduction_factor": 2, "margin": 0.02},
+                        "optuna.pruners.SuccessiveHalvingPruner, pruning only below the rung's top half by > margin, "
+                        "and only once the rung's best is above the floor by > plateau_margin)",
+                "min_resource": max(1, steps // 4), "max_resource": steps, "reduction_factor": 2, "margin": 0.02,
+                "floor": None if floor is None else round(floor, 6), "plateau_margin": 0.05},
     }
     return {"sampler": samplers[sampler], "pruner": pruners[pruner],
             "intermediate_values": "held-out accuracy at each eval step, the mean over the trial's seeds, "
@@ -464,17 +484,21 @@ def open_tuning_study(storage: optuna.storages.BaseStorage, prefix: str, task: s
             raise ValueError(f"a grid of {points} points is tuned with a budget of exactly {points} trials, not {trials}")
     name = study_name(prefix, task_label or task, label or model)
     steps = config.train.steps
+    # The halving pruner's floor: the best no-solve baseline on the held-out sets of the trials' seeds,
+    # pooled, on the task's metric (the values the trials report are those seeds' mean).
+    floor = (shortcut_floor(config.task, config.train.test_size,
+                            tuple(config.train.seed + i for i in range(seeds)))[1] if pruner == "sha" else None)
     study = optuna.create_study(
         storage=storage, study_name=name, direction="maximize", load_if_exists=True,
         sampler=make_grid_sampler(grid, sampler_seed) if sampler == "grid" else make_sampler(sampler_seed, trials),
-        pruner=make_sha_pruner(steps) if pruner == "sha" else make_pruner(steps))
+        pruner=make_sha_pruner(steps, floor) if pruner == "sha" else make_pruner(steps))
     # What must match for old and new trials to be comparable; preset and overrides are compared
     # through the config they resolve to (the same overrides in another order are the same study).
     expected = {
         "task": task, "model": model, "seeds_per_trial": seeds, "config_version": CONFIG_VERSION,
         "search_space_version": SEARCH_SPACE_VERSION, "search_space_fingerprint": space.fingerprint(),
         "search_space": space.describe(), "base_config": _comparable(_jsonable(config.to_dict())),
-        **describe_tuner(sampler, pruner, steps, sampler_seed, grid),
+        **describe_tuner(sampler, pruner, steps, sampler_seed, grid, floor),
     }
     stored = study.user_attrs
     for key, value in expected.items():
@@ -544,6 +568,9 @@ def _run_tuning_trial(trial: optuna.Trial, study: optuna.Study, config: RunConfi
         trial.set_user_attr("surplus", True)
         raise SurplusTrial(f"trial {trial.number}: {budget} earlier trials already hold the budget")
     params = space.suggest(trial)
+    if grid_point_taken_before(study, trial):
+        trial.set_user_attr("surplus", True)
+        raise SurplusTrial(f"trial {trial.number}: its grid point {params} is held by an earlier trial")
     config = space.apply(config, params)
     trial.set_user_attr("run_id", config.run_id())
     trial.set_user_attr("config", _jsonable(config.to_dict()))

@@ -91,6 +91,10 @@ class Task:
     # The metric the headline reports for this task and that the audit's floor is judged on: "accuracy"
     # (token accuracy on scored positions) or "sequence_accuracy" (every scored position of a row right).
     metric: ClassVar[str] = "accuracy"
+    # Knobs added after results were stored, each with the value that reproduces the task as it was
+    # before: at that value the knob is left out of a run's config (`RunConfig.to_dict`), so the ids of
+    # the runs stored before it existed stay the ids of the same computation.
+    knobs_added_later: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))

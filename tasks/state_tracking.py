@@ -58,7 +58,7 @@ import functools
 import itertools
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -116,6 +116,7 @@ class StateTracking(Task):
     name = "state_tracking"
     extrapolates = True
     metric: ClassVar[str] = "accuracy"
+    knobs_added_later: ClassVar[dict[str, Any]] = {"train_targets": "last"}
 
     def _validate(self) -> None:
         self._require(self.group in GROUPS, f"group={self.group!r} must be one of {GROUPS}")

@@ -98,7 +98,9 @@ def fake_train(config, on_eval=None, progress=True) -> TrainResult:
     """Accuracy rises to a known function of lr (peak at 1e-3) plus a seed offset: values are checkable."""
     target = 1.0 / (1.0 + (math.log10(config.train.lr) + 3.0) ** 2) - 0.05 * (config.train.seed % 2)
     steps = config.train.steps
-    history = [EvalRecord(s, 0.0, target * s / steps, 0.0) for s in range(steps // 4, steps + 1, steps // 4)]
+    # most of the final value at once, so that the first rung is already above the task's floor (no pruning
+    # on the floor: TolerantHalvingPruner)
+    history = [EvalRecord(s, 0.0, target * (0.8 + 0.2 * s / steps), 0.0) for s in range(steps // 4, steps + 1, steps // 4)]
     for record in history:
         if on_eval is not None:
             on_eval(record)
@@ -115,8 +117,10 @@ def test_grid_sampler_and_sha_pruner_with_two_seeds(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="exactly 4 trials"):
         tune.tune_models("mqar", [spec], 3, storage, "g", "smoke", 2, overrides, "cpu", progress=False,
                          sampler="grid", pruner="sha", grid=grid)
-    studies = tune.tune_models("mqar", [spec], 4, storage, "g", "smoke", 2, overrides, "cpu", progress=False,
-                               task_label="mqar_tiny", sampler="grid", pruner="sha", grid=grid)
+    # sampler seed 4 orders the grid so that the best point (1e-3) comes second: the later, worse points
+    # meet a learner at the rungs and are pruned (before any learner, a rung on the floor prunes nothing)
+    studies = tune.tune_models("mqar", [spec], 4, storage, "g", "smoke", 2, overrides, "cpu", sampler_seed=4,
+                               progress=False, task_label="mqar_tiny", sampler="grid", pruner="sha", grid=grid)
     study = studies["gl_real"]
     assert study.study_name == "g/mqar_tiny/gl_real"
     trials = study.get_trials(deepcopy=False)
@@ -140,6 +144,38 @@ def test_grid_sampler_and_sha_pruner_with_two_seeds(tmp_path, monkeypatch):
     assert study.best_trial.params["lr"] == 1e-3
     confirmed = tune.confirm("mqar", [spec], storage, "g", seeds=2, progress=False, task_label="mqar_tiny")
     assert len(confirmed["gl_real"]) == 2  # rebuilt from the stored (grid) space
+
+
+def test_halving_prunes_nothing_while_the_rung_is_on_the_floor():
+    """Parity's plateau alternates between the majority levels: a 0.05 gap there is noise, not a verdict.
+    With a floor, a rung prunes only once its best is more than 0.05 above it."""
+    def run(study, curve):
+        def objective(trial):
+            for step, value in curve.items():
+                trial.report(value, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+            return curve[max(curve)]
+        study.optimize(objective, n_trials=1)
+        return study.trials[-1].state
+
+    on_floor = optuna.create_study(direction="maximize", pruner=tune.TolerantHalvingPruner(4, 16, floor=0.535))
+    assert run(on_floor, {4: 0.504, 8: 0.5, 16: 0.6}) == TrialState.COMPLETE
+    assert run(on_floor, {4: 0.449, 8: 0.9, 16: 0.99}) == TrialState.COMPLETE  # 0.055 behind, on the plateau
+    assert run(on_floor, {4: 0.95, 8: 0.99, 16: 0.99}) == TrialState.COMPLETE  # one has learned...
+    assert run(on_floor, {4: 0.50, 8: 0.5, 16: 0.5}) == TrialState.PRUNED  # ...so one still on the floor stops
+    no_floor = optuna.create_study(direction="maximize", pruner=tune.TolerantHalvingPruner(4, 16))
+    run(no_floor, {4: 0.504, 8: 0.5, 16: 0.6})
+    assert run(no_floor, {4: 0.449, 8: 0.9, 16: 0.99}) == TrialState.PRUNED  # what happened before the floor rule
+
+
+def test_sha_tuning_records_the_floor_it_prunes_against(tmp_path):
+    storage = tune.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study, config, _ = tune.open_tuning_study(storage, "f", "state_tracking", "gateloop", "smoke", ["train.steps=16"], 2,
+                                              2, sampler="grid", pruner="sha", grid={"lr": (1e-3, 1e-2)})
+    expected = tune.shortcut_floor(config.task, config.train.test_size, (0, 1))[1]
+    assert study.user_attrs["pruner"]["floor"] == round(expected, 6) and study.pruner.floor == expected
+    assert study.user_attrs["pruner"]["plateau_margin"] == 0.05
 
 
 def test_an_interrupted_grid_trial_has_its_point_tried_again(tmp_path, monkeypatch):
@@ -167,19 +203,34 @@ def test_an_interrupted_grid_trial_has_its_point_tried_again(tmp_path, monkeypat
     assert sorted(done) == sorted(grid["lr"])  # every point once, the interrupted one included
 
 
-def test_a_requeued_grid_trial_keeps_its_point_from_other_trials():
-    """A killed worker's trial comes back WAITING with its parameters (no grid id): no new trial may take
-    its point meanwhile."""
-    sampler = tune.make_grid_sampler({"lr": (1e-3, 1e-2)}, seed=0)
+def test_a_requeued_grid_trial_keeps_its_point_and_a_racing_duplicate_is_surplus():
+    """A killed worker's trial comes back WAITING (Optuna's retry callback copies its grid id): no new
+    trial may take its point meanwhile. A trial whose point is not stored yet holds point `number`."""
+    sampler = tune.make_grid_sampler({"lr": (1e-3, 1e-2, 1e-1)}, seed=0)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     first = study.ask()
     first_lr = first.suggest_float("lr", 1e-4, 1.0, log=True)
     study.tell(first, state=TrialState.FAIL)
-    study.enqueue_trial({"lr": first_lr})  # what the retry callback does for a stale trial
-    requeued = study.ask()  # the WAITING copy runs next
-    other = study.ask()
+    optuna.storages.RetryFailedTrialCallback()(study, study.trials[0])  # as for a stale heartbeat
+    requeued = study.ask()  # the WAITING copy runs next, with the failed trial's point
     assert requeued.suggest_float("lr", 1e-4, 1.0, log=True) == first_lr
-    assert other.suggest_float("lr", 1e-4, 1.0, log=True) != first_lr
+    assert sampler._get_unvisited_grid_ids(study) == [1, 2]
+    # a trial numbered within the grid whose before_trial has not stored its point yet holds point 2
+    # (trial numbers 0..2 are taken; a fresh storage-level trial 2 would be grid point 2 by its number)
+    others = [study.ask() for _ in range(2)]
+    lrs = sorted(t.suggest_float("lr", 1e-4, 1.0, log=True) for t in others)
+    assert len(set([first_lr, *lrs])) == 3  # three distinct points, none repeated
+    assert not any(tune.grid_point_taken_before(study, t) for t in (requeued, *others))
+
+
+def test_two_trials_on_one_grid_point_the_later_is_surplus(tmp_path):
+    storage = tune.open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=storage, direction="maximize",
+                                sampler=tune.make_grid_sampler({"lr": (1e-3, 1e-2)}, seed=0))
+    a, b = study.ask(), study.ask()
+    # as if two workers raced: b was given a's point before a's was stored
+    storage.set_trial_system_attr(b._trial_id, "grid_id", storage.get_trial_system_attrs(a._trial_id)["grid_id"])
+    assert not tune.grid_point_taken_before(study, a) and tune.grid_point_taken_before(study, b)
 
 
 def test_halving_prunes_only_beyond_the_margin():

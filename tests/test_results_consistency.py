@@ -61,3 +61,20 @@ def test_readme_quotes_results_verbatim():
     assert quotes, "the README quotes no results"
     for source, text in quotes:
         assert text.strip() in (RESULTS.parent / source).read_text(), f"README quote from {source} is not in it"
+
+
+RUN_FILES = sorted(RESULTS.glob("**/runs/*.json"))
+
+
+def test_every_committed_run_rebuilds_to_its_own_run_id():
+    """A knob added to a task or model must not change the id of a committed run (whose config predates
+    it): a rerun of the command that made it would find no such run and train it again, or move the
+    committed file aside as not matching its config."""
+    from studies.config import run_config_from_dict
+
+    from studies.config import CONFIG_VERSION
+
+    current = [(p, r) for p in RUN_FILES if (r := json.loads(p.read_text()))["config"]["version"] == CONFIG_VERSION]
+    assert current  # runs of an older config version are refused as a whole (the manifest), not rebuilt
+    for path, record in current:
+        assert run_config_from_dict(record["config"]).run_id() == record["run_id"] == path.stem, path
