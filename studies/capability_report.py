@@ -268,6 +268,8 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
                 if (variant, label) in main:
                     scores[(variant, label)] = main[(variant, label)].scores(metric, p.multiplier)
         verdict, evidence = judge(p, scores, floor)
+        if p.not_judged:
+            evidence = f"{evidence} (registered but not in this study: {p.not_judged})".strip()
         rows.append((p.name, p.kind, ", ".join(p.variants), ", ".join(p.winners), ", ".join(p.losers) or "–",
                      f"{p.multiplier}×", f"**{verdict}**", evidence))
     lines.append(markdown_table(("prediction", "kind", "variants", "winners (or: fail)", "losers", "length", "verdict",

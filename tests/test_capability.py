@@ -11,6 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from studies import tune
+from studies.ablate import build_ablation_configs
 from studies.capability_report import build_capability_report, judge
 from studies.cli import build_parser
 from studies.experiments import capability as cap
@@ -308,6 +309,15 @@ def test_ablation_full_row_is_the_main_confirm_study(tmp_path):
                                        storage=storage).trials[0].user_attrs["config"]
     (fixed_phase,) = cap.ablation_plan(study, "cpu", {"parity": lr})
     assert confirm_config["train"]["lr"] == lr
+    # the claim behind not training "full": its runs would be the confirm runs, id for id
+    base = study.model("gateloop_kv")
+    overrides = [*study.variant("parity").override_strings(), *base.override_strings()]
+    ((_, full),) = build_ablation_configs(["full"], ["state_tracking"], study.preset, 1, overrides, "cpu",
+                                          {"state_tracking": lr})
+    confirm_ids = {t.user_attrs["seed"]: t.user_attrs["run_id"] for t in optuna.load_study(
+        study_name="capability/parity/gateloop_kv/confirm", storage=storage).trials}
+    for seed in (tune.CONFIRM_SEED_OFFSET, tune.CONFIRM_SEED_OFFSET + 1):
+        assert dataclasses.replace(full, train=dataclasses.replace(full.train, seed=seed)).run_id() == confirm_ids[seed]
     assert {**confirm_config["model"], "phase": "fixed"} == fixed_phase.config.to_dict()["model"]
     text = build_capability_report(url, study, tmp_path / "report")
     table = text[text.index("### parity (accuracy, at the full model's tuned lr)"):].splitlines()
@@ -367,3 +377,23 @@ def test_snapshot_copies_the_live_storage_consistently_and_refuses_what_it_canno
     args = build_parser().parse_args(["capability", "--snapshot", "--out", str(out)])
     with pytest.raises(SystemExit, match="testbed capability: --snapshot needs --storage"):
         args._run(args)
+
+
+def test_a_narrowed_prediction_says_what_it_no_longer_judges():
+    registered = cap.predictions(("mqar_k4", "mqar_k8", "mqar_k10"))
+    kept = {p.name: p for p in cap.applicable(registered, ("parity", "mqar_k4"), ("gateloop_kv", "retnet", "lru"))}
+    recall = kept["recall_needs_kv_state"]
+    assert recall.variants == ("mqar_k4",) and recall.losers == ("lru",)
+    assert recall.not_judged == "variants mqar_k8, mqar_k10; losers gateloop_max, s4d, s5"
+    assert "selective_copy_needs_selection" not in kept  # none of its variants is in the study
+    assert all(p.not_judged == "" for p in cap.applicable(registered, ("parity", "z3", "mqar_k4", "mqar_k8",
+                                                                     "mqar_k10", "s3", "a5", "memory_horizon",
+                                                                     "selective_copy"),
+                                                          tuple(m.label for m in cap.matched_models(48))))
+
+
+def test_per_variant_ablations_must_name_an_ablated_variant_and_known_ablations():
+    with pytest.raises(ValueError, match="not among ablation_variants"):
+        tiny_study(ablations_by_variant=(("parity", ("fixed_phase",)),))
+    with pytest.raises(ValueError, match="unknown ablation"):
+        tiny_study(ablation_variants=("parity",), ablations_by_variant=(("parity", ("nosuch",)),))

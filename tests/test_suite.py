@@ -227,17 +227,16 @@ def test_two_workers_give_the_same_runs_as_one(tmp_path):
     assert len(one) == 2 and one == two
 
 
-def test_workers_take_the_longest_runs_first(tmp_path, monkeypatch):
-    """LPT order: the costliest run (memory_horizon in the smoke preset) first, and each run's
-    report still names its own config (positions map back)."""
+def test_workers_take_the_longest_runs_first(tmp_path, monkeypatch, capsys):
+    """LPT order: the costliest run (memory_horizon in the smoke preset) first, and each finished job's
+    progress line names that job's own config (positions map back through the order)."""
     from studies import suite
 
-    seen, reported = [], []
+    seen = []
 
     def fake_parallel(fn, jobs, workers, report, gpus=0):
         seen.extend(job[0] for job in jobs)
-        for position, job in enumerate(jobs):
-            reported.append(job[0].run_id())
+        for position in (2, 0, 1):  # completion order differs from the queue's
             report(position, {"status": "completed", "accuracy": 0.0, "steps": 0, "wall_time": 0.0})
 
     monkeypatch.setattr(suite, "run_parallel", fake_parallel)
@@ -246,7 +245,9 @@ def test_workers_take_the_longest_runs_first(tmp_path, monkeypatch):
     suite.run_configs(configs, tmp_path, progress=False, workers=2)
     costs = [suite.run_cost(c) for c in seen]
     assert costs == sorted(costs, reverse=True) and seen[0].task_name == "memory_horizon"
-    assert sorted(reported) == sorted(c.run_id() for c in configs)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "(run " in line]
+    assert [line.split("(run ")[1].split(")")[0] for line in lines] == [seen[i].run_id() for i in (2, 0, 1)]
+    assert all(seen[i].task_name in line for i, line in zip((2, 0, 1), lines))
     assert suite.run_cost(dataclasses.replace(configs[0], train=dataclasses.replace(configs[0].train, steps=99))) < \
         suite.run_cost(dataclasses.replace(configs[0], train=dataclasses.replace(configs[0].train, steps=100)))
 

@@ -11,21 +11,17 @@ from pathlib import Path
 from studies.experiments.capability import CPU_STUDY, _config
 from tasks.shortcuts import floor
 
+sys.path.insert(0, str(Path(__file__).parent))
+from pilot import variant  # noqa: E402  (the variants as pilot.py built them)
+
 
 @functools.cache
-def variant_floor(variant: str) -> str:
+def variant_floor(label: str) -> str:
     """The best no-solve baseline on the held-out set these runs were scored on (seed 0, the config's)."""
-    v = CPU_STUDY.variant(variant) if variant in {x.label for x in CPU_STUDY.variants} else None
-    if v is None:  # a variant the CPU study no longer has: rebuild it from the full design's
-        from studies.experiments.capability import _variant
-        knobs = {"memory_horizon": dict(seq_len=64, vocab=16, num_long=2, num_erased=2),
-                 "mqar_k8": dict(seq_len=32, vocab=32, num_kv_pairs=8),
-                 "s3": dict(seq_len=32, min_len_frac=0.5, train_targets="prefix", group="S3")}[variant]
-        task = {"memory_horizon": "memory_horizon", "mqar_k8": "mqar", "s3": "state_tracking"}[variant]
-        v = _variant(variant, task, 1000, "", **knobs)
-    config = _config(CPU_STUDY, v, "attention", [], "cpu")
+    config = _config(CPU_STUDY, variant(label), "attention", [], "cpu")
     name, score, _ = floor(config.task, config.train.test_size, (config.train.seed,))
     return f"{score:.3f} ({name})"
+
 
 AT = (500, 1000, 2000, 3000, 6000)
 

@@ -9,8 +9,21 @@ import json
 import sys
 from pathlib import Path
 
-from studies.experiments.capability import CPU_STUDY, _config
+from studies.experiments.capability import CPU_STUDY, TaskVariant, _config, _variant
 from studies.train import train
+
+# Variants piloted while they were in the CPU study and cut from it since (their knobs then; the step
+# budget is the command's STEPS either way).
+CUT = {
+    "memory_horizon": _variant("memory_horizon", "memory_horizon", 1000, "", seq_len=64, vocab=16, num_long=2,
+                               num_erased=2),
+    "mqar_k8": _variant("mqar_k8", "mqar", 1000, "", seq_len=32, vocab=32, num_kv_pairs=8),
+    "s3": _variant("s3", "state_tracking", 1000, "", seq_len=32, min_len_frac=0.5, train_targets="prefix", group="S3"),
+}
+
+
+def variant(label: str) -> TaskVariant:
+    return CUT[label] if label in CUT else CPU_STUDY.variant(label)
 
 
 def main(argv: list[str]) -> None:
@@ -25,8 +38,8 @@ def main(argv: list[str]) -> None:
     for i, (v, m, lr) in enumerate(jobs):
         if i % count != index or (v, m, lr) in done:
             continue
-        variant, model = CPU_STUDY.variant(v), CPU_STUDY.model(m)
-        config = _config(CPU_STUDY, variant, model.mixer,
+        task_variant, model = variant(v), CPU_STUDY.model(m)
+        config = _config(CPU_STUDY, task_variant, model.mixer,
                          [*model.override_strings(), f"train.lr={lr}", f"train.steps={steps}", *extra], None)
         result = train(config, progress=False)
         row = {"variant": v, "model": m, "lr": lr, "status": result.status, "steps": result.steps,

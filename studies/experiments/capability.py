@@ -73,6 +73,7 @@ import torch
 from torch.nn import functional as F
 
 from studies.ablate import build_ablation_configs
+from studies.experiments.ablations import ABLATIONS
 from studies.checks import check_at_least_one, check_device, check_out_dir, check_storage_url
 from studies.config import RunConfig
 from studies.parallel import run_parallel, usable_cores
@@ -176,6 +177,9 @@ class Prediction:
     losers: tuple[str, ...]
     multiplier: int
     why: str
+    # Set by `applicable` where a smaller study judges a narrower claim: what was registered and is
+    # not judged here (e.g. "variants z3; losers s4d, s5"), printed beside the verdict.
+    not_judged: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in ("beats", "fails"):
@@ -253,15 +257,19 @@ def applicable(registered: tuple[Prediction, ...], variants: tuple[str, ...],
                labels: tuple[str, ...]) -> tuple[Prediction, ...]:
     """The registered predictions as a study with only these variants and models can judge them: each
     keeps its listed variants and models that the study has, and is left out where none of its variants,
-    winners or (for "beats") losers remain. Nothing is added or reworded: a smaller study judges fewer
-    claims, never other ones."""
+    winners or (for "beats") losers remain. A narrowed claim says what of it is not judged
+    (`Prediction.not_judged`, printed in the report beside its verdict); nothing is added or reworded."""
     kept = []
     for p in registered:
         vs = tuple(v for v in p.variants if v in variants)
         winners = tuple(w for w in p.winners if w in labels)
         losers = tuple(x for x in p.losers if x in labels)
         if vs and winners and (p.kind == "fails" or losers):
-            kept.append(dataclasses.replace(p, variants=vs, winners=winners, losers=losers))
+            dropped = [(name, [x for x in full if x not in kept_])
+                       for name, full, kept_ in (("variants", p.variants, vs), ("winners", p.winners, winners),
+                                                 ("losers", p.losers, losers))]
+            note = "; ".join(f"{name} {', '.join(items)}" for name, items in dropped if items)
+            kept.append(dataclasses.replace(p, variants=vs, winners=winners, losers=losers, not_judged=note))
     return tuple(kept)
 
 
@@ -347,9 +355,17 @@ class Study:
         for point in self.sweep:
             if point.label not in labels:
                 raise ValueError(f"Study {self.preset}: sweep point names unknown model {point.label!r}")
-        for variant in (self.sweep_variant, *self.ablation_variants, *dict(self.ablations_by_variant)):
+        for variant in (self.sweep_variant, *self.ablation_variants):
             if variant not in variants:
                 raise ValueError(f"Study {self.preset}: unknown variant {variant!r}")
+        for variant, names in self.ablations_by_variant:
+            if variant not in self.ablation_variants:
+                raise ValueError(f"Study {self.preset}: ablations_by_variant names {variant!r}, which is not among "
+                                 f"ablation_variants {self.ablation_variants}")
+        unknown = sorted({a for a in (*self.ablations, *(a for _, names in self.ablations_by_variant for a in names))
+                          if a not in ABLATIONS})
+        if unknown:
+            raise ValueError(f"Study {self.preset}: unknown ablation(s) {unknown}; valid: {list(ABLATIONS)}")
         if self.ablation_base not in labels:
             raise ValueError(f"Study {self.preset}: unknown ablation base {self.ablation_base!r}")
 
@@ -804,8 +820,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_workers(study, url, out, args.device, args.only, workers, progress=not args.quiet)
     except KeyboardInterrupt:
-        raise SystemExit("testbed capability: interrupted (a trial it was running is failed and does not "
-                         "count); rerun the same command to resume") from None
+        raise SystemExit("testbed capability: interrupted (the trials it was running do not count: failed at "
+                         "once with one worker, by the heartbeat check of the next run with several); rerun the "
+                         "same command to resume") from None
     print(build_capability_report(open_storage(url), study, out))
     return 0
 
