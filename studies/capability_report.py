@@ -203,6 +203,26 @@ def _best_lr(storage: optuna.storages.BaseStorage, name: str) -> tuple[str, str]
     return best, f"{len(finished)} ({pruned} pruned)"
 
 
+def _progress_table(storage: optuna.storages.BaseStorage, study: Study) -> list[str]:
+    """Per variant and model of the main part: finished tuning trials of the grid, the best lr so far,
+    and confirm seeds done — what a study that spans sessions has finished (the storage's state)."""
+    rows = []
+    for variant in study.variants:
+        for model in study.models:
+            lr, trials = _best_lr(storage, study_name(study.prefix, variant.label, model.label))
+            confirmed = load_seeds(storage, study_name(study.prefix, variant.label, model.label, confirm=True),
+                                   study.confirm_seeds)
+            seeds = 0 if confirmed is None else len(confirmed.final)
+            if trials != "–" or seeds:
+                rows.append((variant.label, model.label, f"{trials} of {len(study.lr_grid)}", lr,
+                             f"{seeds} of {study.confirm_seeds}"))
+    if not rows:
+        return []
+    return ["## Progress (main part)", "",
+            markdown_table(("variant", "model", "tuning trials finished", "best lr so far", "confirm seeds done"),
+                           rows)]
+
+
 def build_capability_report(storage: str | optuna.storages.BaseStorage, study: Study, out: str | Path) -> str:
     """Tables and figures of `study` from `storage` (a URL or an opened storage), written to `out`; returns
     the Markdown."""
@@ -213,7 +233,8 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
 
     train = get_preset(study.preset).train
     test_size, target = train["test_size"], train.get("target_accuracy", 1.0)
-    lines = [f"# Capability study `{study.preset}`", "", study.description, "", _tuner_note(storage, study), ""]
+    lines = [f"# Capability study `{study.preset}`", "", study.description, "", _tuner_note(storage, study), "",
+             *_progress_table(storage, study)]
     main: dict[tuple[str, str], Seeds] = {}
     floor_cache: dict[tuple[str, int], dict[str, tuple[str, float]]] = {}
 

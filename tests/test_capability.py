@@ -288,6 +288,8 @@ def test_rerun_trains_nothing_and_report_builds_from_a_tiny_storage(tmp_path, mo
     rows = [line for line in table if line.startswith("| gateloop_")]
     assert len(rows) >= 2 and all("window_" in row for row in rows[:2])  # the floor column names the shortcut
     assert "| kv_beats_max | beats | parity |" in text
+    progress = text[text.index("## Progress (main part)"):text.index("## Main table")]
+    assert "| parity | gateloop_kv | 2 (" in progress and progress.count("| 2 of 2 |") == 2  # both confirmed
     assert "RetryingGridSampler (optuna.samplers.GridSampler" in text and "TolerantHalvingPruner" in text
     for name in ("report.md", "accuracy_by_model.png", "learning_curves.png", "state_size.png", "extrapolation.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0, name
