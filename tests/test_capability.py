@@ -131,7 +131,7 @@ def test_grid_sampler_and_sha_pruner_with_two_seeds(tmp_path, monkeypatch):
     pruner = study.user_attrs["pruner"]
     assert pruner["name"].startswith("studies.tune.TolerantHalvingPruner")
     assert {k: pruner[k] for k in ("min_resource", "max_resource", "reduction_factor", "margin")} == \
-        {"min_resource": 4, "max_resource": 16, "reduction_factor": 2, "margin": 0.02}
+        {"min_resource": 4, "max_resource": 16, "reduction_factor": 2, "margin": 0.05}
     assert any(t.state == TrialState.PRUNED for t in trials)  # worse grid points stop at a rung
     for t in trials:
         by_seed = {}
@@ -149,7 +149,7 @@ def test_grid_sampler_and_sha_pruner_with_two_seeds(tmp_path, monkeypatch):
 
 def test_halving_prunes_nothing_while_the_rung_is_on_the_floor():
     """Parity's plateau alternates between the majority levels: a 0.05 gap there is noise, not a verdict.
-    With a floor, a rung prunes only once its best is more than 0.05 above it."""
+    With a floor, a rung prunes only once its best is more than 0.1 above it (defaults: margin 0.05)."""
     def run(study, curve):
         def objective(trial):
             for step, value in curve.items():
@@ -160,14 +160,33 @@ def test_halving_prunes_nothing_while_the_rung_is_on_the_floor():
         study.optimize(objective, n_trials=1)
         return study.trials[-1].state
 
-    on_floor = optuna.create_study(direction="maximize", pruner=tune.TolerantHalvingPruner(4, 16, floor=0.535))
-    assert run(on_floor, {4: 0.504, 8: 0.5, 16: 0.6}) == TrialState.COMPLETE
-    assert run(on_floor, {4: 0.449, 8: 0.9, 16: 0.99}) == TrialState.COMPLETE  # 0.055 behind, on the plateau
+    on_floor = optuna.create_study(direction="maximize", pruner=tune.TolerantHalvingPruner(4, 16, floor=0.543))
+    assert run(on_floor, {4: 0.602, 8: 0.65, 16: 0.95}) == TrialState.COMPLETE  # mamba's lr 1e-2 on parity
+    assert run(on_floor, {4: 0.545, 8: 0.9, 16: 0.99}) == TrialState.COMPLETE  # 0.057 behind: rung best 0.06 up
     assert run(on_floor, {4: 0.95, 8: 0.99, 16: 0.99}) == TrialState.COMPLETE  # one has learned...
     assert run(on_floor, {4: 0.50, 8: 0.5, 16: 0.5}) == TrialState.PRUNED  # ...so one still on the floor stops
-    no_floor = optuna.create_study(direction="maximize", pruner=tune.TolerantHalvingPruner(4, 16))
-    run(no_floor, {4: 0.504, 8: 0.5, 16: 0.6})
-    assert run(no_floor, {4: 0.449, 8: 0.9, 16: 0.99}) == TrialState.PRUNED  # what happened before the floor rule
+    no_floor = optuna.create_study(direction="maximize", pruner=tune.TolerantHalvingPruner(4, 16, margin=0.02))
+    run(no_floor, {4: 0.602, 8: 0.65, 16: 0.95})
+    assert run(no_floor, {4: 0.545, 8: 0.9, 16: 0.99}) == TrialState.PRUNED  # what happened before the floor rule
+
+
+def test_halving_does_not_count_a_failed_trial_next_to_its_requeued_copy():
+    """A killed trial's rung values are copied into its re-queued copy: counted twice they would make one
+    lr the whole top half (with 3 trials: [0.602, 0.602, 0.559] prunes the third; [0.602, 0.559] keeps it,
+    within the margin)."""
+    pruner = tune.TolerantHalvingPruner(4, 16, margin=0.05, floor=0.4)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    failed = study.ask()
+    failed.report(0.602, 4)
+    assert not failed.should_prune()
+    study.tell(failed, state=TrialState.FAIL)
+    copy = study.ask()
+    copy.report(0.602, 4)
+    assert not copy.should_prune()
+    study.tell(copy, 0.95)
+    third = study.ask()
+    third.report(0.559, 4)
+    assert not third.should_prune()
 
 
 def test_sha_tuning_records_the_floor_it_prunes_against(tmp_path):
@@ -176,7 +195,7 @@ def test_sha_tuning_records_the_floor_it_prunes_against(tmp_path):
                                               2, sampler="grid", pruner="sha", grid={"lr": (1e-3, 1e-2)})
     expected = tune.shortcut_floor(config.task, config.train.test_size, (0, 1))[1]
     assert study.user_attrs["pruner"]["floor"] == round(expected, 6) and study.pruner.floor == expected
-    assert study.user_attrs["pruner"]["plateau_margin"] == 0.05
+    assert study.user_attrs["pruner"]["plateau_margin"] == 0.1
 
 
 def test_an_interrupted_grid_trial_has_its_point_tried_again(tmp_path, monkeypatch):
