@@ -443,6 +443,7 @@ GPU_STUDY = dataclasses.replace(
     lr_grid=Study.__dataclass_fields__["lr_grid"].default,
     ablations=Study.__dataclass_fields__["ablations"].default,
     ablations_by_variant=(),
+    prefix="capability-gpu",  # its own studies: one storage may hold both studies without clashing
     description="one GPU, < 1 h (unverified: estimated, never run on a GPU): d_model 128, lengths up to 256, "
                 "K up to 64, batch 256",
     models=matched_models(128),
