@@ -203,15 +203,15 @@ def _best_lr(storage: optuna.storages.BaseStorage, name: str) -> tuple[str, str]
     return best, f"{len(finished)} ({pruned} pruned)"
 
 
-def _progress_table(storage: optuna.storages.BaseStorage, study: Study) -> list[str]:
+def _progress_table(study: Study, tuned: dict[tuple[str, str], tuple[str, str]],
+                    main: dict[tuple[str, str], Seeds]) -> list[str]:
     """Per variant and model of the main part: finished tuning trials of the grid, the best lr so far,
     and confirm seeds done — what a study that spans sessions has finished (the storage's state)."""
     rows = []
     for variant in study.variants:
         for model in study.models:
-            lr, trials = _best_lr(storage, study_name(study.prefix, variant.label, model.label))
-            confirmed = load_seeds(storage, study_name(study.prefix, variant.label, model.label, confirm=True),
-                                   study.confirm_seeds)
+            lr, trials = tuned[(variant.label, model.label)]
+            confirmed = main.get((variant.label, model.label))
             seeds = 0 if confirmed is None else len(confirmed.final)
             if trials != "–" or seeds:
                 rows.append((variant.label, model.label, f"{trials} of {len(study.lr_grid)}", lr,
@@ -233,9 +233,17 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
 
     train = get_preset(study.preset).train
     test_size, target = train["test_size"], train.get("target_accuracy", 1.0)
-    lines = [f"# Capability study `{study.preset}`", "", study.description, "", _tuner_note(storage, study), "",
-             *_progress_table(storage, study)]
+    # Each main study read once: its tuning (best lr, trials) and its confirm seeds, where it has any.
+    tuned = {(v.label, m.label): _best_lr(storage, study_name(study.prefix, v.label, m.label))
+             for v in study.variants for m in study.models}
     main: dict[tuple[str, str], Seeds] = {}
+    for v in study.variants:
+        for m in study.models:
+            seeds = load_seeds(storage, study_name(study.prefix, v.label, m.label, confirm=True), study.confirm_seeds)
+            if seeds is not None:
+                main[(v.label, m.label)] = seeds
+    lines = [f"# Capability study `{study.preset}`", "", study.description, "", _tuner_note(storage, study), "",
+             *_progress_table(study, tuned, main)]
     floor_cache: dict[tuple[str, int], dict[str, tuple[str, float]]] = {}
 
     def floor_at(variant: str, multiplier: int) -> dict[str, tuple[str, float]]:
@@ -253,12 +261,10 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
         _, _, metric = _task_of(study, variant.label)
         rows = []
         for model in study.models:
-            seeds = load_seeds(storage, study_name(study.prefix, variant.label, model.label, confirm=True),
-                               study.confirm_seeds)
+            seeds = main.get((variant.label, model.label))
             if seeds is None:
                 continue
-            main[(variant.label, model.label)] = seeds
-            lr, trials = _best_lr(storage, study_name(study.prefix, variant.label, model.label))
+            lr, trials = tuned[(variant.label, model.label)]
             name, score = floor_at(variant.label, 1)[metric]
             rows.append([model.label, model.family, _fmt(seeds.scores(metric)), len(seeds.final),
                          human_count(seeds.state_size), human_count(seeds.num_parameters), f"{name} {score:.3f}",
@@ -341,15 +347,15 @@ def _ablation_tables(storage: optuna.storages.BaseStorage, study: Study) -> list
         rows, full = [], None
         # "full" is the base model's main confirm study (the same config and seeds: see ablation_plan)
         named = [(f"full ({study.ablation_base}, main confirm seeds)",
-                  study_name(study.prefix, variant, study.ablation_base, confirm=True))]
-        named += [(item.label, f"{study.prefix}-ablate/{variant}/{item.label}") for item in ablation_plan(study)
+                  study_name(study.prefix, variant, study.ablation_base, confirm=True), True)]
+        named += [(item.label, f"{study.prefix}-ablate/{variant}/{item.label}", False) for item in ablation_plan(study)
                   if item.variant == variant]
-        for label, name in named:
+        for label, name, is_full in named:
             seeds = load_seeds(storage, name, study.ablation_seeds)
             if seeds is None:
                 continue
             scores = seeds.scores(metric)
-            if label.startswith("full"):
+            if is_full:
                 full = scores
             rows.append([label, _fmt(scores), len(scores), human_count(seeds.num_parameters),
                          human_count(seeds.state_size), scores])

@@ -147,19 +147,22 @@ def test_grid_sampler_and_sha_pruner_with_two_seeds(tmp_path, monkeypatch):
     assert len(confirmed["gl_real"]) == 2  # rebuilt from the stored (grid) space
 
 
+def run_curve(study: optuna.Study, curve: dict[int, float]) -> TrialState:
+    """One trial of `study` that reports `curve` (step -> value), stopping where the pruner says; its state."""
+    def objective(trial):
+        for step, value in curve.items():
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return curve[max(curve)]
+    study.optimize(objective, n_trials=1)
+    return study.trials[-1].state
+
+
 def test_halving_prunes_nothing_while_the_rung_is_on_the_floor():
     """Parity's plateau alternates between the majority levels: a 0.05 gap there is noise, not a verdict.
     With a floor, a rung prunes only once its best is more than 0.1 above it (defaults: margin 0.05)."""
-    def run(study, curve):
-        def objective(trial):
-            for step, value in curve.items():
-                trial.report(value, step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-            return curve[max(curve)]
-        study.optimize(objective, n_trials=1)
-        return study.trials[-1].state
-
+    run = run_curve
     on_floor = optuna.create_study(direction="maximize", pruner=tune.TolerantHalvingPruner(4, 16, floor=0.543))
     assert run(on_floor, {4: 0.602, 8: 0.65, 16: 0.95}) == TrialState.COMPLETE  # mamba's lr 1e-2 on parity
     assert run(on_floor, {4: 0.545, 8: 0.9, 16: 0.99}) == TrialState.COMPLETE  # 0.057 behind: rung best 0.06 up
@@ -259,14 +262,7 @@ def test_halving_prunes_only_beyond_the_margin():
     study = optuna.create_study(direction="maximize", pruner=tune.TolerantHalvingPruner(4, 16, 2, 0.02))
 
     def run(curve):
-        def objective(trial):
-            for step, value in curve.items():
-                trial.report(value, step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-            return curve[max(curve)]
-        study.optimize(objective, n_trials=1)
-        return study.trials[-1].state
+        return run_curve(study, curve)
 
     assert run({4: 0.33, 8: 0.34, 16: 0.9}) == TrialState.COMPLETE  # alone at every rung
     assert run({4: 0.32, 8: 0.335, 16: 0.4}) == TrialState.COMPLETE  # within 0.02 at both rungs
