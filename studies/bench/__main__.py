@@ -1,4 +1,4 @@
-"""Benchmarks that print numbers: `testbed bench {tasks,gateloop,baselines,train}` (= `python -m studies.bench ...`).
+"""Benchmarks that print numbers: `testbed bench {tasks,gateloop,baselines,train,compiled}` (= `python -m studies.bench ...`).
 
 Each section lives in its own module here with `main(quick: bool) -> None`; timings are medians of
 repeated runs and are printed beside a reference measured in the same process.
@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-SECTIONS = ("tasks", "gateloop", "baselines", "train")
+SECTIONS = ("tasks", "gateloop", "baselines", "train", "compiled")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
