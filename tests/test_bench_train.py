@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from studies.bench.train import compare_runs, step_table, step_times
+from studies.bench.train import compare_runs, mamba_scan_share, step_table, step_times
 
 
 def test_step_times_and_table_on_the_smoke_preset() -> None:
@@ -16,6 +16,11 @@ def test_step_times_and_table_on_the_smoke_preset() -> None:
     assert all(len(t.seconds) == len(t.cpu_seconds) == 2 and min(t.seconds) > 0 for t in times)
     table = step_table(times)
     assert table.count("\n") == 3 and "| attention |" in table and "| 1.00 |" in table
+
+
+def test_mamba_scan_share_runs_on_the_smoke_preset() -> None:
+    line = mamba_scan_share("smoke", repeats=1)
+    assert line.startswith("mamba (smoke): selective scan forward + backward") and "without the scan" in line
 
 
 def _write_run(out: Path, run_id: str, accuracy: float, wall_time: float) -> None:

@@ -11,6 +11,10 @@ median CPU ms of this process per step (less sensitive to other processes on a s
 its ratio, all measured in this process at one intra-op thread (the default of CPU runs, DESIGN §6),
 with glibc keeping freed memory as `studies.train.train` asks it to (`keep_freed_memory`).
 
+Where Mamba's step goes (`mamba_scan_share`): its selective scan, forward and backward at the shapes
+of its layers, timed beside its whole step and attention's; the step without the scan, as a ratio to
+attention's, is the most that any faster scan (a fused kernel included) could give at that size.
+
 Suite wall time: `python -m studies.cli suite --model gateloop,lru --tasks mqar,state_tracking,
 memory_horizon --preset quick train.steps=200` run as a subprocess with `--workers 1` and with
 `--workers 2`, each into a fresh directory; printed are both wall times, their ratio, and whether the
@@ -38,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines import MIXERS, get_mixer
+from baselines.mamba import selective_scan
 from baselines.matching import match_width
 from gateloop.backbone import LM, LMConfig
 from studies.config import TrainConfig
@@ -151,6 +156,43 @@ def step_table(times: list[StepTimes]) -> str:
     return "\n".join(lines)
 
 
+def mamba_scan_share(preset_name: str, repeats: int) -> str:
+    """Where Mamba's training step goes: its selective scan (forward + backward, at the exact shapes of
+    its layers) against the whole step, and what the step would cost with the scan free, as ratios to
+    attention's whole step: the most any faster scan could give at this size."""
+    mamba, attention = _Stepper("mamba", preset_name, None, None), _Stepper(REFERENCE, preset_name, None, None)
+    config = mamba.model.mixer_config
+    B, L = mamba.inputs.shape
+    E, N, layers = config.d_inner, config.d_state, len(mamba.model.blocks)
+    gen = torch.Generator().manual_seed(0)
+    u, Bt, Ct = torch.randn(B, L, E, generator=gen), torch.randn(B, L, N, generator=gen), torch.randn(B, L, N, generator=gen)
+    delta = F.softplus(torch.randn(B, L, E, generator=gen) - 4.0)  # ~ the authors' Δ range at init
+    A = -torch.arange(1, N + 1, dtype=torch.float32).repeat(E, 1)
+    inputs = [t.requires_grad_() for t in (u, delta, A, Bt, Ct)]
+
+    def scan() -> tuple[float, float]:
+        start, cpu = time.perf_counter(), time.process_time()
+        for _ in range(layers):
+            y, _ = selective_scan(*inputs, chunk_size=config.chunk_size)
+            y.backward(torch.ones_like(y))
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    calls = {"mamba": mamba.step, REFERENCE: attention.step, "scan": scan}
+    cpu: dict[str, list[float]] = {key: [] for key in calls}
+    for round_ in range(3 + repeats):
+        for key, call in calls.items():
+            seconds = call()[1]
+            if round_ >= 3:  # warm-up rounds
+                cpu[key].append(seconds)
+    step, ref, scan_ms = (statistics.median(cpu[k]) * 1e3 for k in ("mamba", REFERENCE, "scan"))
+    return (
+        f"mamba ({preset_name}): selective scan forward + backward, {layers} layers at (B, L, E·D, N) = "
+        f"({B}, {L}, {E}, {N}): {scan_ms:.1f} CPU ms of its {step:.1f} ms step ({scan_ms / step:.0%}); "
+        f"the step is {step / ref:.2f}× attention's {ref:.1f} ms, and without the scan it would be "
+        f"{(step - scan_ms) / ref:.2f}× (median of {repeats} interleaved rounds)"
+    )
+
+
 def _stored_runs(out: Path) -> dict[str, dict[str, Any]]:
     records = (json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json")))
     return {r["run_id"]: {field: r.get(field) for field in COMPARED_FIELDS} for r in records}
@@ -212,6 +254,7 @@ def main(quick: bool) -> None:
             f"batch {preset.train['batch_size']}\n"
         )
         print(step_table(step_times(preset_name, names, repeats)))
+        print(f"\n{mamba_scan_share(preset_name, repeats)}")
         print(f"\n{_load()}", flush=True)
     print("\n### short suite, --workers 1 vs 2\n")
     print(suite_comparison(20 if quick else SUITE_STEPS), flush=True)
