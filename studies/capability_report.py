@@ -283,6 +283,7 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
                       markdown_table(("model", "family", f"{metric}, mean ± 95% CI", "seeds", "state", "params",
                                       "best no-solve baseline", f"steps to {target:.2f} (seeds)", "tuned lr",
                                       "trials (pruned)", f"p vs {reference}"), rows)]
+            lines += _length_table(study, variant.label, metric, main, floor_at)
 
     lines += ["## Pre-registered predictions", "", f"Rule: {RULE}", ""]
     rows = []
@@ -317,6 +318,23 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
     text = "\n".join(lines)
     write_atomic(out / "report.md", text)
     return text
+
+
+def _length_table(study: Study, variant: str, metric: str, main: dict[tuple[str, str], Seeds], floor_at) -> list[str]:
+    """For a variant evaluated beyond its training length: the metric at every evaluated length (mean ±
+    95% CI over the confirm seeds), the best no-solve baseline at each length as the last row."""
+    multipliers = get_multipliers(study, _task_of(study, variant)[0])  # the lengths beyond 1×
+    if not multipliers:
+        return []
+    rows = [[m.label, *(_fmt(main[(variant, m.label)].scores(metric, k)) for k in multipliers)]
+            for m in study.models if (variant, m.label) in main]
+    floor_cells = []
+    for k in multipliers:
+        name, score = floor_at(variant, k)[metric]
+        floor_cells.append(f"{name} {score:.3f}")
+    rows.append(["best no-solve baseline", *floor_cells])
+    return [f"{variant} beyond the training length ({metric}, mean ± 95% CI over the confirm seeds):", "",
+            markdown_table(("model", *(f"{k}×" for k in multipliers)), rows)]
 
 
 def _sweep_rows(storage: optuna.storages.BaseStorage, study: Study,

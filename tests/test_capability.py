@@ -303,6 +303,9 @@ def test_rerun_trains_nothing_and_report_builds_from_a_tiny_storage(tmp_path, mo
     rows = [line for line in table if line.startswith("| gateloop_")]
     assert len(rows) >= 2 and all("window_" in row for row in rows[:2])  # the floor column names the shortcut
     assert "| kv_beats_max | beats | parity |" in text
+    lengths = text[text.index("parity beyond the training length"):].splitlines()
+    assert lengths[2] == "| model | 2× |"  # the smoke preset evaluates state tracking at 2× only
+    assert [line.split(" | ")[0] for line in lengths[4:7]] == ["| gateloop_kv", "| gateloop_max", "| best no-solve baseline"]
     progress = text[text.index("## Progress (main part)"):text.index("## Main table")]
     assert "| parity | gateloop_kv | 2 (" in progress and progress.count("| 2 of 2 |") == 2  # both confirmed
     assert "RetryingGridSampler (optuna.samplers.GridSampler" in text and "TolerantHalvingPruner" in text
