@@ -13,6 +13,9 @@ Two measurements, each against the eager path in the same process, at one intra-
    in-place loop vs the same recurrence written functionally and compiled (the loop over the chunk
    unrolled, fused by inductor), at the training size and at the `bench gateloop` size.
 
+Compile times are as measured in this process: inductor caches compiled code on disk (under /tmp), so a
+second run of this benchmark compiles in a fraction of the first run's time.
+
 The compiled path would be a candidate default only where it is faster *and* its numbers agree with
 eager's to float32 rounding; the printed verdicts say where that holds.
 
