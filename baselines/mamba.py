@@ -24,7 +24,14 @@ steps the recurrence from the carried state in place and contracts with C_t at o
 (L <= chunk_size, the training sizes of the presets) backward reuses the forward's states; with more,
 only one state per chunk is kept and backward recomputes each chunk's states from it, so the
 (B, L, ·, N) tensors never exist whole — the recomputation the authors' fused kernel also does.
-`selective_scan_ref` is the plain loop over time (the spec). Where the time went before (headline size,
+`selective_scan_ref` is the plain loop over time (the spec).
+
+`selective_scan_fused` (opt-in: `scan="fused"`, CPU only) is the same scan as one C++ loop per sequence
+(baselines/selective_scan.cpp, compiled on first use by torch.utils.cpp_extension): the state stays in
+an (N, E·D) buffer, every gate is computed where it is used, and backward recomputes states from
+checkpoints, so no (B, L, N, E·D) tensor exists. It departs from DESIGN §4's "pure-torch selective
+scan" as an option only; `scan="torch"` stays the default, so that the capability study, run on it,
+compares like with like until it is complete (`python -m studies.bench train` prints both). Where the time went before (headline size,
 2 layers, batch 32, L=32, 1 thread): autograd through exp/outer products/`linear_scan` under
 checkpointing ran the forward twice, batched matrix-times-column contractions in the (E·D, N) layout
 and `conv1d`'s depthwise backward; see `_causal_conv` and the layout note above `_gates`.
@@ -39,9 +46,14 @@ selective; treated like GateLoop's gate projections).
 """
 from __future__ import annotations
 
+import functools
 import math
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +62,7 @@ from torch import nn
 from gateloop.mixer import MixerConfig, at_least_fp32, is_int, is_real, mark_transition
 
 DT_INITS = ("random", "constant")
+SCANS = ("torch", "fused")  # `selective_scan` (pure torch, any device) or `selective_scan_fused` (C++, CPU)
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,10 @@ class MambaConfig(MixerConfig):
     conv_bias: bool = True
     bias: bool = False
     chunk_size: int = 64
+    scan: str = "torch"
+
+    # `scan` came after runs were stored; at "torch" it is left out of their configs (studies.config.task_knobs)
+    knobs_added_later: ClassVar[dict[str, Any]] = {"scan": "torch"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -89,6 +106,10 @@ class MambaConfig(MixerConfig):
         for field in ("conv_bias", "bias"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"{name}: {field}={getattr(self, field)!r} must be a bool")
+        if self.scan not in SCANS:
+            raise ValueError(f"{name}: scan={self.scan!r} must be one of {SCANS}")
+        if self.scan == "fused" and fused_refusal():
+            raise ValueError(f"{name}: scan='fused': {fused_refusal()}")
 
     @property
     def d_inner(self) -> int:
@@ -263,6 +284,73 @@ def selective_scan(
     return _SelectiveScan.apply(*(t.to(dtype) for t in (u, delta, A, B, C)), h0, chunk_size)
 
 
+# -ffast-math at compile time only, for the compiler to vectorise exp through glibc's libmvec and to
+# reorder the sums over N; not at link time, where GCC < 13 would add crtfastmath.o to the shared library
+# and flush denormals to zero in the whole process (a test checks that they survive loading it).
+_FUSED_CFLAGS = ["-O3", "-march=native", "-ffast-math"]
+
+
+def fused_refusal() -> str:
+    """Why `selective_scan_fused` cannot be built here, in one line; "" if it can (a C++ compiler is found)."""
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        return f"no C++ compiler ({compiler!r} is not on PATH): install one (e.g. g++) or use scan='torch'"
+    from torch.utils.cpp_extension import is_ninja_available
+
+    if not is_ninja_available():
+        return "ninja is not installed (torch builds C++ extensions with it): pip install ninja, or use scan='torch'"
+    return ""
+
+
+@functools.cache
+def _fused_extension() -> Any:
+    """The C++ kernels of baselines/selective_scan.cpp, compiled on first use (about a minute) and cached by
+    torch under ~/.cache/torch_extensions (or $TORCH_EXTENSIONS_DIR); later processes load the cached build."""
+    from torch.utils.cpp_extension import load
+
+    source = Path(__file__).with_name("selective_scan.cpp")
+    return load(name="testbed_selective_scan", sources=[str(source)], extra_cflags=_FUSED_CFLAGS, verbose=False)
+
+
+class _FusedSelectiveScan(torch.autograd.Function):
+    """`selective_scan_fused`: the C++ forward, and the C++ adjoint recurrence as backward (it recomputes the
+    states from checkpoints, so only the inputs are kept). The kernels take A transposed, (N, E·D), and
+    states laid out (B, N, E·D); the API keeps `selective_scan_ref`'s (E·D, N) and (B, E·D, N)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, h0):  # type: ignore[override]
+        At = A.t().contiguous()
+        h0t = u.new_empty(0) if h0 is None else h0.transpose(-1, -2).contiguous()
+        y, last = _fused_extension().forward(u, delta, At, B, C, h0t)
+        ctx.save_for_backward(u, delta, At, B, C, h0t)
+        return y, last.transpose(-1, -2)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y, grad_last):  # type: ignore[override]
+        u, delta, At, B, C, h0t = ctx.saved_tensors
+        grad_y = torch.zeros_like(u) if grad_y is None else grad_y.contiguous()
+        grad_last = u.new_empty(0) if grad_last is None else grad_last.transpose(-1, -2).contiguous()
+        g_u, g_delta, g_At, g_B, g_C, g_h0 = _fused_extension().backward(u, delta, At, B, C, h0t, grad_y, grad_last)
+        return g_u, g_delta, g_At.t(), g_B, g_C, g_h0.transpose(-1, -2) if h0t.numel() else None
+
+
+def selective_scan_fused(
+    u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, h0: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same arguments and numbers as `selective_scan_ref`, as one fused C++ loop on the CPU (fp32 or fp64).
+
+    Each sequence's state is an (E·D, N) buffer and each gate exp(Δ A) is computed where it is used: no
+    (B, L, N, E·D) tensor exists, in forward or backward. Sums over N are reordered by the compiler, so
+    results agree with the loop to rounding, not bit for bit.
+    """
+    if u.device.type != "cpu":
+        raise ValueError(f"selective_scan_fused runs on the CPU only (inputs are on {u.device}): use scan='torch'")
+    dtype = torch.promote_types(u.dtype, A.dtype)
+    h0 = None if h0 is None else h0.to(dtype).contiguous()
+    return _FusedSelectiveScan.apply(*(t.to(dtype).contiguous() for t in (u, delta, A, B, C)), h0)
+
+
 class _CausalConv(torch.autograd.Function):
     """out_t = bias + Σ_s w_{d_conv−1−s} x_{t−s} over shifts s = 0..d_conv−1 (x_{<0} = 0), per channel.
 
@@ -357,7 +445,9 @@ class Mamba(nn.Module):
         return self.out_proj(y.to(z.dtype) * F.silu(z))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, D) -> (B, L, D) with the chunked `selective_scan`."""
+        """(B, L, D) -> (B, L, D) with the chunked `selective_scan`, or `selective_scan_fused` (scan='fused')."""
+        if self.config.scan == "fused":
+            return self._mix(x, selective_scan_fused)
         return self._mix(x, lambda *args: selective_scan(*args, chunk_size=self.config.chunk_size))
 
     def forward_ref(self, x: torch.Tensor) -> torch.Tensor:

@@ -75,7 +75,7 @@ class RunConfig:
         return {
             "version": CONFIG_VERSION,
             "task": {"name": self.task_name, **task_knobs(self.task)},
-            "model": {"name": self.model, **dataclasses.asdict(self.mixer)},
+            "model": {"name": self.model, **task_knobs(self.mixer)},
             "lm": dataclasses.asdict(self.lm),
             "train": dataclasses.asdict(self.train),
             "eval_lengths": list(self.eval_lengths),
@@ -91,8 +91,9 @@ class RunConfig:
 
 
 def task_knobs(task: Any) -> dict[str, Any]:
-    """The task's knobs as a config stores them: all, but a knob added later while it is at the value
-    that reproduces the task from before it (`Task.knobs_added_later`), whose absence means that value."""
+    """The knobs of a task (or mixer config) as a config stores them: all, but a knob added later while it
+    is at the value that reproduces the behaviour from before it (`knobs_added_later`), whose absence
+    means that value — so the ids of runs made before the knob existed do not change."""
     later = getattr(task, "knobs_added_later", {})
     return {k: v for k, v in dataclasses.asdict(task).items() if not (k in later and v == later[k])}
 

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from baselines.lru import LRU, LRUConfig
-from baselines.mamba import Mamba, MambaConfig, selective_scan, selective_scan_ref
+from baselines.mamba import (Mamba, MambaConfig, fused_refusal, selective_scan, selective_scan_fused,
+                             selective_scan_ref)
 from baselines.s4d import S4D, S4DConfig
 from baselines.s5 import S5, S5Config, hippo_n
 from baselines.scan import KERNELS, linear_scan, linear_scan_ref
@@ -225,8 +226,67 @@ def test_selective_scan_equals_loop(chunk_size: int, L: int, with_h0: bool, zero
     _assert_close_all(results[0], results[1], ["y", "h_last"] + [f"grad {n}" for n in tensors], rtol=1e-12)
 
 
+needs_compiler = pytest.mark.skipif(bool(fused_refusal()), reason=fused_refusal() or "compiler found")
+
+
+@needs_compiler
+@pytest.mark.parametrize("zero_in_A", [False, True])
+@pytest.mark.parametrize("with_h0", [True, False])
+@pytest.mark.parametrize("L", [1, 11, 150])  # 150: three of the fused backward's 64-step checkpoint chunks
+def test_selective_scan_fused_equals_loop(L: int, with_h0: bool, zero_in_A: bool) -> None:
+    """The C++ scan: values, final state and gradients w.r.t. u, Δ, A, B, C (and h0) against the loop, fp64
+    (its sums over N are reordered by the compiler, hence rounding-level, not bit-level, agreement)."""
+    B, E, N = 2, 5, 3
+    g = _gen(430)
+    tensors = {
+        "u": torch.randn(B, L, E, generator=g, dtype=torch.float64),
+        "delta": torch.rand(B, L, E, generator=g, dtype=torch.float64) * 0.5,
+        "A": -torch.rand(E, N, generator=g, dtype=torch.float64) * 4,
+        "B": torch.randn(B, L, N, generator=g, dtype=torch.float64),
+        "C": torch.randn(B, L, N, generator=g, dtype=torch.float64),
+        "h0": torch.randn(B, E, N, generator=g, dtype=torch.float64),
+    }
+    if not with_h0:
+        del tensors["h0"]
+    if zero_in_A:
+        tensors["A"][1, 2] = 0.0
+    results = []
+    for fn in (selective_scan_fused, selective_scan_ref):
+        inputs = [t.clone().requires_grad_() for t in tensors.values()]
+        y, h = fn(*inputs)
+        loss = (y * _randn(*y.shape, seed=431)).sum() + (h * _randn(*h.shape, seed=432)).sum()
+        results.append((y.detach(), h.detach(), *torch.autograd.grad(loss, inputs)))
+    _assert_close_all(results[0], results[1], ["y", "h_last"] + [f"grad {n}" for n in tensors], rtol=1e-10)
+
+
+@needs_compiler
+def test_selective_scan_fused_only_y_or_only_the_state_has_a_gradient() -> None:
+    """Backward with ∂y missing (only the final state used) and with ∂(final state) missing."""
+    g = _gen(440)
+    B, L, E, N = 2, 9, 4, 3
+    tensors = [torch.randn(B, L, E, generator=g, dtype=torch.float64), torch.rand(B, L, E, generator=g, dtype=torch.float64),
+               -torch.rand(E, N, generator=g, dtype=torch.float64), torch.randn(B, L, N, generator=g, dtype=torch.float64),
+               torch.randn(B, L, N, generator=g, dtype=torch.float64)]
+    for pick in (0, 1):
+        grads = []
+        for fn in (selective_scan_fused, selective_scan_ref):
+            inputs = [t.clone().requires_grad_() for t in tensors]
+            grads.append(torch.autograd.grad(fn(*inputs)[pick].square().sum(), inputs, materialize_grads=True))
+        _assert_close_all(grads[0], grads[1], ["grad u", "grad delta", "grad A", "grad B", "grad C"], rtol=1e-10)
+
+
+@needs_compiler
+def test_loading_the_fused_scan_keeps_denormals() -> None:
+    """Built with -ffast-math at compile time only: had crtfastmath.o been linked into the extension, loading
+    it would flush denormals to zero for the whole process (every other op's numbers would change)."""
+    selective_scan_fused(*(torch.ones(1, 1, 1),) * 2, -torch.ones(1, 1), *(torch.ones(1, 1, 1),) * 2)
+    tiny = torch.tensor([1e-40], dtype=torch.float32)
+    assert (tiny * 1.0).item() != 0.0
+
+
 def test_selective_scan_fp32_matches_the_loop_in_fp64() -> None:
-    """The fp32 fast path (exp taken as exp2) stays at fp32 rounding of the exact answer, gradients included."""
+    """The fp32 fast paths (torch: exp taken as exp2; fused C++: vectorised exp, reordered sums) stay at fp32
+    rounding of the exact answer, gradients included."""
     B, L, E, N = 2, 40, 6, 4
     g = _gen(410)
     tensors = [
@@ -236,13 +296,15 @@ def test_selective_scan_fp32_matches_the_loop_in_fp64() -> None:
         torch.randn(B, L, N, generator=g, dtype=torch.float64),
         torch.randn(B, L, N, generator=g, dtype=torch.float64),
     ]
+    fast_paths = [lambda *t: selective_scan(*t, chunk_size=16)] + ([] if fused_refusal() else [selective_scan_fused])
     results = []
-    for fn, dtype in ((lambda *t: selective_scan(*t, chunk_size=16), torch.float32), (selective_scan_ref, torch.float64)):
+    for fn, dtype in ((selective_scan_ref, torch.float64), *((fast, torch.float32) for fast in fast_paths)):
         inputs = [t.to(dtype).requires_grad_() for t in tensors]
         y, h = fn(*inputs)
         loss = (y * _randn(*y.shape, seed=411).to(dtype)).sum() + (h * _randn(*h.shape, seed=412).to(dtype)).sum()
         results.append(tuple(t.double() for t in (y.detach(), h.detach(), *torch.autograd.grad(loss, inputs))))
-    _assert_close_all(results[0], results[1], ["y", "h_last", "grad u", "grad delta", "grad A", "grad B", "grad C"], rtol=1e-5)
+    for fast in results[1:]:
+        _assert_close_all(fast, results[0], ["y", "h_last", "grad u", "grad delta", "grad A", "grad B", "grad C"], rtol=1e-5)
 
 
 @pytest.mark.parametrize("L", [2, 7])
@@ -268,6 +330,33 @@ def test_mamba_scan_equals_loop(config: MambaConfig, device: str) -> None:
     model = _build(Mamba, config).double().to(device)
     for L in (1, 12):
         _fast_vs_ref(model, model, model.forward_ref, _randn(2, L, config.d_model, seed=L).to(device), seed=500 + L)
+
+
+@needs_compiler
+def test_mamba_with_the_fused_scan_equals_loop() -> None:
+    """The layer with scan='fused': forward and parameter gradients against `forward_ref` (the loop)."""
+    config = MambaConfig(d_model=8, d_state=4, scan="fused")
+    model = _build(Mamba, config).double()
+    for L in (1, 12):
+        _fast_vs_ref(model, model, model.forward_ref, _randn(2, L, config.d_model, seed=L), seed=510 + L)
+
+
+def test_mamba_scan_option_is_checked_and_keeps_old_run_ids() -> None:
+    """scan is one of ('torch', 'fused'); at 'torch', the value of every run before the option existed, it is
+    left out of a run's config, so those runs keep their ids; 'fused' is part of the config."""
+    from studies.config import task_knobs
+
+    with pytest.raises(ValueError, match="scan='nope' must be one of"):
+        MambaConfig(d_model=8, scan="nope")
+    assert "scan" not in task_knobs(MambaConfig(d_model=8))
+    if not fused_refusal():
+        assert task_knobs(MambaConfig(d_model=8, scan="fused"))["scan"] == "fused"
+
+
+def test_fused_scan_refused_in_one_line_without_a_compiler(monkeypatch) -> None:
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    with pytest.raises(ValueError, match=r"no C\+\+ compiler .* or use scan='torch'"):
+        MambaConfig(d_model=8, scan="fused")
 
 
 def test_mamba_scan_keeps_chunk_states_not_the_full_state_sequence() -> None:

@@ -1,6 +1,7 @@
 """Training throughput: ms per optimiser step of every mixer, and a short suite at 1 and 2 workers.
 
-Step time: the LM of each registered mixer, its width matched (`baselines.matching.match_width`) to a
+Step time: the LM of each registered mixer (and Mamba with its fused C++ scan, `scan='fused'`, as the row
+`mamba:scan=fused`, where a C++ compiler is found), its width matched (`baselines.matching.match_width`) to a
 preset's parameter budget, trained on one fixed MQAR batch of that preset's size — forward, loss,
 backward, gradient clipping and an AdamW step, as `studies.train.train` does it, with the data
 generation left out. Sizes: the "headline" preset (~50k parameters, L=32, batch 32) and the
@@ -27,6 +28,7 @@ as the quiet they were measured in.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -42,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines import MIXERS, get_mixer
-from baselines.mamba import selective_scan
+from baselines.mamba import fused_refusal, selective_scan, selective_scan_fused
 from baselines.matching import match_width
 from gateloop.backbone import LM, LMConfig
 from studies.config import TrainConfig
@@ -89,11 +91,16 @@ def _task(preset_name: str, seq_len: int | None = None) -> Any:
 class _Stepper:
     """One model, optimiser and fixed batch; `step()` is one training step as `studies.train.train` takes it."""
 
-    def __init__(self, name: str, preset_name: str, batch_size: int | None, seq_len: int | None) -> None:
+    def __init__(self, label: str, preset_name: str, batch_size: int | None, seq_len: int | None) -> None:
+        # label: a mixer name, or "name:knob=value" for a non-default computation path (e.g. mamba:scan=fused)
+        name, _, knob = label.partition(":")
         preset = get_preset(preset_name)
         task = _task(preset_name, seq_len)
         lm = LMConfig(vocab_size=task.vocab_size, **preset.lm)
         mixer = match_width(name, preset.param_budget, lm, preset.mixer.get(name))
+        if knob:
+            key, value = knob.split("=")
+            mixer = dataclasses.replace(mixer, **{key: value})
         train = TrainConfig(**{**preset.train, "device": "cpu"})
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
@@ -105,7 +112,7 @@ class _Stepper:
             betas=(0.9, 0.98),
         )
         self.grad_clip = train.grad_clip
-        self.name, self.d_model = name, mixer.d_model
+        self.name, self.d_model = label, mixer.d_model
 
     def step(self) -> tuple[float, float]:
         """(wall, CPU) seconds of one training step."""
@@ -177,7 +184,14 @@ def mamba_scan_share(preset_name: str, repeats: int) -> str:
             y.backward(torch.ones_like(y))
         return time.perf_counter() - start, time.process_time() - cpu
 
-    calls = {"mamba": mamba.step, REFERENCE: attention.step, "scan": scan}
+    def fused() -> tuple[float, float]:
+        start, cpu = time.perf_counter(), time.process_time()
+        for _ in range(layers):
+            y, _ = selective_scan_fused(*inputs)
+            y.backward(torch.ones_like(y))
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    calls = {"mamba": mamba.step, REFERENCE: attention.step, "scan": scan, **({} if fused_refusal() else {"fused": fused})}
     cpu: dict[str, list[float]] = {key: [] for key in calls}
     for round_ in range(3 + repeats):
         for key, call in calls.items():
@@ -185,11 +199,15 @@ def mamba_scan_share(preset_name: str, repeats: int) -> str:
             if round_ >= 3:  # warm-up rounds
                 cpu[key].append(seconds)
     step, ref, scan_ms = (statistics.median(cpu[k]) * 1e3 for k in ("mamba", REFERENCE, "scan"))
+    fused_note = ""
+    if "fused" in cpu:
+        fused_ms = statistics.median(cpu["fused"]) * 1e3
+        fused_note = f"; the fused C++ scan (scan='fused') takes {fused_ms:.1f} ms, {scan_ms / fused_ms:.2f}× faster"
     return (
         f"mamba ({preset_name}): selective scan forward + backward, {layers} layers at (B, L, E·D, N) = "
         f"({B}, {L}, {E}, {N}): {scan_ms:.1f} CPU ms of its {step:.1f} ms step ({scan_ms / step:.0%}); "
         f"the step is {step / ref:.2f}× attention's {ref:.1f} ms, and without the scan it would be "
-        f"{(step - scan_ms) / ref:.2f}× (median of {repeats} interleaved rounds)"
+        f"{(step - scan_ms) / ref:.2f}×{fused_note} (median of {repeats} interleaved rounds)"
     )
 
 
@@ -244,7 +262,8 @@ def compare_runs(first_out: Path, second_out: Path) -> str:
 def main(quick: bool) -> None:
     torch.set_num_threads(1)
     keep_freed_memory()  # as `studies.train.train` does
-    names = list(MIXERS)
+    # Mamba also with its fused C++ scan (opt-in: scan='fused'), where a compiler is found to build it.
+    names = [*MIXERS, *([] if fused_refusal() else ["mamba:scan=fused"])]
     repeats = 5 if quick else 30
     print(f"\n## train: ms per training step, 1 thread, median of {repeats} interleaved rounds (torch {torch.__version__})")
     for preset_name in SIZES[:1] if quick else SIZES:
