@@ -48,8 +48,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gateloop.fused import build_refusal
 from gateloop.mixer import MixerConfig, at_least_fp32, is_int, is_real, mark_transition
 
 DT_INITS = ("random", "constant")
@@ -291,15 +290,8 @@ _FUSED_CFLAGS = ["-O3", "-march=native", "-ffast-math"]
 
 
 def fused_refusal() -> str:
-    """Why `selective_scan_fused` cannot be built here, in one line; "" if it can (a C++ compiler is found)."""
-    compiler = os.environ.get("CXX", "c++")
-    if shutil.which(compiler) is None:
-        return f"no C++ compiler ({compiler!r} is not on PATH): install one (e.g. g++) or use scan='torch'"
-    from torch.utils.cpp_extension import is_ninja_available
-
-    if not is_ninja_available():
-        return "ninja is not installed (torch builds C++ extensions with it): pip install ninja, or use scan='torch'"
-    return ""
+    """Why `selective_scan_fused` cannot be built here, in one line; "" if it can (a C++ compiler and ninja)."""
+    return build_refusal("scan='torch'")
 
 
 @functools.cache

@@ -64,9 +64,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gateloop.fused import build_refusal
 from gateloop.mixer import MixerConfig, is_int, is_real, mark_transition
 from gateloop.real_form import fla_refusal
-from gateloop.scan import GPU_MODES, MODES, gateloop_scan, gateloop_step
+from gateloop.scan import COMPILED_MODES, GPU_MODES, MODES, gateloop_scan, gateloop_step
 
 MAGNITUDES = ("data", "fixed", "one")
 PHASES = ("data", "fixed", "zero")
@@ -114,12 +115,18 @@ class GateLoopConfig(MixerConfig):
         for field in ("output_gate", "norm"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"{name}: {field}={getattr(self, field)!r} must be a bool")
-        if not isinstance(self.mode, str) or self.mode not in (*MODES, *GPU_MODES):
-            raise ValueError(
-                f"{name}: mode={self.mode!r} must be one of the gateloop_scan modes {sorted([*MODES, *GPU_MODES])}"
-            )
+        modes = [*MODES, *GPU_MODES, *COMPILED_MODES]
+        if not isinstance(self.mode, str) or self.mode not in modes:
+            raise ValueError(f"{name}: mode={self.mode!r} must be one of the gateloop_scan modes {sorted(modes)}")
         if self.mode == "fla" and fla_refusal():
             raise ValueError(f"{name}: {fla_refusal()}")
+        if self.mode == "fused":
+            if self.num_heads is not None and self.num_heads != self.d_model:
+                raise ValueError(f"{name}: mode='fused' is for max-headed GateLoop (num_heads = d_model = "
+                                 f"{self.d_model}, not {self.num_heads}): use mode='chunked'")
+            refusal = build_refusal("mode='chunked'")
+            if refusal:
+                raise ValueError(f"{name}: mode='fused': {refusal}")
         if not is_int(self.chunk_size) or self.chunk_size < 1:
             raise ValueError(f"{name}: chunk_size={self.chunk_size!r} must be a positive int")
         lo, hi = self.magnitude_init_min, self.magnitude_init_max

@@ -19,6 +19,9 @@ state (B, H, K, V) complex; y (B, L, H, V) real.
 `GPU_MODES` are accepted by `gateloop_scan` too but kept out of `MODES`, which every test runs on the CPU:
 - "fla"         `gateloop_scan_fla` (real_form.py): the real form (a real GLA of key width 2K) on
                 flash-linear-attention's Triton chunked GLA; CUDA tensors and the `.[gpu]` extra only.
+`COMPILED_MODES`, likewise accepted and kept out of `MODES`:
+- "fused"       `gateloop_scan_fused` (fused.py): max-headed GateLoop (K = V = 1) as one C++ loop with its
+                adjoint as backward; CPU tensors and a C++ compiler (built on first use).
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ import torch
 from gateloop._inputs import check_scan_inputs
 from gateloop.chunked import gateloop_scan_chunked
 from gateloop.elementwise import gateloop_scan_elementwise
+from gateloop.fused import gateloop_scan_fused
 from gateloop.real_form import gateloop_scan_fla
 
 
@@ -155,6 +159,8 @@ MODES: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
 }
 # Modes with an optional dependency and a device requirement (see the module docstring).
 GPU_MODES: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {"fla": gateloop_scan_fla}
+# Modes built from C++ on first use, for one head layout and the CPU only (see the module docstring).
+COMPILED_MODES: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {"fused": gateloop_scan_fused}
 
 
 def gateloop_scan(
@@ -176,10 +182,11 @@ def gateloop_scan(
     it runs the "elementwise" engine instead (chunk_size then sets that engine's within-chunk loop).
     "fla" (a GPU_MODES entry) needs CUDA tensors and flash-linear-attention, and raises otherwise.
     """
-    if mode in GPU_MODES:
-        return GPU_MODES[mode](q, k, v, a, initial_state, chunk_size=chunk_size)
+    extra = {**GPU_MODES, **COMPILED_MODES}
+    if mode in extra:
+        return extra[mode](q, k, v, a, initial_state, chunk_size=chunk_size)
     if mode not in MODES:
-        raise ValueError(f"unknown gateloop_scan mode {mode!r}; valid modes: {sorted([*MODES, *GPU_MODES])}")
+        raise ValueError(f"unknown gateloop_scan mode {mode!r}; valid modes: {sorted([*MODES, *extra])}")
     if mode == "recurrent":
         return gateloop_scan_ref(q, k, v, a, initial_state)
     if mode == "chunked" and q.shape[-1] == 1 and v.shape[-1] == 1:

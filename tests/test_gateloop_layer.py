@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gateloop import MODES, GateLoop, GateLoopConfig, Mixer, is_transition
+from gateloop.fused import build_refusal
 
 D = 8
 HEADS = [None, 2]  # max-headed (H = 8, K = V = 1) and two wide heads (K = V = 4)
@@ -312,3 +313,15 @@ def test_gates_stay_fp32_under_autocast():
     assert a.dtype == torch.complex64 and torch.equal(a, expected_a)
     # Only the projections ran in bf16 (~3 significant digits); the recurrence did not compound it.
     torch.testing.assert_close(y.float(), expected_y, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.skipif(bool(build_refusal("mode='chunked'")), reason="no C++ compiler or ninja")
+@pytest.mark.parametrize("ablation", [{}, {"phase": "zero"}, {"magnitude": "fixed", "phase": "fixed"}], ids=ablation_id)
+def test_max_headed_layer_in_fused_mode_agrees_with_recurrent(ablation):
+    """mode='fused' (C++, max-headed only): output, input and parameter gradients against the loop."""
+    test_modes_agree_with_recurrent(None, ablation, "fused", "cpu")
+
+
+def test_fused_mode_needs_the_max_headed_layout() -> None:
+    with pytest.raises(ValueError, match=r"mode='fused' is for max-headed GateLoop \(num_heads = d_model = 8, not 2\)"):
+        GateLoopConfig(d_model=8, num_heads=2, mode="fused")

@@ -17,6 +17,7 @@ import torch
 from gateloop import chunked
 from gateloop.chunked import gateloop_scan_chunked
 from gateloop.elementwise import gateloop_scan_elementwise
+from gateloop.fused import build_refusal, fused_refusal, gateloop_scan_fused
 from gateloop.scan import (
     MODES,
     gateloop_scan,
@@ -152,6 +153,44 @@ def test_mode_matches_loop_max_headed(mode: str, L: int, device: str) -> None:
         inputs, gy, gs, expected = reference(L, magnitude, random_phase, with_state, ELEMENTWISE)
         got = run_with_grads(FAST_MODES[mode], tuple(map(to_single, inputs)), gy, gs, device, chunk_size=CHUNKS[L][1])
         assert_close_to(got, expected, TOL32, f"{mode} K=V=1 L={L} |a|={magnitude}")
+
+
+needs_compiler = pytest.mark.skipif(bool(build_refusal("mode='chunked'")), reason=build_refusal("mode='chunked'") or "-")
+
+
+@needs_compiler
+@pytest.mark.parametrize("L", (1, 7, 200, 1000))  # 200, 1000: across the kernel's 64-step checkpoints
+def test_fused_mode_matches_loop_max_headed(L: int) -> None:
+    """mode='fused' (C++): complex64 at the float32 tolerance and complex128 at the float64 one, every gate
+    magnitude, with and without phases and an initial state; through the dispatcher."""
+    for magnitude, random_phase, with_state in cases(L):
+        inputs, gy, gs, expected = reference(L, magnitude, random_phase, with_state, ELEMENTWISE)
+        got = run_with_grads(gateloop_scan, tuple(map(to_single, inputs)), gy, gs, mode="fused")
+        assert_close_to(got, expected, TOL32, f"fused K=V=1 L={L} |a|={magnitude} phase={random_phase} s0={with_state}")
+        got = run_with_grads(gateloop_scan_fused, inputs, gy, gs)
+        assert_close_to(got, expected, TOL64, f"fused float64 L={L} |a|={magnitude}")
+
+
+@needs_compiler
+def test_fused_mode_with_only_the_output_or_only_the_state_used() -> None:
+    inputs, _, _, _ = reference(70, 0.5, True, True, ELEMENTWISE)
+    for pick in (0, 1):
+        grads = []
+        for fn in (gateloop_scan_fused, gateloop_scan_ref):
+            leaves = [x.detach().clone().requires_grad_() for x in inputs]
+            out = fn(*leaves)[pick]
+            loss = (out.abs() ** 2).sum()
+            grads.append(torch.autograd.grad(loss, leaves, materialize_grads=True))
+        for got, ref in zip(*grads):
+            assert rel_err(got, ref) <= TOL64
+
+
+def test_fused_mode_refuses_other_layouts_and_devices_in_one_line() -> None:
+    inputs, _, _, _ = reference(7, 0.5, True, True, MATRIX)
+    with pytest.raises(ValueError, match=r"max-headed GateLoop \(K = V = 1\), not K=2, V=3: use mode='chunked'"):
+        gateloop_scan(*inputs, mode="fused")
+    q = torch.zeros(1, 1, 1, 1, device="meta")
+    assert fused_refusal(q, q).startswith("mode='fused' runs on the CPU only")
 
 
 def test_dispatcher_runs_every_mode_and_routes_max_headed_chunked_to_elementwise(monkeypatch, device: str) -> None:

@@ -47,11 +47,12 @@ from dataclasses import dataclass, field
 import torch
 
 from gateloop.chunked import chunked_form, gateloop_scan_chunked
+from gateloop.fused import fused_refusal
 from gateloop.scan import gateloop_scan
 from studies.train import keep_freed_memory
 
 SHAPES = {"matrix state": (8, 4, 32, 32), "max-headed": (8, 256, 1, 1)}  # (B, H, K, V)
-MODES = ("recurrent", "chunked", "chunked/split", "elementwise", "scan", "attention")
+MODES = ("recurrent", "chunked", "chunked/split", "elementwise", "scan", "attention", "fused")
 MEMORY_BUDGET = 3 * 2**30  # bytes a mode may be expected to need before it is skipped
 SCAN_BYTES_PER_STATE_ELEMENT = 8 * 8  # complex64 K×V states, about eight live copies in forward+backward
 ATTENTION_BYTES_PER_DECAY_ELEMENT = 40  # float64 differences and float32 decay, phase and saved tensors
@@ -240,6 +241,8 @@ def main(quick: bool) -> None:
             for mode in MODES:
                 if K == V == 1 and mode in ("elementwise", "chunked/split"):
                     continue  # "chunked" runs the elementwise engine when K = V = 1
+                if mode == "fused" and fused_refusal(inputs[0], inputs[2]):
+                    continue  # the C++ mode: max-headed layout, CPU and a compiler only
                 previous = table.get((shape_name, lengths[lengths.index(L) - 1], mode)) if L != lengths[0] else None
                 reason = _skip_reason(mode, B, L, H, K, V, previous)
                 cell = Cell(skipped=reason) if reason else _measure(mode, inputs, device, max_calls)
@@ -301,6 +304,10 @@ def _targets(table: dict[tuple[str, int, str], Cell]) -> None:
         f"max-headed L=4096, chunked (elementwise) fwd+bwd vs loop: {speedup:.1f}× (target ≥ 10×) "
         f"{verdict(speedup >= 10)}"
     )
+    if ("max-headed", 4096, "fused") in table:
+        speedup = e_loop.fwd_bwd / table["max-headed", 4096, "fused"].fwd_bwd
+        print(f"max-headed L=4096, fused (C++, mode='fused') fwd+bwd vs loop: {speedup:.1f}× (target ≥ 10×) "
+              f"{verdict(speedup >= 10)}")
     for shape in SHAPES:
         growth = table[shape, 4096, "chunked"].fwd_bwd / table[shape, 1024, "chunked"].fwd_bwd
         print(f"{shape}: chunked t(4096)/t(1024) = {growth:.2f} (target ≤ 4.6) {verdict(growth <= 4.6)}")
