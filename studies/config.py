@@ -14,6 +14,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from gateloop import LMConfig, MixerConfig
 
 # Bump when the meaning of a stored result changes (metrics, defaults that are not in the config...):
@@ -70,6 +72,17 @@ class RunConfig:
     lm: LMConfig
     train: TrainConfig = field(default_factory=TrainConfig)
     eval_lengths: tuple[int, ...] = ()  # extra held-out lengths (length extrapolation)
+
+    def __post_init__(self) -> None:
+        # The C++ computation paths run on the CPU only: a run that would train on CUDA with one is refused
+        # here, when its config is built, before anything is created or trained.
+        device = self.train.device
+        on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        for knob in ("scan", "mode"):
+            if on_cuda and getattr(self.mixer, knob, None) == "fused":
+                fix = "mixer.scan=torch" if knob == "scan" else "mixer.mode=chunked"
+                raise ValueError(f"{self.model}: {knob}='fused' runs on the CPU only and this run's device is "
+                                 f"{device!r} (CUDA): use {fix}, or --device cpu")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -536,3 +536,19 @@ def test_configs_reject_invalid_values(config_class, field: str, value, message:
     with pytest.raises(ValueError, match=message):
         config_class(**{field: value})
     assert dataclasses.is_dataclass(config_class) and config_class.__dataclass_params__.frozen
+
+
+@needs_compiler
+def test_a_cuda_run_with_a_cpu_only_scan_is_refused_when_its_config_is_built(monkeypatch) -> None:
+    from gateloop import GateLoopConfig, LMConfig
+    from studies.config import RunConfig, TrainConfig
+    from tasks import make_task
+
+    task = make_task("mqar")
+    lm = LMConfig(vocab_size=task.vocab_size)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # "auto" then means CUDA
+    for model, mixer, fix in (("mamba", MambaConfig(d_model=8, scan="fused"), "mixer.scan=torch"),
+                              ("gateloop", GateLoopConfig(d_model=8, mode="fused"), "mixer.mode=chunked")):
+        with pytest.raises(ValueError, match=f"runs on the CPU only and this run's device is 'auto' .*use {fix}"):
+            RunConfig("mqar", task, model, mixer, lm, TrainConfig(device="auto"))
+        RunConfig("mqar", task, model, mixer, lm, TrainConfig(device="cpu"))  # accepted
