@@ -196,15 +196,11 @@ def test_lru_scan_equals_loop(config: LRUConfig, device: str) -> None:
         _fast_vs_ref(model, model, model.forward_ref, _randn(2, L, config.d_model, seed=L).to(device), seed=300 + L)
 
 
-@pytest.mark.parametrize("zero_in_A", [False, True])
-@pytest.mark.parametrize("with_h0", [True, False])
-@pytest.mark.parametrize("L", [1, 11])
-@pytest.mark.parametrize("chunk_size", [1, 4, 64])
-def test_selective_scan_equals_loop(chunk_size: int, L: int, with_h0: bool, zero_in_A: bool) -> None:
-    """Values, final state and gradients w.r.t. u, Δ, A, B, C (and h0), one chunk and across chunk boundaries;
-    also with an entry of A exactly 0, which backward cannot divide by (its other branch)."""
+def _compare_scan_with_loop(fast, L: int, with_h0: bool, zero_in_A: bool, rtol: float, seed: int) -> None:
+    """`fast` against `selective_scan_ref` in fp64: y, final state and the gradients w.r.t. u, Δ, A, B, C (and h0)
+    under random cotangents; optionally with an entry of A exactly 0."""
     B, E, N = 2, 5, 3
-    g = _gen(400)
+    g = _gen(seed)
     tensors = {
         "u": torch.randn(B, L, E, generator=g, dtype=torch.float64),
         "delta": torch.rand(B, L, E, generator=g, dtype=torch.float64) * 0.5,
@@ -218,12 +214,22 @@ def test_selective_scan_equals_loop(chunk_size: int, L: int, with_h0: bool, zero
     if zero_in_A:
         tensors["A"][1, 2] = 0.0
     results = []
-    for fn in (lambda *t: selective_scan(*t, chunk_size=chunk_size), selective_scan_ref):
+    for fn in (fast, selective_scan_ref):
         inputs = [t.clone().requires_grad_() for t in tensors.values()]
         y, h = fn(*inputs)
-        loss = (y * _randn(*y.shape, seed=401)).sum() + (h * _randn(*h.shape, seed=402)).sum()
+        loss = (y * _randn(*y.shape, seed=seed + 1)).sum() + (h * _randn(*h.shape, seed=seed + 2)).sum()
         results.append((y.detach(), h.detach(), *torch.autograd.grad(loss, inputs)))
-    _assert_close_all(results[0], results[1], ["y", "h_last"] + [f"grad {n}" for n in tensors], rtol=1e-12)
+    _assert_close_all(results[0], results[1], ["y", "h_last"] + [f"grad {n}" for n in tensors], rtol=rtol)
+
+
+@pytest.mark.parametrize("zero_in_A", [False, True])
+@pytest.mark.parametrize("with_h0", [True, False])
+@pytest.mark.parametrize("L", [1, 11])
+@pytest.mark.parametrize("chunk_size", [1, 4, 64])
+def test_selective_scan_equals_loop(chunk_size: int, L: int, with_h0: bool, zero_in_A: bool) -> None:
+    """One chunk and across chunk boundaries; also with an entry of A exactly 0, which backward cannot
+    divide by (its other branch)."""
+    _compare_scan_with_loop(lambda *t: selective_scan(*t, chunk_size=chunk_size), L, with_h0, zero_in_A, 1e-12, 400)
 
 
 needs_compiler = pytest.mark.skipif(bool(fused_refusal()), reason=fused_refusal() or "compiler found")
@@ -234,29 +240,9 @@ needs_compiler = pytest.mark.skipif(bool(fused_refusal()), reason=fused_refusal(
 @pytest.mark.parametrize("with_h0", [True, False])
 @pytest.mark.parametrize("L", [1, 11, 150])  # 150: three of the fused backward's 64-step checkpoint chunks
 def test_selective_scan_fused_equals_loop(L: int, with_h0: bool, zero_in_A: bool) -> None:
-    """The C++ scan: values, final state and gradients w.r.t. u, Δ, A, B, C (and h0) against the loop, fp64
-    (its sums over N are reordered by the compiler, hence rounding-level, not bit-level, agreement)."""
-    B, E, N = 2, 5, 3
-    g = _gen(430)
-    tensors = {
-        "u": torch.randn(B, L, E, generator=g, dtype=torch.float64),
-        "delta": torch.rand(B, L, E, generator=g, dtype=torch.float64) * 0.5,
-        "A": -torch.rand(E, N, generator=g, dtype=torch.float64) * 4,
-        "B": torch.randn(B, L, N, generator=g, dtype=torch.float64),
-        "C": torch.randn(B, L, N, generator=g, dtype=torch.float64),
-        "h0": torch.randn(B, E, N, generator=g, dtype=torch.float64),
-    }
-    if not with_h0:
-        del tensors["h0"]
-    if zero_in_A:
-        tensors["A"][1, 2] = 0.0
-    results = []
-    for fn in (selective_scan_fused, selective_scan_ref):
-        inputs = [t.clone().requires_grad_() for t in tensors.values()]
-        y, h = fn(*inputs)
-        loss = (y * _randn(*y.shape, seed=431)).sum() + (h * _randn(*h.shape, seed=432)).sum()
-        results.append((y.detach(), h.detach(), *torch.autograd.grad(loss, inputs)))
-    _assert_close_all(results[0], results[1], ["y", "h_last"] + [f"grad {n}" for n in tensors], rtol=1e-10)
+    """The C++ scan, fp64: its sums over N are reordered by the compiler, hence rounding-level, not
+    bit-level, agreement."""
+    _compare_scan_with_loop(selective_scan_fused, L, with_h0, zero_in_A, 1e-10, 430)
 
 
 @needs_compiler

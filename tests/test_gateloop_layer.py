@@ -115,11 +115,15 @@ def test_modes_agree_with_recurrent(num_heads, ablation, mode, device):
         (y * cotangent).sum().backward()
         grads.append((y.detach(), x_.grad, {n: p.grad for n, p in layer.named_parameters()}))
     (y_ref, dx_ref, dp_ref), (y_other, dx_other, dp_other) = grads
-    assert_close_relative(y_other, y_ref, "y")
-    assert_close_relative(dx_other, dx_ref, "dx")
+    # With |a| = 1 nothing decays: every gradient sums all later positions' terms undamped, and two fp32
+    # paths differ by more (measured on an AVX-512 CPU, dx against a .double() copy of the layer: recurrent
+    # 1.6e-5, attention 3.0e-5 of its scale, so 4.6e-5 apart at worst); with decay, 1e-5 holds.
+    tol = 1e-4 if ablation.get("magnitude") == "one" else 1e-5
+    assert_close_relative(y_other, y_ref, "y", tol)
+    assert_close_relative(dx_other, dx_ref, "dx", tol)
     assert dp_other.keys() == dp_ref.keys()
     for name in dp_ref:
-        assert_close_relative(dp_other[name], dp_ref[name], name)
+        assert_close_relative(dp_other[name], dp_ref[name], name, tol)
 
 
 def assert_close_relative(actual: torch.Tensor, expected: torch.Tensor, name: str, tol: float = 1e-5) -> None:
