@@ -31,8 +31,9 @@ only one state per chunk is kept and backward recomputes each chunk's states fro
 an (N, E·D) buffer, every gate is computed where it is used, and backward recomputes states from
 checkpoints, so no (B, L, N, E·D) tensor exists. It departs from DESIGN §4's "pure-torch selective
 scan" as an option only; `scan="torch"` stays the default, so that the capability study, run on it,
-compares like with like until it is complete (`python -m studies.bench train` prints both). Where the time went before (headline size,
-2 layers, batch 32, L=32, 1 thread): autograd through exp/outer products/`linear_scan` under
+compares like with like until it is complete (`python -m studies.bench train` prints both).
+
+Where the time went before (headline size, 2 layers, batch 32, L=32, 1 thread): autograd through exp/outer products/`linear_scan` under
 checkpointing ran the forward twice, batched matrix-times-column contractions in the (E·D, N) layout
 and `conv1d`'s depthwise backward; see `_causal_conv` and the layout note above `_gates`.
 

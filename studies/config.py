@@ -77,9 +77,8 @@ class RunConfig:
         # The C++ computation paths run on the CPU only: a run that would train on CUDA with one is refused
         # here, when its config is built, before anything is created or trained.
         device = self.train.device
-        on_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-        for knob in ("scan", "mode"):
-            if on_cuda and getattr(self.mixer, knob, None) == "fused":
+        for knob in (k for k in ("scan", "mode") if getattr(self.mixer, k, None) == "fused"):
+            if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
                 fix = "mixer.scan=torch" if knob == "scan" else "mixer.mode=chunked"
                 raise ValueError(f"{self.model}: {knob}='fused' runs on the CPU only and this run's device is "
                                  f"{device!r} (CUDA): use {fix}, or --device cpu")

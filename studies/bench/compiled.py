@@ -4,7 +4,7 @@ Two measurements, each against the eager path in the same process, at one intra-
 
 1. **Training step** at the headline size, every registered mixer: the LM as `bench train` builds it
    (`studies.bench.train._Stepper`, same seed, same fixed MQAR batch) and a twin whose model is wrapped in
-   `torch.compile` (inductor; on the CPU it generates C++). Printed: the compile time (first two steps),
+   `torch.compile` (inductor; on the CPU it generates C++). Printed: the compile time (its first forward+backward and step),
    the median CPU ms per step of each after warm-up, their ratio (> 1: compiled is faster), and how far
    the compiled step's loss and gradients are from the eager ones (max |Δ| over max |eager|, on the
    first step from identical weights).
@@ -52,17 +52,16 @@ def _rel(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
 
 
-def _first_step_gap(eager: _Stepper, compiled: torch.nn.Module) -> float:
+def _first_step_gap(eager: _Stepper, twin: _Stepper) -> float:
     """Max relative gap of loss and every gradient between one eager and one compiled forward+backward
-    from the same weights (the compiled module shares `eager.model`'s parameters)."""
-    def grads(model: torch.nn.Module) -> list[torch.Tensor]:
-        eager.model.zero_grad(set_to_none=True)
-        logits = model(eager.inputs)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), eager.targets.flatten(), ignore_index=-100)
+    (twin.model is the compiled one; both steppers start from the same seed, so from the same weights)."""
+    def grads(stepper: _Stepper) -> list[torch.Tensor]:
+        stepper.model.zero_grad(set_to_none=True)
+        logits = stepper.model(stepper.inputs)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), stepper.targets.flatten(), ignore_index=-100)
         loss.backward()
-        return [loss.detach()] + [p.grad.clone() for p in eager.model.parameters() if p.grad is not None]
-    reference, other = grads(eager.model), grads(compiled)
-    return max(_rel(x, r) for x, r in zip(other, reference))
+        return [loss.detach()] + [p.grad.clone() for p in stepper.model.parameters() if p.grad is not None]
+    return max(_rel(x, r) for x, r in zip(grads(twin), grads(eager)))
 
 
 def step_rows(names: list[str], repeats: int) -> list[str]:
@@ -76,13 +75,12 @@ def step_rows(names: list[str], repeats: int) -> list[str]:
         twin.model = torch.compile(twin.model)
         start = time.perf_counter()
         try:
-            twin.step()
+            gap = _first_step_gap(eager, twin)  # the compiled model's first forward+backward: it compiles here
             twin.step()
         except Exception as error:  # a mixer inductor cannot compile is a measured outcome, not a crash
             lines.append(f"| {name} | failed: {type(error).__name__}: {str(error).splitlines()[0][:80]} | | | | |")
             continue
         compile_s = time.perf_counter() - start
-        gap = _first_step_gap(eager, torch.compile(eager.model))
         for _ in range(3):
             eager.step()
         e = _median_cpu_ms(eager.step, repeats)

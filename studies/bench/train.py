@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,20 +178,18 @@ def mamba_scan_share(preset_name: str, repeats: int) -> str:
     A = -torch.arange(1, N + 1, dtype=torch.float32).repeat(E, 1)
     inputs = [t.requires_grad_() for t in (u, delta, A, Bt, Ct)]
 
-    def scan() -> tuple[float, float]:
-        start, cpu = time.perf_counter(), time.process_time()
-        for _ in range(layers):
-            y, _ = selective_scan(*inputs, chunk_size=config.chunk_size)
-            y.backward(torch.ones_like(y))
-        return time.perf_counter() - start, time.process_time() - cpu
+    def layers_of(fn) -> Callable[[], tuple[float, float]]:
+        """(wall, CPU) seconds of `fn`'s forward + backward once per layer."""
+        def call() -> tuple[float, float]:
+            start, cpu = time.perf_counter(), time.process_time()
+            for _ in range(layers):
+                y, _ = fn(*inputs)
+                y.backward(torch.ones_like(y))
+            return time.perf_counter() - start, time.process_time() - cpu
+        return call
 
-    def fused() -> tuple[float, float]:
-        start, cpu = time.perf_counter(), time.process_time()
-        for _ in range(layers):
-            y, _ = selective_scan_fused(*inputs)
-            y.backward(torch.ones_like(y))
-        return time.perf_counter() - start, time.process_time() - cpu
-
+    scan = layers_of(lambda *args: selective_scan(*args, chunk_size=config.chunk_size))
+    fused = layers_of(selective_scan_fused)
     calls = {"mamba": mamba.step, REFERENCE: attention.step, "scan": scan, **({} if fused_refusal() else {"fused": fused})}
     cpu: dict[str, list[float]] = {key: [] for key in calls}
     for round_ in range(3 + repeats):
