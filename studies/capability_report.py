@@ -7,8 +7,10 @@ part, PREFIX-sweep/VARIANT/LABEL/SIZE and PREFIX-ablate/VARIANT/ABLATION for the
 - report.md: per task variant, each model's confirmed score on the task's metric (mean and 95 %
   Student-t CI over the confirm seeds), state size, parameters, the best no-solve baseline
   (tasks.shortcuts: its name and score, the floor a model must beat), the median step at which
-  held-out task metric first reached the target (and in how many seeds), the tuned lr, and the
-  Holm-corrected Welch p of the first model (gateloop_kv) against each; the
+  held-out task metric first reached the target (and in how many seeds), what the seeds that never
+  reached it still gained over the budget's last quarter (plateaued or cut off), the tuned lr, and the
+  Holm-corrected Welch p of the first model (gateloop_kv) against each; under each table, whether
+  its best model reached the target in every seed (the variant is compared at capability); the
   predictions table, each judged by `RULE` of studies/experiments/capability.py; the sweep and the
   ablation tables; the exact sampler and pruner, as the studies recorded them.
 - accuracy_by_model.png: each model's confirmed score per variant (mean, 95 % CI), the floors dashed.
@@ -176,6 +178,30 @@ def _steps_to_target(curves: list[list[tuple[int, float]]], target: float) -> st
     return f"{int(np.median(hits))} ({len(hits)}/{len(curves)})"
 
 
+def _late_gain(curves: list[list[tuple[int, float]]], target: float, steps: int) -> str:
+    """How much the seeds that never reached `target` still gained over the last quarter of the budget
+    (the median over them of the held-out score at the end minus at 3/4 of `steps`, with their count):
+    near 0 they had plateaued, clearly positive they were cut off while learning. "–": every seed
+    reached the target (or none has a curve)."""
+    gains = []
+    for curve in curves:
+        if not curve or any(score >= target for _, score in curve):
+            continue
+        before = [score for step, score in curve if step <= 0.75 * steps]
+        if before:
+            gains.append(curve[-1][1] - before[-1])
+    return f"{np.median(gains):+.3f} ({len(gains)})" if gains else "–"
+
+
+def capability_line(label: str, scores: Sequence[float], target: float) -> str:
+    """Whether a variant was compared at capability: its best model (by mean) reached `target` in every
+    confirm seed. If not, its gaps are gaps at this step budget."""
+    verdict = ("every seed reached it: the variant is compared at capability" if min(scores) >= target else
+               "not every seed reached it: the variant is not at capability, its gaps are gaps at this budget")
+    return (f"Best model: {label}, mean {np.mean(scores):.3f}, lowest seed {min(scores):.3f} (target "
+            f"{target:.2f}); {verdict}.")
+
+
 def _fmt(values: Sequence[float]) -> str:
     mean, half = mean_ci(values)
     return f"{mean:.3f} ± {half:.3f}" if len(values) > 1 else f"{mean:.3f}"
@@ -268,7 +294,8 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
             name, score = floor_at(variant.label, 1)[metric]
             rows.append([model.label, model.family, _fmt(seeds.scores(metric)), len(seeds.final),
                          human_count(seeds.state_size), human_count(seeds.num_parameters), f"{name} {score:.3f}",
-                         _steps_to_target(seeds.curves, target), lr, trials])
+                         _steps_to_target(seeds.curves, target), _late_gain(seeds.curves, target, variant.steps),
+                         lr, trials])
         if rows:
             ref = main.get((variant.label, reference))
             others = [row for row in rows if row[0] != reference]
@@ -281,8 +308,11 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
                     row.append("(reference)")
             lines += [f"### {variant.label} ({variant.task}; {variant.note}; {variant.steps} steps; metric: {metric})", "",
                       markdown_table(("model", "family", f"{metric}, mean ± 95% CI", "seeds", "state", "params",
-                                      "best no-solve baseline", f"steps to {target:.2f} (seeds)", "tuned lr",
-                                      "trials (pruned)", f"p vs {reference}"), rows)]
+                                      "best no-solve baseline", f"steps to {target:.2f} (seeds)",
+                                      "last-¼ gain (seeds below target)", "tuned lr", "trials (pruned)",
+                                      f"p vs {reference}"), rows)]
+            best = max(rows, key=lambda row: np.mean(main[(variant.label, row[0])].scores(metric)))[0]
+            lines += [capability_line(best, main[(variant.label, best)].scores(metric), target), ""]
             lines += _length_table(study, variant.label, metric, main, floor_at)
 
     lines += ["## Pre-registered predictions", "", f"Rule: {RULE}", ""]

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from studies import tune
 from studies.ablate import build_ablation_configs
-from studies.capability_report import build_capability_report, judge
+from studies.capability_report import _late_gain, build_capability_report, capability_line, judge
 from studies.cli import build_parser
 from studies.experiments import capability as cap
 from studies.train import EvalRecord, TrainResult
@@ -107,6 +107,21 @@ def fake_train(config, on_eval=None, progress=True) -> TrainResult:
             on_eval(record)
     final = {config.task.seq_len: {"accuracy": target, "sequence_accuracy": 0.0}}
     return TrainResult("completed", steps, None, history, final, 100, 200, 10, 0.01, config.to_dict())
+
+
+def test_late_gain_tells_plateaued_from_cut_off():
+    rising = [(250, 0.3), (500, 0.5), (750, 0.6), (1000, 0.8)]  # 0.6 at 3/4 of 1000 steps, 0.8 at the end
+    flat = [(250, 0.3), (500, 0.31), (750, 0.3), (1000, 0.3)]
+    solved = [(250, 0.5), (500, 0.995)]  # stopped at the target: not counted
+    assert _late_gain([rising, flat, solved], 0.99, 1000) == "+0.100 (2)"  # median of +0.2 and 0.0
+    assert _late_gain([flat], 0.99, 1000) == "+0.000 (1)"
+    assert _late_gain([solved, []], 0.99, 1000) == "–"
+
+
+def test_capability_line_says_whether_every_seed_reached_the_target():
+    assert "is compared at capability" in capability_line("a", [0.995, 1.0], 0.99)
+    line = capability_line("a", [1.0, 0.3], 0.99)
+    assert "not at capability" in line and "lowest seed 0.300" in line and "mean 0.650" in line
 
 
 def test_grid_sampler_and_sha_pruner_with_two_seeds(tmp_path, monkeypatch):
@@ -302,6 +317,8 @@ def test_rerun_trains_nothing_and_report_builds_from_a_tiny_storage(tmp_path, mo
     assert "best no-solve baseline" in table[2]
     rows = [line for line in table if line.startswith("| gateloop_")]
     assert len(rows) >= 2 and all("window_" in row for row in rows[:2])  # the floor column names the shortcut
+    assert "last-¼ gain (seeds below target)" in table[2]
+    assert any(line.startswith("Best model: gateloop_") for line in table)
     assert "| kv_beats_max | beats | parity |" in text
     lengths = text[text.index("parity beyond the training length"):].splitlines()
     assert lengths[2] == "| model | 2× |"  # the smoke preset evaluates state tracking at 2× only
