@@ -246,18 +246,24 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def stored_knobs(cls: type | None, knobs: dict[str, Any]) -> dict[str, Any]:
+    """The knobs of a stored task or mixer config of class `cls`, with every knob added later that it
+    lacks at the value its absence means (`knobs_added_later`), which need not be today's default."""
+    return {**getattr(cls, "knobs_added_later", {}), **knobs}
+
+
 def task_from_dict(data: dict[str, Any]) -> Any:
     """The task (tasks.Task) of a stored config (`RunConfig.to_dict()` output): its name and knobs."""
-    from tasks import make_task
+    from tasks import TASKS, make_task
 
     knobs = {k: v for k, v in data["task"].items() if k != "name"}
-    return make_task(data["task"]["name"], **knobs)
+    return make_task(data["task"]["name"], **stored_knobs(TASKS.get(data["task"]["name"]), knobs))
 
 
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from `RunConfig.to_dict()` output (e.g. read back from a stored result)."""
     from baselines import get_mixer
-    from tasks import make_task
+    from tasks import TASKS, make_task
 
     if data.get("version") != CONFIG_VERSION:
         raise ValueError(f"stored config has version {data.get('version')}, this testbed reads {CONFIG_VERSION}")
@@ -268,9 +274,10 @@ def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
     mixer_class = get_mixer(model).config_class
     return RunConfig(
         task_name=task_name,
-        task=make_task(task_name, **task),
+        task=make_task(task_name, **stored_knobs(TASKS.get(task_name), task)),
         model=model,
-        mixer=mixer_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in mixer.items()}),
+        mixer=mixer_class(**stored_knobs(mixer_class, {k: tuple(v) if isinstance(v, list) else v
+                                                      for k, v in mixer.items()})),
         lm=LMConfig(**data["lm"]),
         train=TrainConfig(**data["train"]),
         eval_lengths=tuple(data["eval_lengths"]),

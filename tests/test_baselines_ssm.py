@@ -6,6 +6,8 @@ float64, so any disagreement beyond rounding is a bug rather than noise. Registr
 """
 from __future__ import annotations
 
+import json
+
 import dataclasses
 import math
 
@@ -14,7 +16,7 @@ import torch
 from torch import nn
 
 from baselines.lru import LRU, LRUConfig
-from baselines.mamba import (Mamba, MambaConfig, fused_refusal, selective_scan, selective_scan_fused,
+from baselines.mamba import (Mamba, MambaConfig, fused_refusal, scan_in_use, selective_scan, selective_scan_fused,
                              selective_scan_ref)
 from baselines.s4d import S4D, S4DConfig
 from baselines.s5 import S5, S5Config, hippo_n
@@ -311,7 +313,7 @@ def test_mamba_causal_conv_equals_conv1d(L: int) -> None:
         _assert_close_all(results[0], results[1], names, rtol=1e-12)
 
 
-@pytest.mark.parametrize("config", [MambaConfig(d_model=8, d_state=4, chunk_size=5), MambaConfig(d_model=6, d_conv=1, expand=1, dt_rank=3, dt_init="constant", bias=True, conv_bias=False)])
+@pytest.mark.parametrize("config", [MambaConfig(d_model=8, d_state=4, chunk_size=5, scan="torch"), MambaConfig(d_model=6, d_conv=1, expand=1, dt_rank=3, dt_init="constant", bias=True, conv_bias=False, scan="torch")])
 def test_mamba_scan_equals_loop(config: MambaConfig, device: str) -> None:
     model = _build(Mamba, config).double().to(device)
     for L in (1, 12):
@@ -328,15 +330,32 @@ def test_mamba_with_the_fused_scan_equals_loop() -> None:
 
 
 def test_mamba_scan_option_is_checked_and_keeps_old_run_ids() -> None:
-    """scan is one of ('torch', 'fused'); at 'torch', the value of every run before the option existed, it is
-    left out of a run's config, so those runs keep their ids; 'fused' is part of the config."""
-    from studies.config import task_knobs
+    """scan is one of ('auto', 'torch', 'fused'); at 'torch', the value of every run before the option
+    existed, it is left out of a run's config, so those runs keep their ids, and a stored config without
+    it is read back as 'torch', not as today's default 'auto'; 'auto' and 'fused' are part of the config."""
+    from studies.config import run_config_from_dict, task_knobs
+    from studies.tune import base_config
 
     with pytest.raises(ValueError, match="scan='nope' must be one of"):
         MambaConfig(d_model=8, scan="nope")
-    assert "scan" not in task_knobs(MambaConfig(d_model=8))
+    assert "scan" not in task_knobs(MambaConfig(d_model=8, scan="torch"))
+    assert task_knobs(MambaConfig(d_model=8))["scan"] == "auto"
     if not fused_refusal():
         assert task_knobs(MambaConfig(d_model=8, scan="fused"))["scan"] == "fused"
+    old = base_config("mqar", "mamba", "smoke", ["mixer.scan=torch"], "cpu")
+    stored = json.loads(json.dumps(old.to_dict()))
+    assert "scan" not in stored["model"]
+    again = run_config_from_dict(stored)
+    assert again.mixer.scan == "torch" and again.run_id() == old.run_id()
+
+
+def test_mamba_auto_scan_is_fused_on_the_cpu_where_it_can_be_built(monkeypatch) -> None:
+    assert scan_in_use("torch", "cpu") == "torch" and scan_in_use("fused", "cpu") == "fused"
+    assert scan_in_use("auto", "cuda") == "torch"
+    assert scan_in_use("auto", "cpu") == ("torch" if fused_refusal() else "fused")
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    assert scan_in_use("auto", "cpu") == "torch"
+    MambaConfig(d_model=8)  # "auto" is not refused where "fused" would be: it falls back
 
 
 def test_fused_scan_refused_in_one_line_without_a_compiler(monkeypatch) -> None:
@@ -351,7 +370,7 @@ def test_mamba_scan_keeps_chunk_states_not_the_full_state_sequence() -> None:
     Without checkpointing it would hold exp(Δ A) and h for every step (two such tensors and more);
     with it, the chunk inputs (B, L, E·D or N) and one (B, E·D, N) state per chunk.
     """
-    config = MambaConfig(d_model=16, d_state=64, chunk_size=16)
+    config = MambaConfig(d_model=16, d_state=64, chunk_size=16, scan="torch")
     model = _build(Mamba, config)
     B, L = 2, 128
     x = _randn(B, L, 16, seed=6, dtype=torch.float32).requires_grad_()

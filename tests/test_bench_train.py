@@ -20,7 +20,7 @@ def test_step_times_and_table_on_the_smoke_preset() -> None:
 
 def test_mamba_scan_share_runs_on_the_smoke_preset() -> None:
     line = mamba_scan_share("smoke", repeats=1)
-    assert line.startswith("mamba (smoke): selective scan forward + backward") and "without the scan" in line
+    assert line.startswith("mamba with scan='torch' (smoke): selective scan forward + backward") and "without the scan" in line
 
 
 def _write_run(out: Path, run_id: str, accuracy: float, wall_time: float) -> None:

@@ -109,6 +109,38 @@ def fake_train(config, on_eval=None, progress=True) -> TrainResult:
     return TrainResult("completed", steps, None, history, final, 100, 200, 10, 0.01, config.to_dict())
 
 
+def test_the_studys_mamba_runs_keep_the_torch_scan_and_their_stored_configs():
+    """Mamba's default scan became 'auto' after the study's Mamba runs were made with the pure-torch scan:
+    the study sets scan='torch', so its configs (and run ids) are those stored in the committed storage."""
+    import json
+    import sqlite3
+    from pathlib import Path
+
+    from studies.config import run_config_from_dict
+
+    db = Path(__file__).resolve().parent.parent / "results" / "capability" / "studies.db"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        rows = connection.execute(
+            "select s.study_name, a.key, a.value_json from trial_user_attributes a join trials t using(trial_id) "
+            "join studies s using(study_id) where s.study_name like 'capability/%/mamba/confirm' "
+            "and a.key in ('config', 'run_id') and t.state = 'COMPLETE'").fetchall()
+    stored: dict[str, dict] = {}
+    for name, key, value in rows:
+        stored.setdefault(name, {}).setdefault(key, []).append(json.loads(value))
+    assert len(stored) >= 3, sorted(stored)
+    plan = {item.variant: item.config for item in cap.main_plan(cap.CPU_STUDY, "cpu") if item.label == "mamba"}
+    for name, attrs in stored.items():
+        variant = name.split("/")[1]
+        for config, run_id in zip(attrs["config"], attrs["run_id"]):
+            assert "scan" not in config["model"]
+            planned = plan[variant]
+            train = dataclasses.replace(planned.train, lr=config["train"]["lr"], seed=config["train"]["seed"],
+                                        device=config["train"]["device"])
+            planned = dataclasses.replace(planned, train=train)
+            assert planned.mixer.scan == "torch"
+            assert planned.to_dict() == config and planned.run_id() == run_id == run_config_from_dict(config).run_id()
+
+
 def test_late_gain_tells_plateaued_from_cut_off():
     rising = [(250, 0.3), (500, 0.5), (750, 0.6), (1000, 0.8)]  # 0.6 at 3/4 of 1000 steps, 0.8 at the end
     flat = [(250, 0.3), (500, 0.31), (750, 0.3), (1000, 0.3)]

@@ -1,7 +1,7 @@
 """Training throughput: ms per optimiser step of every mixer, and a short suite at 1 and 2 workers.
 
-Step time: the LM of each registered mixer (and Mamba with its fused C++ scan, `scan='fused'`, as the row
-`mamba:scan=fused`, where a C++ compiler is found), its width matched (`baselines.matching.match_width`) to a
+Step time: the LM of each registered mixer at its defaults (Mamba's `scan="auto"`: its fused C++ scan
+where a compiler is found; also with the pure-torch scan, as the row `mamba:scan=torch`), its width matched (`baselines.matching.match_width`) to a
 preset's parameter budget, trained on one fixed MQAR batch of that preset's size — forward, loss,
 backward, gradient clipping and an AdamW step, as `studies.train.train` does it, with the data
 generation left out. Sizes: the "headline" preset (~50k parameters, L=32, batch 32) and the
@@ -168,7 +168,8 @@ def mamba_scan_share(preset_name: str, repeats: int) -> str:
     """Where Mamba's training step goes: its selective scan (forward + backward, at the exact shapes of
     its layers) against the whole step, and what the step would cost with the scan free, as ratios to
     attention's whole step: the most any faster scan could give at this size."""
-    mamba, attention = _Stepper("mamba", preset_name, None, None), _Stepper(REFERENCE, preset_name, None, None)
+    mamba = _Stepper("mamba:scan=torch", preset_name, None, None)  # the step whose scan is the pure-torch one
+    attention = _Stepper(REFERENCE, preset_name, None, None)
     config = mamba.model.mixer_config
     B, L = mamba.inputs.shape
     E, N, layers = config.d_inner, config.d_state, len(mamba.model.blocks)
@@ -188,7 +189,7 @@ def mamba_scan_share(preset_name: str, repeats: int) -> str:
             return time.perf_counter() - start, time.process_time() - cpu
         return call
 
-    scan = layers_of(lambda *args: selective_scan(*args, chunk_size=config.chunk_size))
+    scan = layers_of(lambda *args: selective_scan(*args, chunk_size=config.chunk_size))  # scan='torch' 
     fused = layers_of(selective_scan_fused)
     calls = {"mamba": mamba.step, REFERENCE: attention.step, "scan": scan, **({} if fused_refusal() else {"fused": fused})}
     cpu: dict[str, list[float]] = {key: [] for key in calls}
@@ -201,9 +202,9 @@ def mamba_scan_share(preset_name: str, repeats: int) -> str:
     fused_note = ""
     if "fused" in cpu:
         fused_ms = statistics.median(cpu["fused"]) * 1e3
-        fused_note = f"; the fused C++ scan (scan='fused') takes {fused_ms:.1f} ms, {scan_ms / fused_ms:.2f}× faster"
+        fused_note = f"; the fused C++ scan (scan='fused', the default's choice here) takes {fused_ms:.1f} ms, {scan_ms / fused_ms:.2f}× faster"
     return (
-        f"mamba ({preset_name}): selective scan forward + backward, {layers} layers at (B, L, E·D, N) = "
+        f"mamba with scan='torch' ({preset_name}): selective scan forward + backward, {layers} layers at (B, L, E·D, N) = "
         f"({B}, {L}, {E}, {N}): {scan_ms:.1f} CPU ms of its {step:.1f} ms step ({scan_ms / step:.0%}); "
         f"the step is {step / ref:.2f}× attention's {ref:.1f} ms, and without the scan it would be "
         f"{(step - scan_ms) / ref:.2f}×{fused_note} (median of {repeats} interleaved rounds)"
@@ -261,8 +262,8 @@ def compare_runs(first_out: Path, second_out: Path) -> str:
 def main(quick: bool) -> None:
     torch.set_num_threads(1)
     keep_freed_memory()  # as `studies.train.train` does
-    # Mamba also with its fused C++ scan (opt-in: scan='fused'), where a compiler is found to build it.
-    names = [*MIXERS, *([] if fused_refusal() else ["mamba:scan=fused"])]
+    # Mamba also with the pure-torch scan, which its default (scan='auto') is where no compiler is found.
+    names = [*MIXERS, *([] if fused_refusal() else ["mamba:scan=torch"])]
     repeats = 5 if quick else 30
     print(f"\n## train: ms per training step, 1 thread, median of {repeats} interleaved rounds (torch {torch.__version__})")
     for preset_name in SIZES[:1] if quick else SIZES:

@@ -127,7 +127,7 @@ def matched_models(d: int) -> tuple[ModelLabel, ...]:
                d_model=d, d_state=2),
         _model("s5", "s5", "diagonal", "fixed complex diagonal MIMO, d_state = 2·D", d_model=d, d_state=2 * d),
         _model("mamba", "mamba", "diagonal", "data-controlled real diagonal, d_state = 1: 4× the family's state "
-               "(the least at expand 2, d_conv 4)", d_model=d, d_state=1),
+               "(the least at expand 2, d_conv 4)", d_model=d, d_state=1, scan="torch"),
         _model("attention", "attention", "ceiling", "softmax attention, the recall ceiling", d_model=d,
                num_heads=HEADS),
     )
