@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 
 def _current_umask() -> int:
@@ -56,6 +55,8 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     x = np.asarray(values, dtype=float)
     if x.size < 2:
         return float(x.mean()) if x.size else math.nan, 0.0
+    from scipy import stats  # here, not at the top: scipy.stats costs ~1 s to import in every worker process
+
     half = stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
     return float(x.mean()), float(half)
 
