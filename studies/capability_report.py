@@ -311,8 +311,13 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
                                       "best no-solve baseline", f"steps to {target:.2f} (seeds)",
                                       "last-¼ gain (seeds below target)", "tuned lr", "trials (pruned)",
                                       f"p vs {reference}"), rows)]
-            best = max(rows, key=lambda row: np.mean(main[(variant.label, row[0])].scores(metric)))[0]
-            lines += [capability_line(best, main[(variant.label, best)].scores(metric), target), ""]
+            done = sum(len(main[(variant.label, m.label)].final) for m in study.models if (variant.label, m.label) in main)
+            if done < len(study.models) * study.confirm_seeds:  # the best so far may not be the best
+                lines += [f"Capability not judged yet: {done} of {len(study.models) * study.confirm_seeds} confirm "
+                          f"runs done.", ""]
+            else:
+                best = max(rows, key=lambda row: np.mean(main[(variant.label, row[0])].scores(metric)))[0]
+                lines += [capability_line(best, main[(variant.label, best)].scores(metric), target), ""]
             lines += _length_table(study, variant.label, metric, main, floor_at)
 
     lines += ["## Pre-registered predictions", "", f"Rule: {RULE}", ""]
