@@ -330,7 +330,12 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
             for label in (*p.winners, *p.losers):
                 if (variant, label) in main:
                     scores[(variant, label)] = main[(variant, label)].scores(metric, p.multiplier)
-        verdict, evidence = judge(p, scores, floor)
+        running = [f"{label} on {variant}" for variant in p.variants for label in (*p.winners, *p.losers)
+                   if (variant, label) in main and len(main[(variant, label)].final) < study.confirm_seeds]
+        if running:  # a verdict on the seeds so far could flip: none until every compared model has all
+            verdict, evidence = "inconclusive", f"confirm runs still to finish for {', '.join(running)}"
+        else:
+            verdict, evidence = judge(p, scores, floor)
         if p.not_judged:
             evidence = f"{evidence} (registered but not in this study: {p.not_judged})".strip()
         rows.append((p.name, p.kind, ", ".join(p.variants), ", ".join(p.winners), ", ".join(p.losers) or "–",

@@ -353,6 +353,7 @@ def test_rerun_trains_nothing_and_report_builds_from_a_tiny_storage(tmp_path, mo
     assert any(line.startswith("Best model: gateloop_") for line in table)
     partial = build_capability_report(url, dataclasses.replace(study, confirm_seeds=3), tmp_path / "partial")
     assert "Capability not judged yet: 4 of 6 confirm runs done." in partial and "Best model:" not in partial
+    assert "confirm runs still to finish for gateloop_kv on parity, gateloop_max on parity" in partial
     assert "| kv_beats_max | beats | parity |" in text
     lengths = text[text.index("parity beyond the training length"):].splitlines()
     assert lengths[2] == "| model | 2× |"  # the smoke preset evaluates state tracking at 2× only
