@@ -3,9 +3,9 @@
 For K = V = 1 every channel h is a scalar complex recurrence S_n = a_n S_{n-1} + k_n v_n, y_n = q_n Re S_n,
 and the torch engines spend their time on passes over memory and per-step dispatch (elementwise.py's
 docstring). Here each sequence's H states stay in a buffer while a loop walks the L steps, vectorised over
-the channels; the backward is the
-adjoint recurrence of elementwise.py, with states recomputed from a checkpoint every 64 steps (so only
-the inputs are kept between forward and backward). The kernels are gateloop/fused_scan.cpp, compiled on
+the channels; the backward is the adjoint recurrence of elementwise.py, with states recomputed chunk by
+chunk from the state entering each chunk of 64 steps, which the forward stores (so the inputs and L/64
+states per sequence are kept between forward and backward). The kernels are gateloop/fused_scan.cpp, compiled on
 first use by torch.utils.cpp_extension (about a minute; cached under ~/.cache/torch_extensions).
 
 It is an opt-in mode (`mode="fused"`, CPU, K = V = 1), kept out of `MODES`, which every test runs for
@@ -66,21 +66,22 @@ class _FusedGateLoop(torch.autograd.Function):
     def forward(ctx, q, k, v, a, s0):  # type: ignore[override]
         a_real = torch.view_as_real(a.resolve_conj().contiguous())  # (B, L, H, 2), no copy when contiguous
         sr0, si0 = (q.new_empty(0), q.new_empty(0)) if s0 is None else (s0.real.contiguous(), s0.imag.contiguous())
-        y, sr, si = _extension().forward(q, k, v, a_real, sr0, si0)
-        ctx.save_for_backward(q, k, v, a_real, sr0, si0)
+        y, sr, si, er, ei = _extension().forward(q, k, v, a_real, sr0, si0)  # er, ei: backward's checkpoints
+        ctx.save_for_backward(q, k, v, a_real, er, ei)
+        ctx.has_s0 = s0 is not None
         return y, torch.complex(sr, si)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y, grad_final):  # type: ignore[override]
-        q, k, v, a_real, sr0, si0 = ctx.saved_tensors
+        q, k, v, a_real, er, ei = ctx.saved_tensors
         grad_y = torch.zeros_like(q) if grad_y is None else grad_y.contiguous()
         if grad_final is None:
             glr = gli = q.new_empty(0)
         else:
             glr, gli = grad_final.real.contiguous(), grad_final.imag.contiguous()
-        gq, gk, gv, ga, gsr0, gsi0 = _extension().backward(q, k, v, a_real, sr0, si0, grad_y, glr, gli)
-        return gq, gk, gv, torch.view_as_complex(ga), torch.complex(gsr0, gsi0) if sr0.numel() else None
+        gq, gk, gv, ga, gsr0, gsi0 = _extension().backward(q, k, v, a_real, er, ei, grad_y, glr, gli)
+        return gq, gk, gv, torch.view_as_complex(ga), torch.complex(gsr0, gsi0) if ctx.has_s0 else None
 
 
 def gateloop_scan_fused(

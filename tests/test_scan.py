@@ -159,7 +159,7 @@ needs_compiler = pytest.mark.skipif(bool(build_refusal("mode='chunked'")), reaso
 
 
 @needs_compiler
-@pytest.mark.parametrize("L", (1, 7, 200, 1000))  # 200, 1000: across the kernel's 64-step checkpoints
+@pytest.mark.parametrize("L", (1, 7, 128, 200, 1000))  # 128, 200, 1000: across the kernel's 64-step checkpoints (128: an exact multiple)
 def test_fused_mode_matches_loop_max_headed(L: int) -> None:
     """mode='fused' (C++): complex64 at the float32 tolerance and complex128 at the float64 one, every gate
     magnitude, with and without phases and an initial state; through the dispatcher."""
