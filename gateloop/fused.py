@@ -32,13 +32,19 @@ _CFLAGS = ["-O3", "-march=native"]
 def build_refusal(instead: str) -> str:
     """Why a C++ extension cannot be built here, in one line naming `instead` as the way out; "" if it can
     (a C++ compiler and ninja are found). Also used by Mamba's fused scan (baselines/mamba.py)."""
-    compiler = os.environ.get("CXX", "c++")
+    missing = _missing_build_tool(os.environ.get("CXX", "c++"))
+    return f"{missing}, or use {instead}" if missing else ""
+
+
+@functools.cache
+def _missing_build_tool(compiler: str) -> str:
+    # Cached: Mamba's scan="auto" asks on every forward, and torch's ninja check starts a process.
     if shutil.which(compiler) is None:
-        return f"no C++ compiler ({compiler!r} is not on PATH): install one (e.g. g++) or use {instead}"
+        return f"no C++ compiler ({compiler!r} is not on PATH): install one (e.g. g++)"
     from torch.utils.cpp_extension import is_ninja_available
 
     if not is_ninja_available():
-        return f"ninja is not installed (torch builds C++ extensions with it): pip install ninja, or use {instead}"
+        return "ninja is not installed (torch builds C++ extensions with it): pip install ninja"
     return ""
 
 

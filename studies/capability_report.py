@@ -185,8 +185,8 @@ def _late_gain(curves: list[list[tuple[int, float]]], target: float, steps: int)
     reached the target (or none has a curve)."""
     gains = []
     for curve in curves:
-        if not curve or any(score >= target for _, score in curve):
-            continue
+        if not curve or any(score >= target for _, score in curve) or curve[-1][0] <= 0.75 * steps:
+            continue  # reached the target, or stopped before the last quarter (no gain to read)
         before = [score for step, score in curve if step <= 0.75 * steps]
         if before:
             gains.append(curve[-1][1] - before[-1])
@@ -331,7 +331,7 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
                 if (variant, label) in main:
                     scores[(variant, label)] = main[(variant, label)].scores(metric, p.multiplier)
         running = [f"{label} on {variant}" for variant in p.variants for label in (*p.winners, *p.losers)
-                   if (variant, label) in main and len(main[(variant, label)].final) < study.confirm_seeds]
+                   if (variant, label) not in main or len(main[(variant, label)].final) < study.confirm_seeds]
         if running:  # a verdict on the seeds so far could flip: none until every compared model has all
             verdict, evidence = "inconclusive", f"confirm runs still to finish for {', '.join(running)}"
         else:

@@ -252,6 +252,17 @@ def stored_knobs(cls: type | None, knobs: dict[str, Any]) -> dict[str, Any]:
     return {**getattr(cls, "knobs_added_later", {}), **knobs}
 
 
+def as_stored(config: RunConfig, stored: dict[str, Any]) -> RunConfig:
+    """`config`, rebuilt from what a study stored (preset and override strings), with every knob added
+    later that the `stored` config (`RunConfig.to_dict()` output) lacks set to the value its absence
+    means: override strings stored before a knob existed do not name it, and today's default may differ."""
+    def fill(obj: Any, section: dict[str, Any]) -> Any:
+        missing = {k: v for k, v in getattr(obj, "knobs_added_later", {}).items() if k not in section}
+        return dataclasses.replace(obj, **missing) if missing else obj
+
+    return dataclasses.replace(config, task=fill(config.task, stored["task"]), mixer=fill(config.mixer, stored["model"]))
+
+
 def task_from_dict(data: dict[str, Any]) -> Any:
     """The task (tasks.Task) of a stored config (`RunConfig.to_dict()` output): its name and knobs."""
     from tasks import TASKS, make_task

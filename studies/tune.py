@@ -69,7 +69,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from studies.checks import CONNECT_TIMEOUT, check_device, check_out_dir, check_storage_url, with_driver
-from studies.config import CONFIG_VERSION, RunConfig
+from studies.config import CONFIG_VERSION, RunConfig, as_stored
 from studies.presets import PRESETS, get_preset
 from studies.search_spaces import SEARCH_SPACE_VERSION, Knob, SearchSpace, get_search_space
 from studies.suite import build_configs
@@ -818,6 +818,7 @@ def confirm(
         # The space the study searched, as stored (a grid study searched only the grid's knobs).
         space = SearchSpace(tuple(Knob(**k) for k in attrs["search_space"]))
         config = space.apply(base_config(task, model, attrs["preset"], attrs["overrides"], device), best.params)
+        config = as_stored(config, best.user_attrs["config"])  # e.g. Mamba's scan, stored before it existed
         if _comparable(_jsonable(config.to_dict())) != _comparable(best.user_attrs["config"]):
             raise SystemExit(f"{tuned.study_name}: the best trial {best.number}'s config can no longer be rebuilt "
                              f"identically from its preset and parameters (did the code change since tuning?); "

@@ -141,13 +141,31 @@ def test_the_studys_mamba_runs_keep_the_torch_scan_and_their_stored_configs():
             assert planned.to_dict() == config and planned.run_id() == run_id == run_config_from_dict(config).run_id()
 
 
+def test_the_committed_study_resumes_its_mamba_confirm_runs_without_training(tmp_path, monkeypatch):
+    """Resuming the main part on the committed storage rebuilds every best trial's config from the
+    override strings its tuning study stored (made before Mamba's `scan` knob existed, so they do not
+    name it) and must find it identical to the stored config: nothing to train, nothing refused."""
+    import shutil
+    from pathlib import Path
+
+    db = tmp_path / "studies.db"
+    shutil.copy(Path(__file__).resolve().parent.parent / "results" / "capability" / "studies.db", db)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("every parity run is stored: a resume must not train")
+
+    monkeypatch.setattr(tune, "train", no_training)
+    cap.run_variant(cap.CPU_STUDY, tune.open_storage(f"sqlite:///{db}"), cap.CPU_STUDY.variant("parity"), "cpu",
+                    progress=False)
+
+
 def test_late_gain_tells_plateaued_from_cut_off():
     rising = [(250, 0.3), (500, 0.5), (750, 0.6), (1000, 0.8)]  # 0.6 at 3/4 of 1000 steps, 0.8 at the end
     flat = [(250, 0.3), (500, 0.31), (750, 0.3), (1000, 0.3)]
     solved = [(250, 0.5), (500, 0.995)]  # stopped at the target: not counted
     assert _late_gain([rising, flat, solved], 0.99, 1000) == "+0.100 (2)"  # median of +0.2 and 0.0
     assert _late_gain([flat], 0.99, 1000) == "+0.000 (1)"
-    assert _late_gain([solved, []], 0.99, 1000) == "–"
+    assert _late_gain([solved, [], rising[:2]], 0.99, 1000) == "–"  # rising[:2] ended at step 500
 
 
 def test_capability_line_says_whether_every_seed_reached_the_target():

@@ -189,7 +189,7 @@ def mamba_scan_share(preset_name: str, repeats: int) -> str:
             return time.perf_counter() - start, time.process_time() - cpu
         return call
 
-    scan = layers_of(lambda *args: selective_scan(*args, chunk_size=config.chunk_size))  # scan='torch' 
+    scan = layers_of(lambda *args: selective_scan(*args, chunk_size=config.chunk_size))  # scan='torch'
     fused = layers_of(selective_scan_fused)
     calls = {"mamba": mamba.step, REFERENCE: attention.step, "scan": scan, **({} if fused_refusal() else {"fused": fused})}
     cpu: dict[str, list[float]] = {key: [] for key in calls}

@@ -700,6 +700,18 @@ def _seed_jobs(storage: optuna.storages.BaseStorage, study: Study, part: str, pl
     return jobs
 
 
+def run_variant(study: Study, storage: optuna.storages.BaseStorage, variant: TaskVariant, device: str | None,
+                progress: bool) -> None:
+    """The main part on one task variant: every model tuned on the lr grid, its best re-trained on the
+    confirm seeds (resumable: what the storage holds is not trained again)."""
+    specs = _specs(study)
+    tune_models(variant.task, specs, len(study.lr_grid), storage, study.prefix, study.preset,
+                study.tuning_seeds, variant.override_strings(), device, study.sampler_seed, progress,
+                task_label=variant.label, sampler="grid", pruner="sha", grid={"lr": study.lr_grid})
+    confirm(variant.task, specs, storage, study.prefix, study.confirm_seeds, device, progress,
+            task_label=variant.label)
+
+
 def run_study(study: Study, url: str, out: Path, device: str | None, only: str | None, progress: bool,
               report: bool = True) -> None:
     """Main, sweep and ablations (or only one part), resumable; the report after every variant and part."""
@@ -707,14 +719,9 @@ def run_study(study: Study, url: str, out: Path, device: str | None, only: str |
 
     storage = open_storage(url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    specs = _specs(study)
     if only in (None, "main"):
         for variant in study.variants:
-            tune_models(variant.task, specs, len(study.lr_grid), storage, study.prefix, study.preset,
-                        study.tuning_seeds, variant.override_strings(), device, study.sampler_seed, progress,
-                        task_label=variant.label, sampler="grid", pruner="sha", grid={"lr": study.lr_grid})
-            confirm(variant.task, specs, storage, study.prefix, study.confirm_seeds, device, progress,
-                    task_label=variant.label)
+            run_variant(study, storage, variant, device, progress)
             if report:
                 build_capability_report(storage, study, out)  # partial results after every variant
     if only in (None, "sweep"):
