@@ -404,7 +404,10 @@ class Study:
 #   at 3.16e-3, and at 1e-3 MQAR took 11k–15k steps (issue 14's table), past these budgets.
 # - ablations only of the components the main families do not already isolate (real_gates, fixed_all
 #   and max_heads are the main study's gateloop_kv_real, gateloop_kv_fixed and gateloop_max, each tuned
-#   there), on parity (the phase) and mqar.
+#   there), on parity and z3 (the phase) and mqar. z3 was added on 2026-12-02, after the main part
+#   had run on it and before any ablation had: there gateloop_kv is at capability (0.995) and the
+#   real-gated model extrapolated to 2× as well as it did, so which gate component carries Z_3 is
+#   open; 9 runs of 3000 steps.
 PARITY_STEPS, Z3_STEPS, COPY_STEPS, MQAR_STEPS = 2000, 3000, 3000, 8000
 # the sweep's models: one line per kind of transition (data-controlled complex, fixed, data-controlled
 # real) in each family, and attention
@@ -431,10 +434,11 @@ CPU_STUDY = Study(
                            tuple(m.label for m in _CPU_MODELS)),
     sweep_variant="mqar_k4",
     sweep=tuple(p for p in sweep_points(48) if p.label in SWEEP_LABELS),
-    ablation_variants=("parity", "mqar_k4"),
+    ablation_variants=("parity", "z3", "mqar_k4"),
     lr_grid=(1e-3, 3.16e-3, 1e-2),
     ablations=("fixed_magnitude", "fixed_phase", "unit_magnitude", "modulus_sigmoid", "no_output_gate"),
-    ablations_by_variant=(("parity", ("fixed_magnitude", "fixed_phase", "unit_magnitude")),),
+    ablations_by_variant=(("parity", ("fixed_magnitude", "fixed_phase", "unit_magnitude")),
+                          ("z3", ("fixed_magnitude", "fixed_phase", "unit_magnitude"))),
 )
 
 # zoology's scale (lengths up to 256, K up to 64, batch 256: the `gpu` preset). Unverified: this
