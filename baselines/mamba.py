@@ -30,9 +30,9 @@ only one state per chunk is kept and backward recomputes each chunk's states fro
 (baselines/selective_scan.cpp, compiled on first use by torch.utils.cpp_extension): the state stays in
 an (N, E·D) buffer, every gate is computed where it is used, and backward recomputes states from
 checkpoints, so no (B, L, N, E·D) tensor exists. The default, `scan="auto"`, takes it on the CPU where
-a compiler and ninja are found (`fused_refusal`), the pure-torch scan elsewhere (CUDA, or no compiler):
-2.2× faster scan and a 1.7× faster training step at the headline size (`python -m studies.bench train`
-prints both). That departs from DESIGN §4's "pure-torch selective scan" in the default path on the CPU;
+a compiler and ninja are found (`fused_refusal`), the pure-torch scan elsewhere (CUDA, or no compiler).
+It is faster than the torch scan (`python -m studies.bench train` prints both; results/bench-train.txt
+and README "Benchmarks" give the measured ratios, which vary with this machine's load). That departs from DESIGN §4's "pure-torch selective scan" in the default path on the CPU;
 `scan="torch"` keeps the pure-torch scan, and the two agree to rounding (tests, values and gradients).
 Like `train.device="auto"`, "auto" is stored as "auto": the choice is made where the model runs. Runs
 made before `scan` existed used the torch scan, and a stored config without `scan` means "torch"
@@ -92,7 +92,8 @@ class MambaConfig(MixerConfig):
     scan: str = "auto"
 
     # `scan` came after runs were stored, which used "torch": at "torch" it is left out of a config
-    # (studies.config.task_knobs), and a stored config without it means "torch" (run_config_from_dict)
+    # (studies.config.task_knobs), and a stored config without it means "torch" (studies.config.stored_knobs,
+    # as_stored)
     knobs_added_later: ClassVar[dict[str, Any]] = {"scan": "torch"}
 
     def __post_init__(self) -> None:
