@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 
 from studies.checks import check_storage_url
 from studies.config import CONFIG_VERSION, RunConfig, task_from_dict
@@ -133,6 +132,8 @@ def ablation_table(records: list[dict[str, Any]], names: dict[str, list[str]], l
                 cell += "<br>(the runs of `full`)"
             elif a != "full" and len(full) >= 2 and len(vals) >= 2:
                 diff = np.mean(vals) - np.mean(full)
+                from scipy import stats  # here: importing scipy.stats costs seconds
+
                 p = stats.ttest_ind(vals, full, equal_var=False).pvalue
                 cell += f"<br>Δ {diff:+.3f}, p={p:.2g}" if np.isfinite(p) else f"<br>Δ {diff:+.3f}, p=–"
             cells.append(cell)

@@ -19,19 +19,25 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand, or with `command` only that one's in full (the others' modules,
+    torch, optuna and scipy among what they import, are then not loaded: seconds per call)."""
     parser = argparse.ArgumentParser(prog="testbed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module_name in COMMANDS.items():
+        if command is not None and name != command:
+            sub.add_parser(name)
+            continue
         module = importlib.import_module(module_name)
-        command = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
-        module.add_arguments(command)
-        command.set_defaults(_run=module.run)
+        parsed = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        module.add_arguments(parsed)
+        parsed.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
     return args._run(args)
 
 

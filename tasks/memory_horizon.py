@@ -317,18 +317,43 @@ class MemoryHorizon(Task):
         return torch.where(latest >= 0, inputs.gather(1, latest.clamp(min=0)), self.NONE)
 
 
-@functools.cache
-def _position_threshold(task: MemoryHorizon) -> int:
-    """The threshold x of the `reset_position` rule with the best sequence accuracy on a fixed
-    reference sample (1024 rows, its own seed): the strongest version of that rule."""
-    batch = task.sample(1024, torch.Generator().manual_seed(0))
-    latest = task._recall(batch.inputs, window=None, resets=False, positions=True)
-
+def threshold_accuracies_ref(task: MemoryHorizon, batch: Batch, latest: Tensor) -> Tensor:
+    """Sequence accuracy of the `reset_position` rule at every threshold x = 0..L/2 (a (L/2+1,) tensor):
+    the rule applied at each x in turn. The twin of `threshold_accuracies`."""
     def score(x: int) -> float:
         pred = task._reset_position(batch.inputs, x, latest)
         return (~((pred != batch.targets) & batch.scored).any(dim=1)).float().mean().item()
 
-    return max(range(task.seq_len // 2 + 1), key=score)
+    return torch.tensor([score(x) for x in range(task.seq_len // 2 + 1)])
+
+
+def threshold_accuracies(task: MemoryHorizon, batch: Batch, latest: Tensor) -> Tensor:
+    """`threshold_accuracies_ref` for all thresholds at once. At a queried position with a latest write
+    (latest >= 0, before the tail) the rule predicts that write's value for x <= latest and "none" for
+    x > latest; elsewhere it predicts "none" whatever x. So a row is right exactly for lo < x <= hi, where
+    lo is the largest `latest` among its positions the value gets wrong and hi the smallest among those
+    "none" gets wrong, provided every x-independent position is right."""
+    first, middle, block, _ = task._regions()
+    L = batch.inputs.shape[1]
+    tail = torch.arange(L, device=latest.device) > 2 * (first + middle + block)
+    value = batch.inputs.gather(1, latest.clamp(min=0) + 1)
+    wrong_value = (value != batch.targets) & batch.scored
+    wrong_none = (batch.targets != task.NONE) & batch.scored
+    varies = (latest >= 0) & ~tail  # (B, L): the prediction there depends on x
+    fixed_ok = ~(wrong_none & ~varies).any(dim=1)
+    lo = torch.where(varies & wrong_value, latest, -1).amax(dim=1)  # right only for x > lo
+    hi = torch.where(varies & wrong_none, latest, L).amin(dim=1)  # right only for x <= hi
+    x = torch.arange(task.seq_len // 2 + 1, device=latest.device)[:, None]  # (X, 1)
+    return (fixed_ok & (lo < x) & (x <= hi)).float().mean(dim=1)
+
+
+@functools.cache
+def _position_threshold(task: MemoryHorizon) -> int:
+    """The threshold x of the `reset_position` rule with the best sequence accuracy on a fixed
+    reference sample (1024 rows, its own seed): the strongest version of that rule (the smallest such x)."""
+    batch = task.sample(1024, torch.Generator().manual_seed(0))
+    latest = task._recall(batch.inputs, window=None, resets=False, positions=True)
+    return int(threshold_accuracies(task, batch, latest).argmax())  # argmax: the first of equal maxima
 
 
 def _place(

@@ -353,3 +353,28 @@ def test_docstring_worked_example_is_the_generators_output(name):
     targets = re.search(r"^ +targets +(.+)$", doc, re.M).group(1).split()
     assert inputs == [names[t] for t in batch.inputs[0].tolist()]
     assert targets == [names[t] if t != IGNORE else "." for t in batch.targets[0].tolist()]
+
+
+@pytest.mark.parametrize("factor", [1, 2])
+def test_memory_reset_position_threshold_fit_equals_trying_every_threshold(factor):
+    # The vectorised fit of `reset_position`'s threshold against its twin, which applies the rule at
+    # each threshold in turn: equal accuracies at every x, on the headline task and at twice its length.
+    from tasks.memory_horizon import threshold_accuracies, threshold_accuracies_ref
+
+    task = headline("memory_horizon").at_length(factor * headline("memory_horizon").seq_len)
+    batch = task.sample(512, gen(3))
+    latest = task._recall(batch.inputs, window=None, resets=False, positions=True)
+    fast, ref = threshold_accuracies(task, batch, latest), threshold_accuracies_ref(task, batch, latest)
+    assert fast.shape == (task.seq_len // 2 + 1,)
+    assert torch.equal(fast, ref)
+    assert 0 < ref.max() < 1 and ref.min() < ref.max()  # the thresholds differ: the test can tell them apart
+
+
+@pytest.mark.parametrize("knobs", [{"group": "cyclic", "modulus": 3}, {"group": "S3"}, {"group": "A5"}])
+def test_state_window_by_doubling_equals_the_element_by_element_product(knobs):
+    # Non-commutative groups catch a product taken in the wrong order; short words put PAD in the rows.
+    task = make_task("state_tracking", seq_len=40, min_len_frac=0.25, **knobs)
+    inputs = task.sample(64, gen(4)).inputs
+    assert (inputs == task.PAD).any()
+    for W in [*range(1, 18), 31, 32, 33, inputs.shape[1] - 1, inputs.shape[1]]:  # the twin: W up to the row length
+        assert torch.equal(task._window(inputs, W), task._window_ref(inputs, W)), W
