@@ -87,13 +87,12 @@ class AuditRow:
         return self.task.metric
 
     def on_metric(self, scores: tuple[float, float]) -> float:
-        return scores[0] if self.metric == "accuracy" else scores[1]
+        return _on_metric(self.metric, scores)
 
     @property
     def best(self) -> tuple[str, float]:
         """The best baseline on the task's metric: (name, score); ties go to the first listed."""
-        name = max(self.baselines, key=lambda key: self.on_metric(self.baselines[key]))
-        return name, self.on_metric(self.baselines[name])
+        return _best(self.metric, self.baselines)
 
     @property
     def margin(self) -> float:
@@ -114,19 +113,36 @@ def held_out_batch(task: Task, test_size: int, seeds: tuple[int, ...] = AUDIT_SE
     return _concat([TaskData(task, seed, test_size).test_at_length(seq_len, test_size) for seed in seeds])
 
 
+def baseline_scores(task: Task, batch: Batch) -> dict[str, tuple[float, float]]:
+    """Every baseline of `task` scored on `batch`: name -> (token accuracy, sequence accuracy)."""
+    return {name: _scores(predictor, batch) for name, predictor in baselines(task).items()}
+
+
 def audit(task: Task, batch: Batch) -> AuditRow:
     """Chance, the oracle and every baseline of `task` scored on `batch`."""
     return AuditRow(
         task=task,
         chance=task.chance(),
         oracle=_scores(task.oracle, batch),
-        baselines={name: _scores(predictor, batch) for name, predictor in baselines(task).items()},
+        baselines=baseline_scores(task, batch),
     )
 
 
+def _on_metric(metric: str, scores: tuple[float, float]) -> float:
+    return scores[0] if metric == "accuracy" else scores[1]
+
+
+def _best(metric: str, scores: dict[str, tuple[float, float]]) -> tuple[str, float]:
+    """The best of (token accuracy, sequence accuracy) `scores` on `metric`; ties go to the first listed."""
+    on_metric = {name: _on_metric(metric, s) for name, s in scores.items()}
+    name = max(on_metric, key=on_metric.get)
+    return name, on_metric[name]
+
+
 def best_baseline(task: Task, batch: Batch) -> tuple[str, float]:
-    """The best no-solve baseline of `task` on `batch`, scored on task.metric: (name, score)."""
-    return audit(task, batch).best
+    """The best no-solve baseline of `task` on `batch`, scored on task.metric: (name, score). The audit's
+    best, without the oracle's score (which a floor does not need)."""
+    return _best(task.metric, baseline_scores(task, batch))
 
 
 @functools.cache
