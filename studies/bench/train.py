@@ -20,6 +20,8 @@ Suite wall time: `python -m studies.cli suite --model gateloop,lru --tasks mqar,
 memory_horizon --preset quick train.steps=200` run as a subprocess with `--workers 1` and with
 `--workers 2`, each into a fresh directory; printed are both wall times, their ratio, and whether the
 two runs stored the same runs with the same results (run ids, status, steps, history, final metrics).
+The same suite at 2 steps a run (no warm-up) at both worker counts gives the suite's fixed cost; the
+time the further steps add, at 1 worker over 2, is the speed-up of the training itself.
 
 The machine's load average is printed beside the numbers: on a shared machine they are only as good
 as the quiet they were measured in.
@@ -57,6 +59,7 @@ SIZES = ("headline", "standard")
 REFERENCE = "attention"
 SUITE_ARGS = ("suite", "--model", "gateloop,lru", "--tasks", "mqar,state_tracking,memory_horizon", "--preset", "quick")
 SUITE_STEPS = 200
+FIXED_COST_STEPS = 2  # the suite at this many steps a run measures its fixed cost
 # Fields of a stored run that must agree between two runs of the same config (wall_time need not).
 COMPARED_FIELDS = ("run_id", "status", "steps", "steps_to_target", "history", "final", "num_parameters")
 
@@ -216,10 +219,10 @@ def _stored_runs(out: Path) -> dict[str, dict[str, Any]]:
     return {r["run_id"]: {field: r.get(field) for field in COMPARED_FIELDS} for r in records}
 
 
-def run_suite(workers: int, out: Path, steps: int = SUITE_STEPS) -> tuple[float | None, str]:
+def run_suite(workers: int, out: Path, steps: int = SUITE_STEPS, extra: tuple[str, ...] = ()) -> tuple[float | None, str]:
     """(wall seconds or None if the command failed, its last output line) of the short suite."""
-    command = [sys.executable, "-m", "studies.cli", *SUITE_ARGS, f"train.steps={steps}", "--workers", str(workers),
-               "--out", str(out)]
+    command = [sys.executable, "-m", "studies.cli", *SUITE_ARGS, f"train.steps={steps}", *extra, "--workers",
+               str(workers), "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -228,23 +231,31 @@ def run_suite(workers: int, out: Path, steps: int = SUITE_STEPS) -> tuple[float 
     return (seconds if done.returncode == 0 else None), (lines[-1] if lines else f"exit status {done.returncode}")
 
 
-def suite_comparison(steps: int = SUITE_STEPS) -> str:
-    """The short suite at --workers 1 and 2: wall times, ratio, and whether their stored results agree."""
-    lines = [f"`python -m studies.cli {' '.join(SUITE_ARGS)} train.steps={steps} --workers N --out <tmp>`", ""]
+def suite_comparison(steps: int = SUITE_STEPS, extra: tuple[str, ...] = ()) -> str:
+    """The short suite at --workers 1 and 2: wall times, ratio, and whether their stored results agree;
+    then the same suite at FIXED_COST_STEPS steps a run (no warm-up), whose wall time is the suite's fixed
+    cost (imports, worker start-up, evaluation at every length, floors, figures) at either worker count,
+    and the speed-up of the time the further steps add."""
+    fixed = (FIXED_COST_STEPS, ("train.warmup_steps=0",))
+    lines = [f"`python -m studies.cli {' '.join(SUITE_ARGS)} train.steps={steps}{''.join(' ' + e for e in extra)} "
+             f"--workers N --out <tmp>`", ""]
+    walls: dict[tuple[int, int], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        walls: dict[int, float] = {}
-        for workers in (1, 2):
-            out = Path(tmp) / f"workers{workers}"
-            seconds, last = run_suite(workers, out, steps)
-            if seconds is None:
-                if "workers" in last:
-                    last += "  (this CLI does not take --workers yet: the suite comparison needs it)"
-                lines.append(f"- --workers {workers}: failed: {last}")
-                return "\n".join(lines)
-            walls[workers] = seconds
-            lines.append(f"- --workers {workers}: {seconds:.1f} s wall ({_load()})")
-        lines.append(f"- speed-up --workers 2 over --workers 1: {walls[1] / walls[2]:.2f}×")
-        lines.append(f"- results: {compare_runs(Path(tmp) / 'workers1', Path(tmp) / 'workers2')}")
+        for run_steps, run_extra in ((steps, extra), fixed):
+            label = "" if run_steps == steps else f" at train.steps={run_steps} {' '.join(run_extra)}"
+            for workers in (1, 2):
+                seconds, last = run_suite(workers, Path(tmp) / f"{run_steps}-{workers}", run_steps, run_extra)
+                if seconds is None:
+                    return "\n".join([*lines, f"- --workers {workers}{label}: failed: {last}"])
+                walls[run_steps, workers] = seconds
+                lines.append(f"- --workers {workers}{label}: {seconds:.1f} s wall ({_load()})")
+            if run_steps == steps:
+                lines.append(f"- speed-up --workers 2 over --workers 1: {walls[steps, 1] / walls[steps, 2]:.2f}×")
+                lines.append(f"- results: {compare_runs(Path(tmp) / f'{steps}-1', Path(tmp) / f'{steps}-2')}")
+    added = {w: walls[steps, w] - walls[FIXED_COST_STEPS, w] for w in (1, 2)}
+    lines.append(f"- fixed cost (the {FIXED_COST_STEPS}-step suite): {walls[FIXED_COST_STEPS, 1]:.1f} s on 1 worker, "
+                 f"{walls[FIXED_COST_STEPS, 2]:.1f} s on 2; the further {steps - FIXED_COST_STEPS} steps a run add "
+                 f"{added[1]:.1f} s on 1 and {added[2]:.1f} s on 2: {added[1] / added[2]:.2f}×")
     return "\n".join(lines)
 
 
@@ -276,4 +287,4 @@ def main(quick: bool) -> None:
         print(f"\n{mamba_scan_share(preset_name, repeats)}")
         print(f"\n{_load()}", flush=True)
     print("\n### short suite, --workers 1 vs 2\n")
-    print(suite_comparison(20 if quick else SUITE_STEPS), flush=True)
+    print(suite_comparison(20, ("train.warmup_steps=0",)) if quick else suite_comparison(), flush=True)
