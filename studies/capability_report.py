@@ -270,14 +270,17 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
                 main[(v.label, m.label)] = seeds
     lines = [f"# Capability study `{study.preset}`", "", study.description, "", _tuner_note(storage, study), "",
              *_progress_table(study, tuned, main)]
-    floor_cache: dict[tuple[str, int], dict[str, tuple[str, float]]] = {}
+    floor_cache: dict[tuple[str, int, int], dict[str, tuple[str, float]]] = {}
 
-    def floor_at(variant: str, multiplier: int) -> dict[str, tuple[str, float]]:
-        if (variant, multiplier) not in floor_cache:
+    def floor_at(variant: str, multiplier: int, runs: int | None = None) -> dict[str, tuple[str, float]]:
+        """The floors on the held-out sets of the first `runs` confirm seeds (default: all of them), which
+        the sweep's and the ablations' runs share."""
+        runs = study.confirm_seeds if runs is None else runs
+        if (variant, multiplier, runs) not in floor_cache:
             task, knobs, _ = _task_of(study, variant)
-            seeds = tuple(CONFIRM_SEED_OFFSET + i for i in range(study.confirm_seeds))  # the confirm runs' held-out sets
-            floor_cache[(variant, multiplier)] = floors(task, knobs, test_size, multiplier, seeds)
-        return floor_cache[(variant, multiplier)]
+            seeds = tuple(CONFIRM_SEED_OFFSET + i for i in range(runs))
+            floor_cache[(variant, multiplier, runs)] = floors(task, knobs, test_size, multiplier, seeds)
+        return floor_cache[(variant, multiplier, runs)]
 
     reference = study.models[0].label
     lines += ["## Main table", "",
@@ -345,11 +348,14 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
 
     sweep_rows = _sweep_rows(storage, study, main)
     if sweep_rows:
+        metric = _task_of(study, study.sweep_variant)[2]
+        name, score = floor_at(study.sweep_variant, 1, study.sweep_seeds)[metric]
         lines += [f"## State-size sweep ({study.sweep_variant})", "",
-                  markdown_table(("model", "size", "state", "params", "accuracy, mean ± 95% CI", "seeds"),
-                                 [(r["label"], r["size"], human_count(r["state"]), human_count(r["params"]),
-                                   _fmt(r["scores"]), len(r["scores"])) for r in sweep_rows])]
-    ablation_lines = _ablation_tables(storage, study)
+                  markdown_table(("model", "size", "state", "params", f"{metric}, mean ± 95% CI", "seeds"),
+                                 [*[(r["label"], r["size"], human_count(r["state"]), human_count(r["params"]),
+                                     _fmt(r["scores"]), len(r["scores"])) for r in sweep_rows],
+                                  ("best no-solve baseline", "–", "–", "–", f"{name} {score:.3f}", "–")])]
+    ablation_lines = _ablation_tables(storage, study, floor_at)
     if ablation_lines:
         lines += ["## Ablations", "", *ablation_lines]
 
@@ -396,7 +402,7 @@ def _sweep_rows(storage: optuna.storages.BaseStorage, study: Study,
     return rows
 
 
-def _ablation_tables(storage: optuna.storages.BaseStorage, study: Study) -> list[str]:
+def _ablation_tables(storage: optuna.storages.BaseStorage, study: Study, floor_at) -> list[str]:
     from studies.experiments.capability import ablation_plan
 
     lines = []
@@ -420,6 +426,8 @@ def _ablation_tables(storage: optuna.storages.BaseStorage, study: Study) -> list
         if rows:
             for row in rows:
                 row[-1] = "–" if full is None else f"{np.mean(row[-1]) - np.mean(full):+.3f}"
+            name, score = floor_at(variant, 1, study.ablation_seeds)[metric]
+            rows.append(["best no-solve baseline", f"{name} {score:.3f}", "–", "–", "–", "–"])
             lines += [f"### {variant} ({metric}, at the full model's tuned lr)", "",
                       markdown_table(("ablation", "mean ± 95% CI", "seeds", "params", "state", "Δ vs full"), rows)]
     return lines
@@ -490,7 +498,8 @@ def _figures(study: Study, main: dict[tuple[str, str], Seeds], sweep_rows: list[
                      marker="o", errorbar=_ci_of, ax=ax)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on a short axis
-        ax.axhline(floor_at(variant, 1)[metric][1], ls="--", color="black", lw=1, label="best no-solve baseline")
+        ax.axhline(floor_at(variant, 1, study.sweep_seeds)[metric][1], ls="--", color="black", lw=1,
+                   label="best no-solve baseline")
         ax.set(ylim=(0, 1.02), xlabel="decoding state (real scalars)", title=f"{variant}: accuracy vs state size")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
         fig.tight_layout()

@@ -376,6 +376,9 @@ def test_rerun_trains_nothing_and_report_builds_from_a_tiny_storage(tmp_path, mo
     lengths = text[text.index("parity beyond the training length"):].splitlines()
     assert lengths[2] == "| model | 2× |"  # the smoke preset evaluates state tracking at 2× only
     assert [line.split(" | ")[0] for line in lengths[4:7]] == ["| gateloop_kv", "| gateloop_max", "| best no-solve baseline"]
+    sweep = text[text.index("## State-size sweep (parity)"):text.index("## Figures")].splitlines()
+    assert sweep[4].startswith("| gateloop_kv | d_model=16 |")
+    assert sweep[5].startswith("| best no-solve baseline | – | – | – | window_")  # its floor, on the sweep's seeds
     progress = text[text.index("## Progress (main part)"):text.index("## Main table")]
     assert "| parity | gateloop_kv | 2 (" in progress and progress.count("| 2 of 2 |") == 2  # both confirmed
     assert "RetryingGridSampler (optuna.samplers.GridSampler" in text and "TolerantHalvingPruner" in text
@@ -413,6 +416,7 @@ def test_ablation_full_row_is_the_main_confirm_study(tmp_path):
     table = text[text.index("### parity (accuracy, at the full model's tuned lr)"):].splitlines()
     full = next(line for line in table if line.startswith("| full (gateloop_kv, main confirm seeds) |"))
     assert "| +0.000 |" in full and any(line.startswith("| fixed_phase |") for line in table)
+    assert table[6].startswith("| best no-solve baseline | window_")  # after full and fixed_phase: the floor
 
 
 def test_cli_registers_capability_and_refuses_bad_workers():
