@@ -23,7 +23,7 @@ Missing studies (a run still in progress) are skipped: the report of a partial r
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from studies.report import FINISHED, compare, holm
 from studies.results import human_count, markdown_table, mean_ci, write_atomic
 from studies.tune import CONFIRM_SEED_OFFSET, as_storage, study_name
 from tasks import TASKS, make_task
-from tasks.shortcuts import AUDIT_SEEDS, audit, held_out_batch
+from tasks.shortcuts import AUDIT_SEEDS, baseline_scores, held_out_batch
 
 
 @dataclass(frozen=True)
@@ -98,13 +98,14 @@ def load_seeds(storage: optuna.storages.BaseStorage, name: str, seeds: int | Non
 
 def floors(task_name: str, knobs: dict[str, Any], test_size: int, multiplier: int = 1,
            seeds: tuple[int, ...] = AUDIT_SEEDS) -> dict[str, tuple[str, float]]:
-    """metric -> (best no-solve baseline, its score) on the very held-out rows the confirm runs (`seeds`,
-    1000-1004) are scored on at `multiplier` × L: their test sets at L, their `test_at_length` sets
-    beyond; the baselines are those of the task posed at that length."""
+    """metric -> (best no-solve baseline, its score) on the very held-out rows the runs of `seeds` are
+    scored on at `multiplier` × L: their test sets at L, their `test_at_length` sets beyond; the
+    baselines are those of the task posed at that length."""
     task = make_task(task_name, **knobs)
     length = task.seq_len * multiplier
-    row = audit(task.at_length(length), held_out_batch(task, test_size, seeds, None if multiplier == 1 else length))
-    return {metric: max(((name, s[i]) for name, s in row.baselines.items()), key=lambda x: x[1])
+    scores = baseline_scores(task.at_length(length),
+                             held_out_batch(task, test_size, seeds, None if multiplier == 1 else length))
+    return {metric: max(((name, s[i]) for name, s in scores.items()), key=lambda x: x[1])
             for i, metric in enumerate(("accuracy", "sequence_accuracy"))}
 
 
@@ -346,7 +347,7 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
     lines.append(markdown_table(("prediction", "kind", "variants", "winners (or: fail)", "losers", "length", "verdict",
                                  "evidence"), rows))
 
-    sweep_rows = _sweep_rows(storage, study, main)
+    sweep_rows = _sweep_rows(storage, study)
     if sweep_rows:
         metric = _task_of(study, study.sweep_variant)[2]
         name, score = floor_at(study.sweep_variant, 1, study.sweep_seeds)[metric]
@@ -383,26 +384,25 @@ def _length_table(study: Study, variant: str, metric: str, main: dict[tuple[str,
             markdown_table(("model", *(f"{k}×" for k in multipliers)), rows)]
 
 
-def _sweep_rows(storage: optuna.storages.BaseStorage, study: Study,
-                main: dict[tuple[str, str], Seeds]) -> list[dict[str, Any]]:
+def _sweep_rows(storage: optuna.storages.BaseStorage, study: Study) -> list[dict[str, Any]]:
+    """One row per sweep point with runs: a main-size point is read from the first `sweep_seeds` main
+    confirm seeds (the same configs and seeds), the others from their own sweep studies."""
     variant = study.sweep_variant
     _, _, metric = _task_of(study, variant)
     rows = []
     for point in study.sweep:
-        if is_main_size(study.model(point.label), point):
-            seeds = main.get((variant, point.label))
-            scores = None if seeds is None else seeds.scores(metric)[:study.sweep_seeds]
-        else:
-            name = f"{study.prefix}-sweep/{variant}/{point.label}/{point.size}"
-            seeds = load_seeds(storage, name, study.sweep_seeds)
-            scores = None if seeds is None else seeds.scores(metric)
+        name = (study_name(study.prefix, variant, point.label, confirm=True)
+                if is_main_size(study.model(point.label), point)
+                else f"{study.prefix}-sweep/{variant}/{point.label}/{point.size}")
+        seeds = load_seeds(storage, name, study.sweep_seeds)
         if seeds is not None:
             rows.append({"label": point.label, "size": point.size, "state": seeds.state_size,
-                         "params": seeds.num_parameters, "scores": scores})
+                         "params": seeds.num_parameters, "scores": seeds.scores(metric)})
     return rows
 
 
-def _ablation_tables(storage: optuna.storages.BaseStorage, study: Study, floor_at) -> list[str]:
+def _ablation_tables(storage: optuna.storages.BaseStorage, study: Study,
+                     floor_at: Callable[..., dict[str, tuple[str, float]]]) -> list[str]:
     from studies.experiments.capability import ablation_plan
 
     lines = []

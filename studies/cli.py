@@ -20,8 +20,8 @@ COMMANDS: dict[str, str] = {
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser of every subcommand, or with `command` only that one's in full (the others' modules,
-    torch, optuna and scipy among what they import, are then not loaded: seconds per call)."""
+    """The parser of every subcommand, or with `command` only that one's in full: the other
+    subcommands' modules (and what only they import, scipy.stats among it) are then not loaded."""
     parser = argparse.ArgumentParser(prog="testbed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module_name in COMMANDS.items():

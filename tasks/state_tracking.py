@@ -219,10 +219,12 @@ class StateTracking(Task):
     def _window_ref(self, inputs: Tensor, W: int) -> Tensor:
         """At each position t, the product of elements max(0, t-W+1)..t (PAD counts as the identity).
         One element at a time: the twin of `_window`."""
+        if W < 1:
+            raise ValueError(f"a window holds at least one element, got W={W}")
         elements = torch.where(inputs == self.PAD, 0, inputs)
         table = multiplication_table(self.group, self.modulus).to(inputs.device)
         out = elements.clone()
-        for k in range(1, W):  # out[t] = g_{t-k} · out[t], extending the window to the left
+        for k in range(1, min(W, inputs.shape[1])):  # out[t] = g_{t-k} · out[t], extending the window left
             left = torch.nn.functional.pad(elements[:, :-k], (k, 0))  # identity before the start
             out = table[left, out]
         return out
@@ -231,6 +233,8 @@ class StateTracking(Task):
         """`_window_ref` by doubling, in O(log W) table look-ups: `block[t]` is the product of the 2^j
         elements ending at t, and the window is built from the blocks of W's binary digits, the nearest
         first."""
+        if W < 1:
+            raise ValueError(f"a window holds at least one element, got W={W}")
         table = multiplication_table(self.group, self.modulus).to(inputs.device)
 
         def before(x: Tensor, k: int) -> Tensor:  # x[t - k], the identity (0) before the start
@@ -238,11 +242,12 @@ class StateTracking(Task):
 
         block = torch.where(inputs == self.PAD, 0, inputs)
         out, covered, size = None, 0, 1  # out[t]: the product of the `covered` elements ending at t
-        while size <= W:
+        while covered < W:
             if W & size:
                 out = block if out is None else table[before(block, covered), out]
                 covered += size
-            block, size = table[before(block, size), block], 2 * size
+            if covered < W:
+                block, size = table[before(block, size), block], 2 * size
         return out
 
     def _sign_only(self, inputs: Tensor) -> Tensor:

@@ -12,9 +12,10 @@ from optuna.trial import TrialState
 
 from studies import tune
 from studies.ablate import build_ablation_configs
-from studies.capability_report import _late_gain, build_capability_report, capability_line, judge
+from studies.capability_report import _late_gain, build_capability_report, capability_line, floors, judge
 from studies.cli import build_parser
 from studies.experiments import capability as cap
+from studies.presets import get_preset
 from studies.train import EvalRecord, TrainResult
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -32,7 +33,7 @@ def tiny_study(**changes) -> cap.Study:
         predictions=(cap.Prediction("kv_beats_max", "beats", ("parity",), ("gateloop_kv",), ("gateloop_max",), 1, "t"),),
         sweep_variant="parity", sweep=(cap.SweepPoint("gateloop_kv", (("d_model", 16),)),),
         ablation_variants=(), ablations_by_variant=(), ablation_base="gateloop_kv", lr_grid=(1e-3, 1e-2),
-        tuning_seeds=2, confirm_seeds=2)
+        tuning_seeds=2, confirm_seeds=2, sweep_seeds=2, ablation_seeds=2)
     return dataclasses.replace(cap.CPU_STUDY, **{**base, **changes})
 
 
@@ -378,7 +379,14 @@ def test_rerun_trains_nothing_and_report_builds_from_a_tiny_storage(tmp_path, mo
     assert [line.split(" | ")[0] for line in lengths[4:7]] == ["| gateloop_kv", "| gateloop_max", "| best no-solve baseline"]
     sweep = text[text.index("## State-size sweep (parity)"):text.index("## Figures")].splitlines()
     assert sweep[4].startswith("| gateloop_kv | d_model=16 |")
-    assert sweep[5].startswith("| best no-solve baseline | – | – | – | window_")  # its floor, on the sweep's seeds
+    name, score = floors("state_tracking", dict(TINY_VARIANT.knobs), get_preset("smoke").train["test_size"], 1,
+                         (tune.CONFIRM_SEED_OFFSET, tune.CONFIRM_SEED_OFFSET + 1))["accuracy"]
+    assert sweep[5] == f"| best no-solve baseline | – | – | – | {name} {score:.3f} | – |"  # on the sweep's seeds
+    one = build_capability_report(url, dataclasses.replace(study, sweep_seeds=1), tmp_path / "one")
+    sweep = one[one.index("## State-size sweep (parity)"):one.index("## Figures")].splitlines()
+    name, score = floors("state_tracking", dict(TINY_VARIANT.knobs), get_preset("smoke").train["test_size"], 1,
+                         (tune.CONFIRM_SEED_OFFSET,))["accuracy"]
+    assert sweep[4].endswith(" | 1 |") and sweep[5] == f"| best no-solve baseline | – | – | – | {name} {score:.3f} | – |"
     progress = text[text.index("## Progress (main part)"):text.index("## Main table")]
     assert "| parity | gateloop_kv | 2 (" in progress and progress.count("| 2 of 2 |") == 2  # both confirmed
     assert "RetryingGridSampler (optuna.samplers.GridSampler" in text and "TolerantHalvingPruner" in text
@@ -416,7 +424,9 @@ def test_ablation_full_row_is_the_main_confirm_study(tmp_path):
     table = text[text.index("### parity (accuracy, at the full model's tuned lr)"):].splitlines()
     full = next(line for line in table if line.startswith("| full (gateloop_kv, main confirm seeds) |"))
     assert "| +0.000 |" in full and any(line.startswith("| fixed_phase |") for line in table)
-    assert table[6].startswith("| best no-solve baseline | window_")  # after full and fixed_phase: the floor
+    name, score = floors("state_tracking", dict(TINY_VARIANT.knobs), get_preset("smoke").train["test_size"], 1,
+                         (tune.CONFIRM_SEED_OFFSET, tune.CONFIRM_SEED_OFFSET + 1))["accuracy"]
+    assert table[6] == f"| best no-solve baseline | {name} {score:.3f} | – | – | – | – |"  # on the 2 ablation seeds
 
 
 def test_cli_registers_capability_and_refuses_bad_workers():
@@ -491,3 +501,10 @@ def test_per_variant_ablations_must_name_an_ablated_variant_and_known_ablations(
         tiny_study(ablations_by_variant=(("parity", ("fixed_phase",)),))
     with pytest.raises(ValueError, match="unknown ablation"):
         tiny_study(ablation_variants=("parity",), ablations_by_variant=(("parity", ("nosuch",)),))
+
+
+@pytest.mark.parametrize("field", ["sweep_seeds", "ablation_seeds"])
+def test_sweep_and_ablation_seeds_are_among_the_confirm_seeds(field):
+    # Their main-size points and "full" rows are the first confirm seeds' runs: more seeds than those is refused.
+    with pytest.raises(ValueError, match=f"{field}=3 exceeds confirm_seeds=2"):
+        tiny_study(**{field: 3})

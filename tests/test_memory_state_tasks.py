@@ -17,6 +17,7 @@ import torch
 from studies import tasks_cli
 from studies.presets import PRESETS
 from tasks import IGNORE, TaskData, make_task
+from tasks.base import Batch
 from tasks.state_tracking import GROUPS, multiplication_table, permutations
 from test_tasks import oracle_memory_horizon
 
@@ -368,13 +369,45 @@ def test_memory_reset_position_threshold_fit_equals_trying_every_threshold(facto
     assert fast.shape == (task.seq_len // 2 + 1,)
     assert torch.equal(fast, ref)
     assert 0 < ref.max() < 1 and ref.min() < ref.max()  # the thresholds differ: the test can tell them apart
+    # The equality holds for any targets, which reaches the positions a real sample never gets wrong
+    # whatever x (no latest write, or the tail): in a fifth of the rows one random position is scored
+    # with a random token.
+    g = gen(5)
+    B, L = batch.inputs.shape
+    rows = torch.rand(B, generator=g) < 0.2
+    positions = torch.randint(0, L, (B,), generator=g)
+    targets = batch.targets.clone()
+    targets[rows, positions[rows]] = torch.randint(0, task.vocab_size, (int(rows.sum()),), generator=g)
+    noisy = Batch(batch.inputs, targets)
+    fast, ref = threshold_accuracies(task, noisy, latest), threshold_accuracies_ref(task, noisy, latest)
+    assert torch.equal(fast, ref) and not torch.equal(ref, threshold_accuracies_ref(task, batch, latest))
+    # Ties: with every row wrong, every threshold scores 0, and the fit's argmax takes the first, as
+    # `max(range(...), key=...)` over the twin does.
+    wrong = Batch(batch.inputs, torch.where(batch.scored, task.vocab_size - 1 - batch.targets.clamp(min=0), IGNORE))
+    fast, ref = threshold_accuracies(task, wrong, latest), threshold_accuracies_ref(task, wrong, latest)
+    assert (ref == 0).all() and torch.equal(fast, ref)
+    assert int(fast.argmax()) == max(range(len(ref)), key=lambda x: ref[x].item()) == 0
+
+
+def test_memory_reset_position_threshold_is_the_first_of_the_best():
+    # Of equal best accuracies the smallest threshold, as `max(range(...), key=...)` over the twin gives.
+    from tasks.memory_horizon import _position_threshold, threshold_accuracies_ref
+
+    task = headline("memory_horizon")
+    batch = task.sample(1024, torch.Generator().manual_seed(0))  # the fit's own reference sample
+    latest = task._recall(batch.inputs, window=None, resets=False, positions=True)
+    ref = threshold_accuracies_ref(task, batch, latest)
+    assert _position_threshold(task) == max(range(len(ref)), key=lambda x: ref[x].item())
 
 
 @pytest.mark.parametrize("knobs", [{"group": "cyclic", "modulus": 3}, {"group": "S3"}, {"group": "A5"}])
 def test_state_window_by_doubling_equals_the_element_by_element_product(knobs):
     # Non-commutative groups catch a product taken in the wrong order; short words put PAD in the rows.
-    task = make_task("state_tracking", seq_len=40, min_len_frac=0.25, **knobs)
+    task = make_task("state_tracking", seq_len=39, min_len_frac=0.25, **knobs)
     inputs = task.sample(64, gen(4)).inputs
     assert (inputs == task.PAD).any()
-    for W in [*range(1, 18), 31, 32, 33, inputs.shape[1] - 1, inputs.shape[1]]:  # the twin: W up to the row length
+    L = inputs.shape[1]
+    for W in [*range(1, 18), 31, 32, 33, L - 1, L, L + 1, 2 * L, 1000]:
         assert torch.equal(task._window(inputs, W), task._window_ref(inputs, W)), W
+    with pytest.raises(ValueError, match="at least one element"):
+        task._window(inputs, 0)

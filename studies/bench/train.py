@@ -220,7 +220,8 @@ def _stored_runs(out: Path) -> dict[str, dict[str, Any]]:
 
 
 def run_suite(workers: int, out: Path, steps: int = SUITE_STEPS, extra: tuple[str, ...] = ()) -> tuple[float | None, str]:
-    """(wall seconds or None if the command failed, its last output line) of the short suite."""
+    """(wall seconds or None if the command failed, its last output line) of the short suite at `steps`
+    steps a run, with the `extra` overrides."""
     command = [sys.executable, "-m", "studies.cli", *SUITE_ARGS, f"train.steps={steps}", *extra, "--workers",
                str(workers), "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -234,8 +235,10 @@ def run_suite(workers: int, out: Path, steps: int = SUITE_STEPS, extra: tuple[st
 def suite_comparison(steps: int = SUITE_STEPS, extra: tuple[str, ...] = ()) -> str:
     """The short suite at --workers 1 and 2: wall times, ratio, and whether their stored results agree;
     then the same suite at FIXED_COST_STEPS steps a run (no warm-up), whose wall time is the suite's fixed
-    cost (imports, worker start-up, evaluation at every length, floors, figures) at either worker count,
-    and the speed-up of the time the further steps add."""
+    cost (imports, worker start-up, the final evaluation at every length, floors, figures) at either
+    worker count, and the speed-up of the time the further steps (with their periodic evaluations) add."""
+    if steps <= FIXED_COST_STEPS:
+        raise ValueError(f"the suite comparison needs more than {FIXED_COST_STEPS} steps a run, got {steps}")
     fixed = (FIXED_COST_STEPS, ("train.warmup_steps=0",))
     lines = [f"`python -m studies.cli {' '.join(SUITE_ARGS)} train.steps={steps}{''.join(' ' + e for e in extra)} "
              f"--workers N --out <tmp>`", ""]

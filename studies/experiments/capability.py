@@ -368,6 +368,11 @@ class Study:
             raise ValueError(f"Study {self.preset}: unknown ablation(s) {unknown}; valid: {list(ABLATIONS)}")
         if self.ablation_base not in labels:
             raise ValueError(f"Study {self.preset}: unknown ablation base {self.ablation_base!r}")
+        # The sweep's main-size points and the ablations' "full" row are the first confirm seeds' runs.
+        for name in ("sweep_seeds", "ablation_seeds"):
+            if getattr(self, name) > self.confirm_seeds:
+                raise ValueError(f"Study {self.preset}: {name}={getattr(self, name)} exceeds confirm_seeds="
+                                 f"{self.confirm_seeds}, whose runs it reuses; lower it or raise confirm_seeds")
 
     def ablations_for(self, variant: str) -> tuple[str, ...]:
         return dict(self.ablations_by_variant).get(variant, self.ablations)
