@@ -37,7 +37,7 @@ from studies.report import FINISHED, compare, holm
 from studies.results import human_count, markdown_table, mean_ci, write_atomic
 from studies.tune import CONFIRM_SEED_OFFSET, as_storage, study_name
 from tasks import TASKS, make_task
-from tasks.shortcuts import AUDIT_SEEDS, baseline_scores, held_out_batch
+from tasks.shortcuts import AUDIT_SEEDS, baseline_scores, best_of, held_out_batch
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,7 @@ def floors(task_name: str, knobs: dict[str, Any], test_size: int, multiplier: in
     length = task.seq_len * multiplier
     scores = baseline_scores(task.at_length(length),
                              held_out_batch(task, test_size, seeds, None if multiplier == 1 else length))
-    return {metric: max(((name, s[i]) for name, s in scores.items()), key=lambda x: x[1])
-            for i, metric in enumerate(("accuracy", "sequence_accuracy"))}
+    return {metric: best_of(metric, scores) for metric in ("accuracy", "sequence_accuracy")}
 
 
 def _task_of(study: Study, variant: str) -> tuple[str, dict[str, Any], str]:

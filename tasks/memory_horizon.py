@@ -298,13 +298,17 @@ class MemoryHorizon(Task):
                 out[:, t] = torch.where((prev == self.QUERY_TOKEN) & keep, value, self.NONE)
         return out
 
+    def _tail(self, L: int, device: torch.device) -> Tensor:
+        """(L,) bool: the positions after query block 1, where `reset_position` always says "none"."""
+        first, middle, block, _ = self._regions()
+        return torch.arange(L, device=device) > 2 * (first + middle + block)
+
     def _reset_position(self, inputs: Tensor, threshold: int, latest: Tensor | None = None) -> Tensor:
         """The `reset_position` rule at threshold x (see `shortcuts`); `latest` (B, L), the queried key's
         latest write position (resets ignored, -1 elsewhere), is computed if not given."""
         if latest is None:
             latest = self._recall(inputs, window=None, resets=False, positions=True)
-        first, middle, block, _ = self._regions()
-        tail = torch.arange(inputs.shape[1], device=inputs.device) > 2 * (first + middle + block)
+        tail = self._tail(inputs.shape[1], inputs.device)
         value = latest.clamp(min=0) + 1
         pred = inputs.gather(1, value)
         return torch.where((latest < threshold) | tail, self.NONE, pred)
@@ -333,9 +337,8 @@ def threshold_accuracies(task: MemoryHorizon, batch: Batch, latest: Tensor) -> T
     x > latest; elsewhere it predicts "none" whatever x. So a row is right exactly for lo < x <= hi, where
     lo is the largest `latest` among its positions the value gets wrong and hi the smallest among those
     "none" gets wrong, provided every x-independent position is right."""
-    first, middle, block, _ = task._regions()
     L = batch.inputs.shape[1]
-    tail = torch.arange(L, device=latest.device) > 2 * (first + middle + block)
+    tail = task._tail(L, latest.device)
     value = batch.inputs.gather(1, latest.clamp(min=0) + 1)
     wrong_value = (value != batch.targets) & batch.scored
     wrong_none = (batch.targets != task.NONE) & batch.scored

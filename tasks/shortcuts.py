@@ -92,7 +92,7 @@ class AuditRow:
     @property
     def best(self) -> tuple[str, float]:
         """The best baseline on the task's metric: (name, score); ties go to the first listed."""
-        return _best(self.metric, self.baselines)
+        return best_of(self.metric, self.baselines)
 
     @property
     def margin(self) -> float:
@@ -132,7 +132,7 @@ def _on_metric(metric: str, scores: tuple[float, float]) -> float:
     return scores[0] if metric == "accuracy" else scores[1]
 
 
-def _best(metric: str, scores: dict[str, tuple[float, float]]) -> tuple[str, float]:
+def best_of(metric: str, scores: dict[str, tuple[float, float]]) -> tuple[str, float]:
     """The best of (token accuracy, sequence accuracy) `scores` on `metric`; ties go to the first listed."""
     on_metric = {name: _on_metric(metric, s) for name, s in scores.items()}
     name = max(on_metric, key=on_metric.get)
@@ -142,7 +142,7 @@ def _best(metric: str, scores: dict[str, tuple[float, float]]) -> tuple[str, flo
 def best_baseline(task: Task, batch: Batch) -> tuple[str, float]:
     """The best no-solve baseline of `task` on `batch`, scored on task.metric: (name, score). The audit's
     best, without the oracle's score (which a floor does not need)."""
-    return _best(task.metric, baseline_scores(task, batch))
+    return best_of(task.metric, baseline_scores(task, batch))
 
 
 @functools.cache
