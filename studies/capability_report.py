@@ -12,7 +12,8 @@ part, PREFIX-sweep/VARIANT/LABEL/SIZE and PREFIX-ablate/VARIANT/ABLATION for the
   Holm-corrected Welch p of the first model (gateloop_kv) against each; under each table, whether
   its best model reached the target in every seed (the variant is compared at capability); the
   predictions table, each judged by `RULE` of studies/experiments/capability.py; the sweep and the
-  ablation tables; the exact sampler and pruner, as the studies recorded them.
+  ablation tables; the exact sampler and pruner, as the studies recorded them; what each part cost
+  (device-hours from the trials' start and end times, and from the runs' own wall times).
 - accuracy_by_model.png: each model's confirmed score per variant (mean, 95 % CI), the floors dashed.
 - learning_curves.png: median and range over the confirm seeds of the held-out task metric against the
   step, per variant and model, the floor dashed. A seed that stopped at the target keeps its last value.
@@ -359,6 +360,7 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
     if ablation_lines:
         lines += ["## Ablations", "", *ablation_lines]
 
+    lines += _cost_lines(storage, study)
     figures = _figures(study, main, sweep_rows, floor_at, out)
     lines += ["## Figures", "", *[f"![{p.stem}]({p.name})" for p in figures], ""]
     text = "\n".join(lines)
@@ -430,6 +432,61 @@ def _ablation_tables(storage: optuna.storages.BaseStorage, study: Study,
             lines += [f"### {variant} ({metric}, at the full model's tuned lr)", "",
                       markdown_table(("ablation", "mean ± 95% CI", "seeds", "params", "state", "Δ vs full"), rows)]
     return lines
+
+
+def _part_of(study: Study, name: str) -> str | None:
+    """The part of the study a storage's study belongs to: "main: VARIANT", "sweep" or "ablations: VARIANT";
+    None for another study's (one storage may hold several)."""
+    head, _, rest = name.partition("/")
+    variant = rest.split("/")[0]
+    if head == study.prefix:
+        return f"main: {variant}"
+    if head == f"{study.prefix}-sweep":
+        return "sweep"
+    if head == f"{study.prefix}-ablate":
+        return f"ablations: {variant}"
+    return None
+
+
+def _cost_lines(storage: optuna.storages.BaseStorage, study: Study) -> list[str]:
+    """Per part, the finished trials and what they took: the sum over COMPLETE and PRUNED trials of end −
+    start (device-hours: a trial is one process on one core, so two workers spend two an hour) and of the
+    runs' own `wall_time`; failed trials (a run killed at a stop, retrained on resume) are counted, not
+    timed: their end is when the resume marked them."""
+    parts: dict[str, dict[str, Any]] = {}
+    for summary in storage.get_all_studies():
+        part = _part_of(study, summary.study_name)
+        if part is None:
+            continue
+        row = parts.setdefault(part, {"trials": 0, "failed": 0, "span": 0.0, "wall": 0.0, "first": None, "last": None})
+        for t in storage.get_all_trials(storage.get_study_id_from_name(summary.study_name), deepcopy=False):
+            if t.state == TrialState.FAIL:
+                row["failed"] += 1
+            if t.state not in FINISHED or t.datetime_start is None or t.datetime_complete is None:
+                continue
+            row["trials"] += 1
+            row["span"] += (t.datetime_complete - t.datetime_start).total_seconds()
+            row["wall"] += t.user_attrs.get("wall_time", 0.0)
+            row["first"] = min(filter(None, (row["first"], t.datetime_start)))
+            row["last"] = max(filter(None, (row["last"], t.datetime_complete)))
+    order = [f"main: {v.label}" for v in study.variants] + ["sweep"] + [f"ablations: {v}" for v in study.ablation_variants]
+    rows = [(part, r["trials"], r["failed"], f"{r['span'] / 3600:.1f}", f"{r['wall'] / 3600:.1f}",
+             f"{r['first']:%Y-%m-%d %H:%M}", f"{r['last']:%Y-%m-%d %H:%M}")
+            for part in order if (r := parts.get(part)) and r["trials"]]
+    if not rows:
+        return []
+    span = sum(r["span"] for r in parts.values()) / 3600
+    wall = sum(r["wall"] for r in parts.values()) / 3600
+    rows.append(("all", sum(r["trials"] for r in parts.values()), sum(r["failed"] for r in parts.values()),
+                 f"{span:.1f}", f"{wall:.1f}", "–", "–"))
+    return ["## Cost", "",
+            "Device-hours: one run is one process on one core, so two workers spend two device-hours an hour. "
+            "'trial times' sums each finished (complete or pruned) trial's end − start, which includes any pause "
+            "of the study (SIGSTOP) while it ran; 'run wall times' sums the runs' own measured wall time (a trial "
+            "of 2 seeds is 2 runs). Failed trials (runs lost at a stop and retrained on resume) are counted, not "
+            "timed. First and last are the parts' first trial start and last trial end (UTC).", "",
+            markdown_table(("part", "finished trials", "failed trials", "device-hours (trial times)",
+                            "device-hours (run wall times)", "first start", "last end"), rows)]
 
 
 def _figures(study: Study, main: dict[tuple[str, str], Seeds], sweep_rows: list[dict[str, Any]], floor_at,

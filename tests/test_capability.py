@@ -508,3 +508,32 @@ def test_sweep_and_ablation_seeds_are_among_the_confirm_seeds(field):
     # Their main-size points and "full" rows are the first confirm seeds' runs: more seeds than those is refused.
     with pytest.raises(ValueError, match=f"{field}=3 exceeds confirm_seeds=2"):
         tiny_study(**{field: 3})
+
+
+def test_cost_sums_finished_trial_times_per_part_and_skips_other_studies():
+    """The report's cost table: per part, end − start and wall_time summed over complete and pruned trials;
+    a failed trial is counted and not timed; another study's trials in the same storage are not counted."""
+    from datetime import datetime, timedelta
+
+    from studies.capability_report import _cost_lines
+
+    storage = optuna.storages.InMemoryStorage()
+    t0 = datetime(2026, 12, 2, 10, 0)
+
+    def add(name, state, minutes, wall):
+        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True)
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=0, state=state, value=0.5 if state == TrialState.COMPLETE else None, datetime_start=t0,
+            datetime_complete=t0 + timedelta(minutes=minutes), params={}, distributions={},
+            user_attrs={"wall_time": wall}, system_attrs={}, intermediate_values={}, trial_id=0))
+
+    add("capability/parity/gateloop_kv", TrialState.COMPLETE, 30, 1680.0)
+    add("capability/parity/gateloop_kv/confirm", TrialState.COMPLETE, 60, 3000.0)
+    add("capability/parity/gateloop_kv/confirm", TrialState.FAIL, 600, 0.0)
+    add("capability-sweep/mqar_k4/lru/d_state=4", TrialState.PRUNED, 90, 5400.0)
+    add("capability-gpu/parity/gateloop_kv", TrialState.COMPLETE, 6000, 1.0)  # another study's
+    text = "\n".join(_cost_lines(storage, cap.CPU_STUDY))
+    assert "| main: parity | 2 | 1 | 1.5 | 1.3 | 2026-12-02 10:00 | 2026-12-02 11:00 |" in text
+    assert "| sweep | 1 | 0 | 1.5 | 1.5 | 2026-12-02 10:00 | 2026-12-02 11:30 |" in text
+    assert "| all | 3 | 1 | 3.0 | 2.8 | – | – |" in text
+    assert "main: z3" not in text  # a part without finished trials has no row
