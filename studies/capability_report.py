@@ -208,6 +208,12 @@ def _fmt(values: Sequence[float]) -> str:
     return f"{mean:.3f} ± {half:.3f}" if len(values) > 1 else f"{mean:.3f}"
 
 
+def _per_seed(values: Sequence[float]) -> str:
+    """The scores seed by seed, in seed order: with 3 seeds a bimodal outcome (some seeds on the plateau,
+    some solved) reads as a wide interval, and this says which it is."""
+    return ", ".join(f"{v:.3f}" for v in values)
+
+
 def _tuner_note(storage: optuna.storages.BaseStorage, study: Study) -> str:
     for variant in study.variants:
         for model in study.models:
@@ -352,10 +358,10 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
         metric = _task_of(study, study.sweep_variant)[2]
         name, score = floor_at(study.sweep_variant, 1, study.sweep_seeds)[metric]
         lines += [f"## State-size sweep ({study.sweep_variant})", "",
-                  markdown_table(("model", "size", "state", "params", f"{metric}, mean ± 95% CI", "seeds"),
+                  markdown_table(("model", "size", "state", "params", f"{metric}, mean ± 95% CI", "seeds", "per seed"),
                                  [*[(r["label"], r["size"], human_count(r["state"]), human_count(r["params"]),
-                                     _fmt(r["scores"]), len(r["scores"])) for r in sweep_rows],
-                                  ("best no-solve baseline", "–", "–", "–", f"{name} {score:.3f}", "–")])]
+                                     _fmt(r["scores"]), len(r["scores"]), _per_seed(r["scores"])) for r in sweep_rows],
+                                  ("best no-solve baseline", "–", "–", "–", f"{name} {score:.3f}", "–", "–")])]
     ablation_lines = _ablation_tables(storage, study, floor_at)
     if ablation_lines:
         lines += ["## Ablations", "", *ablation_lines]
@@ -408,7 +414,8 @@ def _ablation_tables(storage: optuna.storages.BaseStorage, study: Study,
 
     lines = []
     for variant in study.ablation_variants:
-        _, _, metric = _task_of(study, variant)
+        task, _, metric = _task_of(study, variant)
+        multipliers = get_multipliers(study, task)  # the lengths beyond 1× it is evaluated at, if any
         rows, full = [], None
         # "full" is the base model's main confirm study (the same config and seeds: see ablation_plan)
         named = [(f"full ({study.ablation_base}, main confirm seeds)",
@@ -422,15 +429,20 @@ def _ablation_tables(storage: optuna.storages.BaseStorage, study: Study,
             scores = seeds.scores(metric)
             if is_full:
                 full = scores
-            rows.append([label, _fmt(scores), len(scores), human_count(seeds.num_parameters),
-                         human_count(seeds.state_size), scores])
+            rows.append([label, _fmt(scores), len(scores), _per_seed(scores), human_count(seeds.num_parameters),
+                         human_count(seeds.state_size), *(_fmt(seeds.scores(metric, k)) for k in multipliers), scores])
         if rows:
             for row in rows:
                 row[-1] = "–" if full is None else f"{np.mean(row[-1]) - np.mean(full):+.3f}"
+            floors_beyond = []
+            for k in multipliers:
+                name, score = floor_at(variant, k, study.ablation_seeds)[metric]
+                floors_beyond.append(f"{name} {score:.3f}")
             name, score = floor_at(variant, 1, study.ablation_seeds)[metric]
-            rows.append(["best no-solve baseline", f"{name} {score:.3f}", "–", "–", "–", "–"])
+            rows.append(["best no-solve baseline", f"{name} {score:.3f}", "–", "–", "–", "–", *floors_beyond, "–"])
             lines += [f"### {variant} ({metric}, at the full model's tuned lr)", "",
-                      markdown_table(("ablation", "mean ± 95% CI", "seeds", "params", "state", "Δ vs full"), rows)]
+                      markdown_table(("ablation", "mean ± 95% CI", "seeds", "per seed", "params", "state",
+                                      *(f"{k}×" for k in multipliers), "Δ vs full (1×)"), rows)]
     return lines
 
 

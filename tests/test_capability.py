@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 
 from studies import tune
 from studies.ablate import build_ablation_configs
-from studies.capability_report import _late_gain, build_capability_report, capability_line, floors, judge
+from studies.capability_report import _late_gain, build_capability_report, _fmt, capability_line, floors, judge, load_seeds
 from studies.cli import build_parser
 from studies.experiments import capability as cap
 from studies.presets import get_preset
@@ -381,12 +381,15 @@ def test_rerun_trains_nothing_and_report_builds_from_a_tiny_storage(tmp_path, mo
     assert sweep[4].startswith("| gateloop_kv | d_model=16 |")
     name, score = floors("state_tracking", dict(TINY_VARIANT.knobs), get_preset("smoke").train["test_size"], 1,
                          (tune.CONFIRM_SEED_OFFSET, tune.CONFIRM_SEED_OFFSET + 1))["accuracy"]
-    assert sweep[5] == f"| best no-solve baseline | – | – | – | {name} {score:.3f} | – |"  # on the sweep's seeds
+    assert sweep[5] == f"| best no-solve baseline | – | – | – | {name} {score:.3f} | – | – |"  # on the sweep's seeds
+    main_seeds = load_seeds(tune.open_storage(url), "capability/parity/gateloop_kv/confirm").scores("accuracy")
+    assert sweep[4].endswith(f" | 2 | {main_seeds[0]:.3f}, {main_seeds[1]:.3f} |")  # per seed, in seed order
     one = build_capability_report(url, dataclasses.replace(study, sweep_seeds=1), tmp_path / "one")
     sweep = one[one.index("## State-size sweep (parity)"):one.index("## Figures")].splitlines()
     name, score = floors("state_tracking", dict(TINY_VARIANT.knobs), get_preset("smoke").train["test_size"], 1,
                          (tune.CONFIRM_SEED_OFFSET,))["accuracy"]
-    assert sweep[4].endswith(" | 1 |") and sweep[5] == f"| best no-solve baseline | – | – | – | {name} {score:.3f} | – |"
+    assert sweep[4].endswith(f" | 1 | {main_seeds[0]:.3f} |")
+    assert sweep[5] == f"| best no-solve baseline | – | – | – | {name} {score:.3f} | – | – |"
     progress = text[text.index("## Progress (main part)"):text.index("## Main table")]
     assert "| parity | gateloop_kv | 2 (" in progress and progress.count("| 2 of 2 |") == 2  # both confirmed
     assert "RetryingGridSampler (optuna.samplers.GridSampler" in text and "TolerantHalvingPruner" in text
@@ -426,7 +429,13 @@ def test_ablation_full_row_is_the_main_confirm_study(tmp_path):
     assert "| +0.000 |" in full and any(line.startswith("| fixed_phase |") for line in table)
     name, score = floors("state_tracking", dict(TINY_VARIANT.knobs), get_preset("smoke").train["test_size"], 1,
                          (tune.CONFIRM_SEED_OFFSET, tune.CONFIRM_SEED_OFFSET + 1))["accuracy"]
-    assert table[6] == f"| best no-solve baseline | {name} {score:.3f} | – | – | – | – |"  # on the 2 ablation seeds
+    beyond = floors("state_tracking", dict(TINY_VARIANT.knobs), get_preset("smoke").train["test_size"], 2,
+                    (tune.CONFIRM_SEED_OFFSET, tune.CONFIRM_SEED_OFFSET + 1))["accuracy"]
+    assert table[2].endswith("| state | 2× | Δ vs full (1×) |")  # the smoke preset evaluates state tracking at 2×
+    # the floors on the 2 ablation seeds, at 1× and at 2×
+    assert table[6] == f"| best no-solve baseline | {name} {score:.3f} | – | – | – | – | {beyond[0]} {beyond[1]:.3f} | – |"
+    at_2x = load_seeds(storage, "capability-ablate/parity/fixed_phase").scores("accuracy", 2)
+    assert f" | {_fmt(at_2x)} | " in next(line for line in table if line.startswith("| fixed_phase |"))
 
 
 def test_cli_registers_capability_and_refuses_bad_workers():
