@@ -21,6 +21,7 @@ import argparse
 import math
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,10 @@ def compare(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
         return math.nan, math.nan
     if x.std() == 0 and y.std() == 0:
         welch = 1.0 if x[0] == y[0] else math.nan
-    else:
-        welch = float(stats.ttest_ind(x, y, equal_var=False).pvalue)
+    else:  # one constant sample is fine for Welch (its variance term is 0); scipy warns about it regardless
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Precision loss occurred in moment calculation")
+            welch = float(stats.ttest_ind(x, y, equal_var=False).pvalue)
     mwu = float(stats.mannwhitneyu(x, y, alternative="two-sided").pvalue)
     return welch, mwu
 
