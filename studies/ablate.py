@@ -27,7 +27,9 @@ from studies.checks import check_storage_url
 from studies.config import CONFIG_VERSION, RunConfig, task_from_dict
 from studies.experiments.ablations import ABLATION_TASKS, ABLATIONS
 from studies.presets import get_preset
-from studies.results import fmt_mean_ci, human_count, markdown_table, write_atomic
+from studies.atomic_io import write_atomic
+from studies.stats import compare
+from studies.tables import fmt_mean_ci, human_count, markdown_table
 from studies.suite import add_run_arguments, build_configs, check_configs, check_run_arguments, load_records, run_configs
 from studies.train import build_model
 from tasks import TASKS
@@ -132,7 +134,6 @@ def ablation_table(records: list[dict[str, Any]], names: dict[str, list[str]], l
                 cell += "<br>(the runs of `full`)"
             elif a != "full" and len(full) >= 2 and len(vals) >= 2:
                 diff = np.mean(vals) - np.mean(full)
-                from studies.report import compare  # here: importing scipy.stats costs seconds
 
                 p = compare(vals, full)[0]  # Welch's t, without scipy's warning for one constant sample
                 cell += f"<br>Δ {diff:+.3f}, p={p:.2g}" if np.isfinite(p) else f"<br>Δ {diff:+.3f}, p=–"

@@ -34,8 +34,10 @@ import optuna
 from optuna.trial import TrialState
 
 from studies.experiments.capability import FAIL_MARGIN, RULE, Prediction, Study, is_main_size
-from studies.report import FINISHED, compare, holm
-from studies.results import human_count, markdown_table, mean_ci, write_atomic
+from studies.atomic_io import write_atomic
+from studies.report import FINISHED
+from studies.stats import compare, holm, mean_ci
+from studies.tables import human_count, markdown_table
 from studies.tune import CONFIRM_SEED_OFFSET, as_storage, study_name
 from tasks import TASKS, make_task
 from tasks.shortcuts import AUDIT_SEEDS, baseline_scores, best_of, held_out_batch

@@ -50,7 +50,8 @@ from gateloop import LMConfig
 from gateloop.chunked import gateloop_scan_chunked
 from gateloop.real_form import fla_refusal, gateloop_scan_fla, to_real_form
 from studies.config import RunConfig, TrainConfig
-from studies.results import markdown_table, write_atomic
+from studies.atomic_io import write_atomic
+from studies.tables import markdown_table
 from studies.train import train
 from studies.tune import COUNTED, study_name
 from tasks import make_task

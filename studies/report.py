@@ -21,58 +21,19 @@ import argparse
 import math
 import re
 import sys
-import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from scipy import stats
 
 from studies.checks import check_out_dir, check_storage_url
-from studies.results import bootstrap_ci, human_count, markdown_table, write_atomic, write_jsonl
+from studies.atomic_io import write_atomic, write_jsonl
+from studies.stats import bootstrap_ci, compare, expected_max, holm
+from studies.tables import human_count, markdown_table
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm–Bonferroni adjusted p-values (step-down, monotone); NaNs stay NaN and are not counted."""
-    finite = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
-    order = sorted(finite, key=lambda i: pvalues[i])
-    adjusted = [math.nan] * len(pvalues)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-def compare(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """Two-sided p-values (Welch t, Mann–Whitney U) of samples a vs b; NaN where undefined.
-
-    Two constant samples with equal values give p = 1 (no evidence of a difference); two constant
-    samples with different values leave Welch's t undefined (zero variance), reported as NaN.
-    """
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if x.size < 2 or y.size < 2:
-        return math.nan, math.nan
-    if x.std() == 0 and y.std() == 0:
-        welch = 1.0 if x[0] == y[0] else math.nan
-    else:  # one constant sample is fine for Welch (its variance term is 0); scipy warns about it regardless
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Precision loss occurred in moment calculation")
-            welch = float(stats.ttest_ind(x, y, equal_var=False).pvalue)
-    mwu = float(stats.mannwhitneyu(x, y, alternative="two-sided").pvalue)
-    return welch, mwu
-
-
-def expected_max(values: Sequence[float], n: int) -> float:
-    """Expected best of n trials drawn with replacement from `values` (Dodge et al., 2019)."""
-    v = np.sort(np.asarray(values, dtype=float))
-    cdf = np.arange(1, v.size + 1) / v.size
-    return float(np.sum(v * (cdf ** n - (cdf - 1 / v.size) ** n)))
 
 
 # -------------------------------------------------------------------------------------------- loading

@@ -32,8 +32,9 @@ from studies.config import (CONFIG_VERSION, RunConfig, TrainConfig, config_hash,
                             parse_overrides, replace_from_strings, task_from_dict)
 from studies.parallel import run_parallel, usable_cores
 from studies.presets import PRESETS, Preset, get_preset
-from studies.results import (fmt_mean_ci, human_count, markdown_table, mean_ci, write_atomic, write_atomic_bytes,
-                             write_jsonl)
+from studies.atomic_io import write_atomic, write_atomic_bytes, write_jsonl
+from studies.stats import mean_ci
+from studies.tables import fmt_mean_ci, human_count, markdown_table
 from studies.train import TrainResult, train
 from tasks import TASKS, make_task
 from tasks.shortcuts import floor

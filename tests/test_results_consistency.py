@@ -10,7 +10,7 @@ import pytest
 
 from studies.ablate import STUDY_FILE, ablation_table
 from studies.report import report_markdown
-from studies.results import read_jsonl
+from studies.atomic_io import read_jsonl
 from studies.suite import load_records
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"

@@ -14,7 +14,8 @@ import pytest
 from studies.cli import main
 from studies.config import CONFIG_VERSION
 from studies.presets import get_preset
-from studies.results import mean_ci, read_jsonl
+from studies.atomic_io import read_jsonl
+from studies.stats import mean_ci
 from studies.suite import load_records
 
 # In-process runs (--workers 1) unless a test is about workers: spawning costs a torch import per worker.

@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-import scipy.stats
 from optuna.trial import FrozenTrial, TrialState
 
 from studies import report as report_mod
 from studies import tune
-from studies.results import read_jsonl
+from studies.atomic_io import read_jsonl
 from studies.search_spaces import COMMON, SEARCH_SPACE_VERSION, Knob, SearchSpace, get_search_space
 from studies.train import EvalRecord, TrainResult
 
@@ -381,27 +380,6 @@ def test_report_figures_with_one_task_and_few_trials(storage, tmp_path, monkeypa
             ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
             assert ticks and all(float(t).is_integer() for t in ticks), ticks
         plt.close(grid.figure)
-
-
-def test_statistics_helpers():
-    assert report_mod.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    adjusted = report_mod.holm([0.2, math.nan, 0.01])
-    assert adjusted[0] == pytest.approx(0.2) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.02)
-    assert report_mod.compare([1.0, 1.0, 1.0], [1.0, 1.0, 1.0]) == (1.0, 1.0)
-    welch, mwu = report_mod.compare([0.9, 0.91, 0.92, 0.93, 0.94], [0.5, 0.52, 0.51, 0.53, 0.54])
-    assert welch < 1e-5 and mwu == pytest.approx(2 / 252)  # exact MWU: 2 of C(10,5) orderings as extreme
-    # one constant sample (a model at 1.000 in every seed): Welch's t with only the other's variance, df n − 1,
-    # computed without scipy's spurious precision warning
-    y = np.array([0.9, 0.95, 1.0, 0.97, 0.99])
-    t = (1.0 - y.mean()) / math.sqrt(y.var(ddof=1) / y.size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        welch, _ = report_mod.compare([1.0] * 5, y)
-    assert welch == pytest.approx(2 * scipy.stats.t.sf(abs(t), y.size - 1))
-    values = [0.1, 0.5, 0.9, 0.3]
-    assert report_mod.expected_max(values, 1) == pytest.approx(sum(values) / 4)
-    assert report_mod.expected_max(values, 200) == pytest.approx(0.9, abs=1e-6)
-    assert report_mod.expected_max(values, 2) == pytest.approx(sum(max(a, b) for a in values for b in values) / 16)
 
 
 # ---------------------------------------------------------------------------- real training, 2 workers

@@ -78,7 +78,7 @@ from studies.checks import check_at_least_one, check_device, check_out_dir, chec
 from studies.config import RunConfig
 from studies.parallel import run_parallel, usable_cores
 from studies.presets import get_preset
-from studies.results import human_count, markdown_table
+from studies.tables import human_count, markdown_table
 from studies.train import build_model, resolve_device
 from studies.tune import (CONFIRM_SEED_OFFSET, ModelSpec, base_config, confirm, open_storage, storage_url,
                           retrain_job, study_name, tune_models, work)
