@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -73,3 +74,104 @@ def expected_max(values: Sequence[float], n: int) -> float:
     v = np.sort(np.asarray(values, dtype=float))
     cdf = np.arange(1, v.size + 1) / v.size
     return float(np.sum(v * (cdf ** n - (cdf - 1 / v.size) ** n)))
+
+
+# ------------------------------------------------------------------------------ protocol v2 (issue 24)
+# Scores of a task's metric are bounded in [0, 1] and, where seeds split into "learned" and "not", bimodal;
+# every model's seed s is scored on the same test rows, so comparisons by seed are paired. Hence: intervals
+# that stay inside the data's range (bootstrap of the mean, exact binomial for solve rates), exact tests
+# whose smallest p-value is what the sample can support, and survival curves for plateau-escape times.
+
+
+@dataclass(frozen=True)
+class SolveRate:
+    """k of n seeds reached the target; [low, high] is the exact (Clopper–Pearson) 95 % interval."""
+
+    k: int
+    n: int
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.k}/{self.n} [{self.low:.2f}, {self.high:.2f}]"
+
+
+def solve_rate(scores: Sequence[float], target: float, confidence: float = 0.95) -> SolveRate:
+    """How many seeds reached `target`, with the exact binomial interval of the rate."""
+    from scipy import stats  # lazily: see the module docstring
+
+    k, n = sum(s >= target for s in scores), len(scores)
+    if n == 0:
+        return SolveRate(0, 0, math.nan, math.nan)
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
+    return SolveRate(k, n, float(ci.low), float(ci.high))
+
+
+def splits(scores: Sequence[float], target: float) -> bool:
+    """Whether the seeds split into learned (≥ target) and not: then the solve rate, not the mean, is the
+    primary statistic (a mean of 0.2 and 1.0 describes no seed)."""
+    return any(s >= target for s in scores) and any(s < target for s in scores)
+
+
+def solve_rate_test(a: SolveRate, b: SolveRate) -> float:
+    """Two-sided p-value of equal solve rates: Boschloo's exact test (uniformly more powerful than
+    Fisher's, whose p-value it uses as its statistic); 1.0 when both rates are 0/n or n/n alike."""
+    from scipy import stats  # lazily: see the module docstring
+
+    if a.n == 0 or b.n == 0:
+        return math.nan
+    table = [[a.k, a.n - a.k], [b.k, b.n - b.k]]
+    if (a.k == 0 and b.k == 0) or (a.k == a.n and b.k == b.n):
+        return 1.0
+    return float(stats.boschloo_exact(table, alternative="two-sided").pvalue)
+
+
+def paired_permutation(a: Sequence[float], b: Sequence[float], resamples: int = 100_000, seed: int = 0) -> float:
+    """Two-sided p-value that paired scores a_i, b_i (seed i of two models, scored on the same test rows)
+    have mean difference 0: the sign-flip permutation test, exact (all 2^n sign patterns) up to n = 16,
+    seeded Monte Carlo beyond. Its smallest value is 2 / 2^n (`smallest_paired_p`): with 5 seeds no
+    difference, however large, gives p < 0.0625."""
+    from scipy import stats  # lazily: see the module docstring
+
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if d.size < 1:
+        return math.nan
+    if not d.any():
+        return 1.0
+    exact = d.size <= 16
+    result = stats.permutation_test((d,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples",
+                                    n_resamples=np.inf if exact else resamples, alternative="two-sided",
+                                    rng=None if exact else np.random.default_rng(seed))
+    return float(min(1.0, result.pvalue))
+
+
+def smallest_paired_p(n: int) -> float:
+    """The smallest two-sided p-value the exact sign-flip test can give with n pairs."""
+    return min(1.0, 2.0 / 2 ** n)
+
+
+def kaplan_meier(times: Sequence[float], escaped: Sequence[bool]) -> list[tuple[float, float]]:
+    """The Kaplan–Meier estimate of P(still on the plateau after t): [(t, S(t))] at each escape time.
+    `escaped[i]` False means run i was censored at times[i] (it never escaped within its budget)."""
+    from scipy import stats  # lazily: see the module docstring
+
+    t, e = np.asarray(times, dtype=float), np.asarray(escaped, dtype=bool)
+    if not e.any():
+        return [(0.0, 1.0)]
+    sf = stats.ecdf(stats.CensoredData(uncensored=t[e], right=t[~e])).sf
+    return [(0.0, 1.0)] + [(float(q), float(p)) for q, p in zip(sf.quantiles, sf.probabilities) if q in set(t[e])]
+
+
+def logrank(times_a: Sequence[float], escaped_a: Sequence[bool], times_b: Sequence[float],
+            escaped_b: Sequence[bool]) -> float:
+    """Two-sided log-rank p-value that two groups of runs leave the plateau at the same rate (censored at
+    their budgets); NaN when no run of either group escaped (nothing to compare)."""
+    from scipy import stats  # lazily: see the module docstring
+
+    ta, ea = np.asarray(times_a, dtype=float), np.asarray(escaped_a, dtype=bool)
+    tb, eb = np.asarray(times_b, dtype=float), np.asarray(escaped_b, dtype=bool)
+    if not (ea.any() or eb.any()):
+        return math.nan
+    x = stats.CensoredData(uncensored=ta[ea], right=ta[~ea])
+    y = stats.CensoredData(uncensored=tb[eb], right=tb[~eb])
+    return float(stats.logrank(x, y).pvalue)
