@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from studies.checks import check_out_dir, check_storage_url
 from studies.atomic_io import write_atomic, write_jsonl
 from studies.stats import bootstrap_ci, compare, expected_max, holm
 from studies.tables import human_count, markdown_table
+from studies.tune.queries import earliest_by_seed
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -52,10 +53,8 @@ def load_rows(storage: optuna.storages.BaseStorage, prefix: str) -> tuple[list[d
         study = optuna.load_study(study_name=name, storage=storage)
         trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
         if is_confirm:
-            by_seed: dict[int, FrozenTrial] = {}
-            for t in trials:
-                if t.state == TrialState.COMPLETE:
-                    by_seed.setdefault(t.user_attrs.get("seed"), t)  # the earliest complete trial holds a seed
+            # Rows in the order the runs were made (trial numbers), as the committed reports were written.
+            by_seed = dict(sorted(earliest_by_seed(study).items(), key=lambda item: item[1].number))
             if not by_seed:
                 continue
             # One floor per study: the best baseline on all its seeds' held-out sets pooled, as the suite,

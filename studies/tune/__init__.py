@@ -74,6 +74,7 @@ from studies.presets import PRESETS, get_preset
 from studies.search_spaces import SEARCH_SPACE_VERSION, Knob, SearchSpace, get_search_space
 from studies.suite import build_configs
 from studies.train import EvalRecord, TrainResult, train
+from studies.tune.queries import earliest_by_seed
 from tasks.shortcuts import floor as shortcut_floor
 
 CONFIRM_SEED_OFFSET = 1000  # final-evaluation seeds start here; tuning seeds are 0..seeds-1
@@ -862,12 +863,7 @@ def retrain_job(storage: optuna.storages.BaseStorage, name: str, config: RunConf
 
 def confirmed_accuracies(study: optuna.Study, seeds: Sequence[int] | None = None) -> list[float]:
     """One accuracy per seed of a confirm study (the earliest COMPLETE trial of each seed)."""
-    by_seed: dict[int, float] = {}
-    for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
-        seed = t.user_attrs.get("seed")
-        if seed is not None and seed not in by_seed and (seeds is None or seed in seeds):
-            by_seed[seed] = float(t.value)
-    return [by_seed[s] for s in sorted(by_seed)]
+    return [float(t.value) for t in earliest_by_seed(study, seeds).values()]
 
 
 # ------------------------------------------------------------------------------------------------- CLI
