@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from baselines import get_mixer
 from gateloop import LM
-from studies.config import RunConfig
+from studies.config import RunConfig, TrainConfig
 from tasks import Batch, TaskData, sequence_accuracy, token_accuracy
 
 
@@ -113,6 +113,45 @@ def build_model(config: RunConfig) -> LM:
     return LM(config.lm, get_mixer(config.model), config.mixer)
 
 
+def make_optimizer(model: LM, tc: TrainConfig) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the model's parameter groups (transition parameters without weight decay, at their lr
+    factor) and its schedule: linear warmup, then cosine decay to `min_lr_ratio` at `tc.steps`."""
+    optimizer = torch.optim.AdamW(
+        model.param_groups(tc.weight_decay, tc.lr, tc.transition_lr_factor), lr=tc.lr, betas=(0.9, 0.98)
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, tc.warmup_steps, tc.steps, tc.min_lr_ratio)
+    )
+    return optimizer, schedule
+
+
+def autocast(device: torch.device, tc: TrainConfig) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when `tc.amp` asks for it; nothing elsewhere."""
+    if device.type == "cuda" and tc.amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_step(model: LM, optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler,
+               batch: Batch, tc: TrainConfig, device: torch.device) -> torch.Tensor:
+    """One training step on `batch`, the one `train` takes (and the benchmarks and the capability dry run
+    time): forward under `autocast`, cross-entropy over scored positions, then — only if the loss is
+    finite — backward, gradient clipping at `tc.grad_clip`, the optimiser's step and the schedule's.
+    Returns the loss; a non-finite one leaves model, optimiser and schedule as they were."""
+    inputs, targets = batch.inputs.to(device), batch.targets.to(device)
+    with autocast(device, tc):
+        logits = model(inputs)
+    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+    if not torch.isfinite(loss):
+        return loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+    optimizer.step()
+    schedule.step()
+    return loss
+
+
 @torch.no_grad()
 def evaluate(model: LM, batch: Batch, device: torch.device, batch_size: int = 128) -> dict[str, float]:
     """Loss, token accuracy and sequence exact match of the model on a held-out batch."""
@@ -165,37 +204,20 @@ def _train(config: RunConfig, device: torch.device, on_eval: Callable[[EvalRecor
         torch.manual_seed(tc.seed)
         model = build_model(config).to(device)
     data = TaskData(config.task, seed=tc.seed, test_size=tc.test_size)
-    optimizer = torch.optim.AdamW(
-        model.param_groups(tc.weight_decay, tc.lr, tc.transition_lr_factor), lr=tc.lr, betas=(0.9, 0.98)
-    )
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, tc.warmup_steps, tc.steps, tc.min_lr_ratio)
-    )
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and tc.amp else contextlib.nullcontext()
-    )
+    optimizer, schedule = make_optimizer(model, tc)
 
     history: list[EvalRecord] = []
     status, steps_to_target, step = "completed", None, 0
     bar = tqdm(range(1, tc.steps + 1), disable=not progress, leave=False,
                desc=f"{config.model}/{config.task_name}/seed{tc.seed}")
     for step in bar:
-        batch = data.train_batch(tc.batch_size)
-        inputs, targets = batch.inputs.to(device), batch.targets.to(device)
-        with autocast:
-            logits = model(inputs)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        loss = train_step(model, optimizer, schedule, data.train_batch(tc.batch_size), tc, device)
         if not torch.isfinite(loss):
             status = "diverged"
             break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        optimizer.step()
-        schedule.step()
 
         if step % tc.eval_every == 0 or step == tc.steps:
-            with autocast:
+            with autocast(device, tc):
                 metrics = evaluate(model, data.test, device)
             if not math.isfinite(metrics["loss"]):
                 status = "diverged"
@@ -213,7 +235,7 @@ def _train(config: RunConfig, device: torch.device, on_eval: Callable[[EvalRecor
 
     final: dict[int, dict[str, float]] = {}
     if status != "diverged":
-        with autocast:
+        with autocast(device, tc):
             m = evaluate(model, data.test, device)
             final[config.task.seq_len] = {"accuracy": m["accuracy"], "sequence_accuracy": m["sequence_accuracy"]}
             for length in config.eval_lengths:

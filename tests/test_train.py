@@ -8,8 +8,8 @@ import torch
 
 from gateloop import LMConfig
 from studies.config import RunConfig, TrainConfig, parse_overrides, replace_from_strings
-from studies.train import lr_factor, train
-from tasks import make_task
+from studies.train import build_model, lr_factor, make_optimizer, train, train_step
+from tasks import TaskData, make_task
 from baselines import get_mixer
 
 
@@ -48,6 +48,32 @@ def test_train_leaves_global_rng_untouched():
     torch.manual_seed(123)
     train(tiny_run(steps=2, warmup_steps=0, eval_every=1, test_size=8), progress=False)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_train_is_a_loop_of_train_step():
+    """train() takes exactly `train_step`'s steps (the benchmarks and the capability dry run time that
+    function): a hand-written loop of it from the same seed and data ends at the same parameters, bit for bit."""
+    config = tiny_run(steps=6, warmup_steps=2, eval_every=6, grad_clip=0.05)  # a clip that bites
+    trained = train(config, progress=False, keep_model=True).model
+    tc = config.train
+    previous = torch.get_num_threads()
+    torch.set_num_threads(tc.threads)  # as train() runs it: the thread count changes float reductions
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(tc.seed)
+            model = build_model(config)
+        data = TaskData(config.task, seed=tc.seed, test_size=tc.test_size)
+        optimizer, schedule = make_optimizer(model, tc)
+        for _ in range(tc.steps):
+            loss = train_step(model, optimizer, schedule, data.train_batch(tc.batch_size), tc, torch.device("cpu"))
+            assert torch.isfinite(loss)
+    finally:
+        torch.set_num_threads(previous)
+    assert schedule.last_epoch == tc.steps
+    names = [name for name, _ in model.named_parameters()]
+    assert names == [name for name, _ in trained.named_parameters()]
+    for name, a, b in zip(names, model.parameters(), trained.parameters()):
+        assert torch.equal(a, b), name
 
 
 def test_absurd_learning_rate_is_reported_as_diverged_not_raised():

@@ -1,9 +1,10 @@
 """Training throughput: ms per optimiser step of every mixer, and a short suite at 1 and 2 workers.
 
 Step time: the LM of each registered mixer at its defaults (Mamba's `scan="auto"`: its fused C++ scan
-where a compiler is found; also with the pure-torch scan, as the row `mamba:scan=torch`), its width matched (`baselines.matching.match_width`) to a
-preset's parameter budget, trained on one fixed MQAR batch of that preset's size — forward, loss,
-backward, gradient clipping and an AdamW step, as `studies.train.train` does it, with the data
+where a compiler is found; also with the pure-torch scan, as the row `mamba:scan=torch`), its width
+matched (`baselines.matching.match_width`) to a preset's parameter budget, trained on one fixed MQAR
+batch of that preset's size by `studies.train.train_step`, the step `studies.train.train` takes
+(forward, loss, backward, gradient clipping, the AdamW step and the schedule's), with the data
 generation left out. Sizes: the "headline" preset (~50k parameters, L=32, batch 32) and the
 "standard" preset (~90k, L=64, batch 64). Every mixer is warmed up, then the mixers take turns one
 step at a time for `repeats` rounds, so that a change in the machine's load hits every mixer alike;
@@ -52,10 +53,11 @@ from baselines.matching import match_width
 from gateloop.backbone import LM, LMConfig
 from studies.config import TrainConfig
 from studies.presets import get_preset
-from studies.train import keep_freed_memory
+from studies.train import keep_freed_memory, make_optimizer, train_step
 from tasks import make_task
 
 SIZES = ("headline", "standard")
+CPU = torch.device("cpu")
 REFERENCE = "attention"
 SUITE_ARGS = ("suite", "--model", "gateloop,lru", "--tasks", "mqar,state_tracking,memory_horizon", "--preset", "quick")
 SUITE_STEPS = 200
@@ -93,7 +95,7 @@ def _task(preset_name: str, seq_len: int | None = None) -> Any:
 
 
 class _Stepper:
-    """One model, optimiser and fixed batch; `step()` is one training step as `studies.train.train` takes it."""
+    """One model, optimiser and fixed batch; `step()` is one `studies.train.train_step`."""
 
     def __init__(self, label: str, preset_name: str, batch_size: int | None, seq_len: int | None) -> None:
         # label: a mixer name, or "name:knob=value" for a non-default computation path (e.g. mamba:scan=fused)
@@ -105,28 +107,19 @@ class _Stepper:
         if knob:
             key, value = knob.split("=")
             mixer = dataclasses.replace(mixer, **{key: value})
-        train = TrainConfig(**{**preset.train, "device": "cpu"})
+        self.train = TrainConfig(**{**preset.train, "device": "cpu"})
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             self.model = LM(lm, get_mixer(name), mixer)
-        batch = task.sample(batch_size or train.batch_size, torch.Generator().manual_seed(0))
-        self.inputs, self.targets = batch.inputs, batch.targets
-        self.optimizer = torch.optim.AdamW(
-            self.model.param_groups(train.weight_decay, train.lr, train.transition_lr_factor), lr=train.lr,
-            betas=(0.9, 0.98),
-        )
-        self.grad_clip = train.grad_clip
+        self.batch = task.sample(batch_size or self.train.batch_size, torch.Generator().manual_seed(0))
+        self.inputs, self.targets = self.batch.inputs, self.batch.targets
+        self.optimizer, self.schedule = make_optimizer(self.model, self.train)
         self.name, self.d_model = label, mixer.d_model
 
     def step(self) -> tuple[float, float]:
         """(wall, CPU) seconds of one training step."""
         start, cpu = time.perf_counter(), time.process_time()
-        logits = self.model(self.inputs)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), self.targets.flatten(), ignore_index=-100)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.optimizer.step()
+        train_step(self.model, self.optimizer, self.schedule, self.batch, self.train, CPU)
         return time.perf_counter() - start, time.process_time() - cpu
 
 
