@@ -50,17 +50,33 @@ def test_capability_report_matches_its_committed_storage(tmp_path: Path):
     assert rebuilt == (CAPABILITY / "report.md").read_text()
 
 
-README = RESULTS.parent / "README.md"
+ROOT = RESULTS.parent
+README = ROOT / "README.md"
+QUOTE_START = re.compile(r"^<!-- quoted from ", re.M)  # a marker opens a line; inline mentions do not count
 QUOTE = re.compile(r"<!-- quoted from (\S+) -->\n(.*?)<!-- end quote -->", re.S)
 
 
-def test_readme_quotes_results_verbatim():
-    """Every table the README quotes (between `<!-- quoted from FILE -->` and `<!-- end quote -->`)
-    stands verbatim in that committed file, so README numbers cannot drift from the data."""
-    quotes = QUOTE.findall(README.read_text())
-    assert quotes, "the README quotes no results"
-    for source, text in quotes:
-        assert text.strip() in (RESULTS.parent / source).read_text(), f"README quote from {source} is not in it"
+def quoting_pages() -> list[Path]:
+    """The pages whose quotes are checked: the README, every docs/ page and every README under results/."""
+    return [README, *sorted((ROOT / "docs").glob("*.md")), *sorted(RESULTS.glob("**/README.md"))]
+
+
+def test_readme_quotes_a_results_table():
+    assert QUOTE.findall(README.read_text()), "the README quotes no results"
+
+
+@pytest.mark.parametrize("page", quoting_pages(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_page_quotes_results_verbatim(page: Path):
+    """Every table a page quotes (between `<!-- quoted from FILE -->` and `<!-- end quote -->`, FILE
+    relative to the repository root) stands verbatim in that committed file, so the numbers of the
+    README, docs/ and the results READMEs cannot drift from the data."""
+    text = page.read_text()
+    quotes = QUOTE.findall(text)
+    # A marker without its end, or with a malformed path, would otherwise leave its table unchecked.
+    assert len(quotes) == len(QUOTE_START.findall(text)), f"{page.relative_to(ROOT)}: a quote marker is not closed"
+    for source, quoted in quotes:
+        assert quoted.strip(), f"{page.relative_to(ROOT)}: an empty quote from {source}"
+        assert quoted.strip() in (ROOT / source).read_text(), f"{page.relative_to(ROOT)}: quote from {source} is not in it"
 
 
 RUN_FILES = sorted(RESULTS.glob("**/runs/*.json"))
