@@ -10,7 +10,7 @@ COMMANDS: dict[str, str] = {
     "tasks": "studies.tasks_cli",
     "suite": "studies.suite",
     "ablate": "studies.ablate",
-    "capability": "studies.experiments.capability",
+    "capability": "studies.experiments.capability.cli",
     "headline": "studies.experiments.headline",
     "bench": "studies.bench.__main__",
     "tune": "studies.tune",

@@ -12,80 +12,88 @@ from optuna.trial import TrialState
 
 from studies import tune
 from studies.ablate import build_ablation_configs
-from studies.capability_report import _late_gain, build_capability_report, _fmt, capability_line, floors, judge, load_seeds
 from studies.cli import build_parser
-from studies.experiments import capability as cap
+from studies.experiments.capability import cli as capability_cli
+from studies.experiments.capability.design import (HEADS, Prediction, applicable, judge, matched_models, model_label,
+                                                   predictions, task_variant)
+from studies.experiments.capability.plan import ablation_plan, dry_run, main_plan, sizes
+from studies.experiments.capability.report import _cost_lines, _fmt, _late_gain, build_capability_report, capability_line
+from studies.experiments.capability.run import run_study, run_variant, snapshot
+from studies.experiments.capability.seeds import load_seeds
+from studies.experiments.capability.study import CPU_STUDY, STUDIES, Study, SweepPoint
 from studies.presets import get_preset
+from tasks import make_task
+from tasks.shortcuts import floor
 from studies.train import EvalRecord, TrainResult
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-TINY_VARIANT = cap._variant("parity", "state_tracking", 6, "tiny", group="cyclic", modulus=2, seq_len=16,
+TINY_VARIANT = task_variant("parity", "state_tracking", 6, "tiny", group="cyclic", modulus=2, seq_len=16,
                             min_len_frac=0.5)
-TINY_MODELS = (cap._model("gateloop_kv", "gateloop", "kv", "test", d_model=16, num_heads=2),
-               cap._model("gateloop_max", "gateloop", "diagonal", "test", d_model=16, num_heads=None))
+TINY_MODELS = (model_label("gateloop_kv", "gateloop", "kv", "test", d_model=16, num_heads=2),
+               model_label("gateloop_max", "gateloop", "diagonal", "test", d_model=16, num_heads=None))
 
 
-def tiny_study(**changes) -> cap.Study:
+def tiny_study(**changes) -> Study:
     """Two models × one smoke-sized task; no sweep point to train (the main size is read from the main part)."""
     base = dict(
         preset="smoke", models=TINY_MODELS, variants=(TINY_VARIANT,),
-        predictions=(cap.Prediction("kv_beats_max", "beats", ("parity",), ("gateloop_kv",), ("gateloop_max",), 1, "t"),),
-        sweep_variant="parity", sweep=(cap.SweepPoint("gateloop_kv", (("d_model", 16),)),),
+        predictions=(Prediction("kv_beats_max", "beats", ("parity",), ("gateloop_kv",), ("gateloop_max",), 1, "t"),),
+        sweep_variant="parity", sweep=(SweepPoint("gateloop_kv", (("d_model", 16),)),),
         ablation_variants=(), ablations_by_variant=(), ablation_base="gateloop_kv", lr_grid=(1e-3, 1e-2),
         tuning_seeds=2, confirm_seeds=2, sweep_seeds=2, ablation_seeds=2)
-    return dataclasses.replace(cap.CPU_STUDY, **{**base, **changes})
+    return dataclasses.replace(CPU_STUDY, **{**base, **changes})
 
 
 # ------------------------------------------------------------------------------------------ the families
 
 
-@pytest.mark.parametrize("study", list(cap.STUDIES.values()), ids=list(cap.STUDIES))
+@pytest.mark.parametrize("study", list(STUDIES.values()), ids=list(STUDIES))
 def test_kv_family_shares_width_heads_and_state(study):
-    plan = {item.label: item.config for item in cap.main_plan(study, "cpu") if item.variant == study.variants[0].label}
+    plan = {item.label: item.config for item in main_plan(study, "cpu") if item.variant == study.variants[0].label}
     kv = [m.label for m in study.models if m.family == "kv"]
     assert kv == ["gateloop_kv", "gateloop_kv_real", "gateloop_kv_fixed", "retnet"]
     widths = {plan[label].mixer.d_model for label in kv}
     heads = {plan[label].mixer.num_heads for label in kv}
-    states = {label: cap.sizes(plan[label])[1] for label in kv}
-    assert len(widths) == 1 and heads == {cap.HEADS}
+    states = {label: sizes(plan[label])[1] for label in kv}
+    assert len(widths) == 1 and heads == {HEADS}
     d = widths.pop()
-    assert set(states.values()) == {2 * 2 * cap.HEADS * (d // cap.HEADS) ** 2}, states  # 2 layers × 2·H·K·V
+    assert set(states.values()) == {2 * 2 * HEADS * (d // HEADS) ** 2}, states  # 2 layers × 2·H·K·V
 
 
-@pytest.mark.parametrize("study", list(cap.STUDIES.values()), ids=list(cap.STUDIES))
+@pytest.mark.parametrize("study", list(STUDIES.values()), ids=list(STUDIES))
 def test_diagonal_family_state_sizes_as_documented(study):
-    plan = {item.label: item.config for item in cap.main_plan(study, "cpu") if item.variant == study.variants[0].label}
+    plan = {item.label: item.config for item in main_plan(study, "cpu") if item.variant == study.variants[0].label}
     diagonal = [m.label for m in study.models if m.family == "diagonal"]
     d = {plan[label].mixer.d_model for label in diagonal}
     assert len(d) == 1  # one shared width
     d = d.pop()
     for label in diagonal:
-        params, state = cap.sizes(plan[label])
+        params, state = sizes(plan[label])
         print(f"{study.preset} {label}: d_model={d}, state {state}, params {params}")
         # 2·D per layer everywhere but mamba, whose conv buffer and expand make it 4× (the module docstring)
         assert state == 2 * 2 * d * (4 if label == "mamba" else 1), label
 
 
 def test_every_prediction_names_existing_variants_and_labels():
-    for study in cap.STUDIES.values():
+    for study in STUDIES.values():
         labels, variants = {m.label for m in study.models}, {v.label for v in study.variants}
         assert study.predictions
         for p in study.predictions:
             assert set(p.variants) <= variants and {*p.winners, *p.losers} <= labels, p.name
-    bad = cap.Prediction("typo", "beats", ("parity",), ("gateloop_kv",), ("nosuch",), 1, "t")
+    bad = Prediction("typo", "beats", ("parity",), ("gateloop_kv",), ("nosuch",), 1, "t")
     with pytest.raises(ValueError, match="nosuch"):
-        dataclasses.replace(cap.CPU_STUDY, predictions=(bad,))
+        dataclasses.replace(CPU_STUDY, predictions=(bad,))
 
 
 def test_judge_applies_the_rule():
-    beats = cap.Prediction("p", "beats", ("v",), ("a",), ("b",), 1, "t")
+    beats = Prediction("p", "beats", ("v",), ("a",), ("b",), 1, "t")
     high, low = [0.98, 0.99, 1.0], [0.5, 0.52, 0.51]
     assert judge(beats, {("v", "a"): high, ("v", "b"): low}, {"v": 0.5})[0] == "confirmed"
     assert judge(beats, {("v", "a"): low, ("v", "b"): high}, {"v": 0.5})[0] == "refuted"
     assert judge(beats, {("v", "a"): [0.5, 0.9, 0.7], ("v", "b"): low}, {"v": 0.5})[0] == "inconclusive"
     assert judge(beats, {("v", "a"): high}, {"v": 0.5})[0] == "inconclusive"  # no data for b
-    fails = cap.Prediction("f", "fails", ("v",), ("a",), (), 1, "t")
+    fails = Prediction("f", "fails", ("v",), ("a",), (), 1, "t")
     assert judge(fails, {("v", "a"): low}, {"v": 0.5})[0] == "confirmed"
     assert judge(fails, {("v", "a"): high}, {"v": 0.5})[0] == "refuted"
     # One seed has no interval: it decides nothing, however far apart the values are.
@@ -129,7 +137,7 @@ def test_the_studys_mamba_runs_keep_the_torch_scan_and_their_stored_configs():
     for name, key, value in rows:
         stored.setdefault(name, {}).setdefault(key, []).append(json.loads(value))
     assert len(stored) >= 3, sorted(stored)
-    plan = {item.variant: item.config for item in cap.main_plan(cap.CPU_STUDY, "cpu") if item.label == "mamba"}
+    plan = {item.variant: item.config for item in main_plan(CPU_STUDY, "cpu") if item.label == "mamba"}
     for name, attrs in stored.items():
         variant = name.split("/")[1]
         for config, run_id in zip(attrs["config"], attrs["run_id"]):
@@ -156,8 +164,7 @@ def test_the_committed_study_resumes_its_mamba_confirm_runs_without_training(tmp
         raise AssertionError("every parity run is stored: a resume must not train")
 
     monkeypatch.setattr(tune, "train", no_training)
-    cap.run_variant(cap.CPU_STUDY, tune.open_storage(f"sqlite:///{db}"), cap.CPU_STUDY.variant("parity"), "cpu",
-                    progress=False)
+    run_variant(CPU_STUDY, tune.open_storage(f"sqlite:///{db}"), CPU_STUDY.variant("parity"), "cpu", progress=False)
 
 
 def test_late_gain_tells_plateaued_from_cut_off():
@@ -342,9 +349,9 @@ def test_halving_prunes_only_beyond_the_margin():
 
 
 def test_dry_run_prints_plan_and_estimate():
-    study = tiny_study(sweep=(cap.SweepPoint("gateloop_kv", (("d_model", 8),)),), ablation_variants=("parity",),
+    study = tiny_study(sweep=(SweepPoint("gateloop_kv", (("d_model", 8),)),), ablation_variants=("parity",),
                        ablations=("full", "real_gates"), budget_hours=0.0)
-    text = cap.dry_run(study, workers=2, device="cpu", measure_steps=1)
+    text = dry_run(study, workers=2, device="cpu", measure_steps=1)
     lines = [line for line in text.splitlines() if line.startswith("| main | parity |")]
     assert len(lines) == 2 and "| gateloop_kv | kv | 16 |" in lines[0]
     assert "| sweep | parity | gateloop_kv@d_model=8 |" in text
@@ -357,13 +364,13 @@ def test_dry_run_prints_plan_and_estimate():
 def test_rerun_trains_nothing_and_report_builds_from_a_tiny_storage(tmp_path, monkeypatch):
     study = tiny_study()
     url = f"sqlite:///{tmp_path / 's.db'}"
-    cap.run_study(study, url, tmp_path, "cpu", None, progress=False, report=False)
+    run_study(study, url, tmp_path, "cpu", None, progress=False, report=False)
 
     def no_training(*args, **kwargs):
         raise AssertionError("the report must not train")
 
     monkeypatch.setattr(tune, "train", no_training)
-    cap.run_study(study, url, tmp_path, "cpu", None, progress=False, report=False)  # a rerun: all done, resumes
+    run_study(study, url, tmp_path, "cpu", None, progress=False, report=False)  # a rerun: all done, resumes
     text = build_capability_report(url, study, tmp_path / "report")
     table = text[text.index("### parity"):].splitlines()
     assert "best no-solve baseline" in table[2]
@@ -380,15 +387,15 @@ def test_rerun_trains_nothing_and_report_builds_from_a_tiny_storage(tmp_path, mo
     assert [line.split(" | ")[0] for line in lengths[4:7]] == ["| gateloop_kv", "| gateloop_max", "| best no-solve baseline"]
     sweep = text[text.index("## State-size sweep (parity)"):text.index("## Figures")].splitlines()
     assert sweep[4].startswith("| gateloop_kv | d_model=16 |")
-    name, score = floors("state_tracking", dict(TINY_VARIANT.knobs), get_preset("smoke").train["test_size"], 1,
-                         (tune.CONFIRM_SEED_OFFSET, tune.CONFIRM_SEED_OFFSET + 1))["accuracy"]
+    name, score, _ = floor(make_task("state_tracking", **dict(TINY_VARIANT.knobs)), get_preset("smoke").train["test_size"],
+                           (tune.CONFIRM_SEED_OFFSET, tune.CONFIRM_SEED_OFFSET + 1))
     assert sweep[5] == f"| best no-solve baseline | – | – | – | {name} {score:.3f} | – | – |"  # on the sweep's seeds
     main_seeds = load_seeds(tune.open_storage(url), "capability/parity/gateloop_kv/confirm").scores("accuracy")
     assert sweep[4].endswith(f" | 2 | {main_seeds[0]:.3f}, {main_seeds[1]:.3f} |")  # per seed, in seed order
     one = build_capability_report(url, dataclasses.replace(study, sweep_seeds=1), tmp_path / "one")
     sweep = one[one.index("## State-size sweep (parity)"):one.index("## Figures")].splitlines()
-    name, score = floors("state_tracking", dict(TINY_VARIANT.knobs), get_preset("smoke").train["test_size"], 1,
-                         (tune.CONFIRM_SEED_OFFSET,))["accuracy"]
+    name, score, _ = floor(make_task("state_tracking", **dict(TINY_VARIANT.knobs)), get_preset("smoke").train["test_size"],
+                           (tune.CONFIRM_SEED_OFFSET,))
     assert sweep[4].endswith(f" | 1 | {main_seeds[0]:.3f} |")
     assert sweep[5] == f"| best no-solve baseline | – | – | – | {name} {score:.3f} | – | – |"
     progress = text[text.index("## Progress (main part)"):text.index("## Main table")]
@@ -402,17 +409,17 @@ def test_ablation_full_row_is_the_main_confirm_study(tmp_path):
     """"full" is not trained again: the ablation table reads the base model's confirm seeds, whose config
     (tuned lr, confirm seeds) is exactly the ablation's, and the Δ column is against them."""
     study = tiny_study(ablation_variants=("parity",), ablations=("full", "fixed_phase"), ablation_seeds=2)
-    plan = cap.ablation_plan(study, "cpu", {"parity": 1e-3})
+    plan = ablation_plan(study, "cpu", {"parity": 1e-3})
     assert [item.label for item in plan] == ["fixed_phase"]
     url = f"sqlite:///{tmp_path / 's.db'}"
-    cap.run_study(study, url, tmp_path, "cpu", None, progress=False, report=False)
+    run_study(study, url, tmp_path, "cpu", None, progress=False, report=False)
     storage = tune.open_storage(url)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     assert "capability-ablate/parity/fixed_phase" in names and "capability-ablate/parity/full" not in names
     lr = optuna.load_study(study_name="capability/parity/gateloop_kv", storage=storage).best_trial.params["lr"]
     confirm_config = optuna.load_study(study_name="capability/parity/gateloop_kv/confirm",
                                        storage=storage).trials[0].user_attrs["config"]
-    (fixed_phase,) = cap.ablation_plan(study, "cpu", {"parity": lr})
+    (fixed_phase,) = ablation_plan(study, "cpu", {"parity": lr})
     assert confirm_config["train"]["lr"] == lr
     # the claim behind not training "full": its runs would be the confirm runs, id for id
     base = study.model("gateloop_kv")
@@ -428,10 +435,10 @@ def test_ablation_full_row_is_the_main_confirm_study(tmp_path):
     table = text[text.index("### parity (accuracy, at the full model's tuned lr)"):].splitlines()
     full = next(line for line in table if line.startswith("| full (gateloop_kv, main confirm seeds) |"))
     assert "| +0.000 |" in full and any(line.startswith("| fixed_phase |") for line in table)
-    name, score = floors("state_tracking", dict(TINY_VARIANT.knobs), get_preset("smoke").train["test_size"], 1,
-                         (tune.CONFIRM_SEED_OFFSET, tune.CONFIRM_SEED_OFFSET + 1))["accuracy"]
-    beyond = floors("state_tracking", dict(TINY_VARIANT.knobs), get_preset("smoke").train["test_size"], 2,
-                    (tune.CONFIRM_SEED_OFFSET, tune.CONFIRM_SEED_OFFSET + 1))["accuracy"]
+    name, score, _ = floor(make_task("state_tracking", **dict(TINY_VARIANT.knobs)), get_preset("smoke").train["test_size"],
+                           (tune.CONFIRM_SEED_OFFSET, tune.CONFIRM_SEED_OFFSET + 1))
+    beyond = floor(make_task("state_tracking", **dict(TINY_VARIANT.knobs)), get_preset("smoke").train["test_size"],
+                   (tune.CONFIRM_SEED_OFFSET, tune.CONFIRM_SEED_OFFSET + 1), 2 * TINY_VARIANT.knobs_dict()["seq_len"])
     assert table[2].endswith("| state | 2× | Δ vs full (1×) |")  # the smoke preset evaluates state tracking at 2×
     # the floors on the 2 ablation seeds, at 1× and at 2×
     assert table[6] == f"| best no-solve baseline | {name} {score:.3f} | – | – | – | – | {beyond[0]} {beyond[1]:.3f} | – |"
@@ -467,7 +474,7 @@ def test_ctrl_c_is_one_line_with_how_to_resume(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cap, "run_workers", interrupted)
+    monkeypatch.setattr(capability_cli, "run_workers", interrupted)
     args = build_parser().parse_args(["capability", "--workers", "1", "--out", str(tmp_path), "--quiet"])
     with pytest.raises(SystemExit, match="testbed capability: interrupted .*rerun the same command to resume"):
         args._run(args)
@@ -480,30 +487,30 @@ def test_snapshot_copies_the_live_storage_consistently_and_refuses_what_it_canno
     study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
     out = tmp_path / "results"
-    url = cap.snapshot(f"sqlite:///{live}", out)
+    url = snapshot(f"sqlite:///{live}", out)
     assert url == f"sqlite:///{(out / 'studies.db').resolve()}" and not list(out.glob("*.partial"))
     copied = optuna.load_study(study_name="s", storage=url)
     assert [t.value for t in copied.trials] == [t.value for t in study.trials]
     for bad, message in [(None, "needs --storage"), ("postgresql://u@h/db", "not one"),
                          (f"sqlite:///{tmp_path / 'nosuch.db'}", "no such file"), (url, "itself")]:
         with pytest.raises(ValueError, match=message):
-            cap.snapshot(bad, out)
+            snapshot(bad, out)
     args = build_parser().parse_args(["capability", "--snapshot", "--out", str(out)])
     with pytest.raises(SystemExit, match="testbed capability: --snapshot needs --storage"):
         args._run(args)
 
 
 def test_a_narrowed_prediction_says_what_it_no_longer_judges():
-    registered = cap.predictions(("mqar_k4", "mqar_k8", "mqar_k10"))
-    kept = {p.name: p for p in cap.applicable(registered, ("parity", "mqar_k4"), ("gateloop_kv", "retnet", "lru"))}
+    registered = predictions(("mqar_k4", "mqar_k8", "mqar_k10"))
+    kept = {p.name: p for p in applicable(registered, ("parity", "mqar_k4"), ("gateloop_kv", "retnet", "lru"))}
     recall = kept["recall_needs_kv_state"]
     assert recall.variants == ("mqar_k4",) and recall.losers == ("lru",)
     assert recall.not_judged == "variants mqar_k8, mqar_k10; losers gateloop_max, s4d, s5"
     assert "selective_copy_needs_selection" not in kept  # none of its variants is in the study
-    assert all(p.not_judged == "" for p in cap.applicable(registered, ("parity", "z3", "mqar_k4", "mqar_k8",
-                                                                     "mqar_k10", "s3", "a5", "memory_horizon",
-                                                                     "selective_copy"),
-                                                          tuple(m.label for m in cap.matched_models(48))))
+    assert all(p.not_judged == "" for p in applicable(registered, ("parity", "z3", "mqar_k4", "mqar_k8",
+                                                                 "mqar_k10", "s3", "a5", "memory_horizon",
+                                                                 "selective_copy"),
+                                                      tuple(m.label for m in matched_models(48))))
 
 
 def test_per_variant_ablations_must_name_an_ablated_variant_and_known_ablations():
@@ -525,8 +532,6 @@ def test_cost_sums_finished_trial_times_per_part_and_skips_other_studies():
     a failed trial is counted and not timed; another study's trials in the same storage are not counted."""
     from datetime import datetime, timedelta
 
-    from studies.capability_report import _cost_lines
-
     storage = optuna.storages.InMemoryStorage()
     t0 = datetime(2026, 12, 2, 10, 0)
 
@@ -542,7 +547,7 @@ def test_cost_sums_finished_trial_times_per_part_and_skips_other_studies():
     add("capability/parity/gateloop_kv/confirm", TrialState.FAIL, 600, 0.0)
     add("capability-sweep/mqar_k4/lru/d_state=4", TrialState.PRUNED, 90, 5400.0)
     add("capability-gpu/parity/gateloop_kv", TrialState.COMPLETE, 6000, 1.0)  # another study's
-    text = "\n".join(_cost_lines(storage, cap.CPU_STUDY))
+    text = "\n".join(_cost_lines(storage, CPU_STUDY))
     assert "| main: parity | 2 | 1 | 1.5 | 1.3 | 2026-12-02 10:00 | 2026-12-02 11:00 |" in text
     assert "| sweep | 1 | 0 | 1.5 | 1.5 | 2026-12-02 10:00 | 2026-12-02 11:30 |" in text
     assert "| all | 3 | 1 | 3.0 | 2.8 | – | – |" in text

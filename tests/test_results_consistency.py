@@ -43,8 +43,8 @@ def test_ablation_table_matches_its_stored_runs(directory: Path):
 def test_capability_report_matches_its_committed_storage(tmp_path: Path):
     """results/capability/report.md is what the report builder makes of the committed storage snapshot
     (results/capability/studies.db, see results/capability/README.md), nothing edited by hand."""
-    from studies.capability_report import build_capability_report
-    from studies.experiments.capability import CPU_STUDY
+    from studies.experiments.capability.report import build_capability_report
+    from studies.experiments.capability.study import CPU_STUDY
 
     rebuilt = build_capability_report(f"sqlite:///{CAPABILITY / 'studies.db'}", CPU_STUDY, tmp_path)
     assert rebuilt == (CAPABILITY / "report.md").read_text()

@@ -1,0 +1,84 @@
+"""The capability study (issue 14): matched model families, trained until they learn, tuned on a grid.
+
+    testbed capability [--storage URL] [--out results/capability] [--workers N] [--device ...]
+                       [--preset capability|gpu] [--dry-run] [--only main|sweep|ablations] [--quiet]
+                       [--snapshot]
+
+Everything the study is — which models, at which widths and state sizes; which task variants, at which
+step budgets; the tuning protocol; the state-size sweep; the ablations; and the predictions, written
+down before the run — is Python data in this package (design.py, study.py). The command runs it in three
+parts (run.py), each resumable and shared by any number of workers pointed at the same `--storage`
+(`--workers N` starts N of them on this machine), and rebuilds the report (report.py) from the storage.
+`--dry-run` prints the plan with state sizes, parameter counts and a wall-time estimate (plan.py).
+`--snapshot` copies a live SQLite storage to OUT/studies.db and rebuilds OUT's report from the copy.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from studies.checks import check_at_least_one, check_device, check_out_dir, check_storage_url
+from studies.experiments.capability.plan import dry_run, family_table
+from studies.experiments.capability.report import build_capability_report
+from studies.experiments.capability.run import run_workers, snapshot
+from studies.experiments.capability.study import STUDIES
+from studies.parallel import usable_cores
+from studies.tune import open_storage, storage_url
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="capability", choices=sorted(STUDIES), help="which study (gpu: zoology's scale)")
+    parser.add_argument("--storage", default=None, help="SQLAlchemy URL (default: sqlite:///OUT/studies.db)")
+    parser.add_argument("--out", default="results/capability", help="report directory")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes on this machine sharing the storage (default: the usable CPU cores)")
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the preset's)")
+    parser.add_argument("--only", default=None, choices=("main", "sweep", "ablations"), help="run one part only")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the estimated wall time; train nothing")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--snapshot", action="store_true",
+                        help="train nothing: copy the SQLite --storage consistently to OUT/studies.db (SQLite's "
+                             "backup API, safe while the study runs) and rebuild OUT's report from that copy")
+
+
+def run(args: argparse.Namespace) -> int:
+    study = STUDIES[args.preset]
+    workers = usable_cores() if args.workers is None else args.workers
+    try:
+        check_at_least_one("--workers", workers)
+        check_device(args.device)
+        out = check_out_dir(args.out)
+        if args.storage is not None:
+            check_storage_url(args.storage)  # before a dry run too: it takes minutes to measure
+    except ValueError as e:
+        raise SystemExit(f"testbed capability: {e}") from None
+    if args.dry_run:
+        print(dry_run(study, workers, args.device, only=args.only))
+        return 0
+    if args.snapshot:
+        try:
+            copy = snapshot(args.storage, out)
+        except ValueError as e:
+            raise SystemExit(f"testbed capability: {e}") from None
+        build_capability_report(copy, study, out)
+        print(f"copied {args.storage} to {copy} and rebuilt {out / 'report.md'} from the copy")
+        return 0
+    try:
+        url = storage_url(args.storage, out)
+    except ValueError as e:
+        raise SystemExit(f"testbed capability: {e}") from None
+    print(f"capability study `{study.preset}`: {study.description}\n{family_table(study, args.device)}", flush=True)
+    try:
+        run_workers(study, url, out, args.device, args.only, workers, progress=not args.quiet)
+    except KeyboardInterrupt:
+        raise SystemExit("testbed capability: interrupted (the trials it was running do not count: failed at "
+                         "once with one worker, by the heartbeat check of the next run with several); rerun the "
+                         "same command to resume") from None
+    print(build_capability_report(open_storage(url), study, out))
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m studies.experiments.capability.cli", description=__doc__)
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))

@@ -1,0 +1,205 @@
+"""What the capability study will train, and what it will cost: the planned runs of each part (main,
+sweep, ablations) with their configs, and the dry run (`testbed capability --dry-run`), which prints the
+plan with state sizes, parameter counts and a wall-time estimate from a short in-process measurement of
+each config's training step (`studies.train.train_step`, the step every run takes)."""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+from studies.ablate import build_ablation_configs
+from studies.config import RunConfig
+from studies.experiments.capability.design import TaskVariant
+from studies.experiments.capability.study import Study, is_main_size
+from studies.presets import get_preset
+from studies.tables import human_count, markdown_table
+from studies.train import build_model, make_optimizer, resolve_device, train_step
+from studies.tune import base_config
+
+
+
+@dataclass(frozen=True)
+class PlannedRuns:
+    """One line of the plan: `runs` trainings of one config, each at most `steps` steps."""
+
+    part: str  # "main" | "sweep" | "ablations"
+    variant: str
+    label: str  # model label, "label@size" for the sweep, the ablation name(s) for ablations
+    config: RunConfig
+    runs: int
+    detail: str  # e.g. "4 grid trials × 2 seeds + 5 confirm seeds"
+
+
+
+def run_config(study: Study, variant: TaskVariant, mixer: str, overrides: list[str], device: str | None) -> RunConfig:
+    return base_config(variant.task, mixer, study.preset, [*variant.override_strings(), *overrides], device)
+
+
+def main_plan(study: Study, device: str | None = None) -> list[PlannedRuns]:
+    grid = len(study.lr_grid)
+    return [PlannedRuns("main", v.label, m.label, run_config(study, v, m.mixer, m.override_strings(), device),
+                        grid * study.tuning_seeds + study.confirm_seeds,
+                        f"{grid} grid trials × {study.tuning_seeds} seeds + {study.confirm_seeds} confirm seeds")
+            for v in study.variants for m in study.models]
+
+
+def sweep_plan(study: Study, device: str | None = None, lrs: dict[str, float] | None = None) -> list[PlannedRuns]:
+    """The sweep's configs; `lrs` (label -> tuned lr on the sweep variant) sets their learning rates.
+    A point at the model's main size is left out: its runs are the main study's confirm seeds."""
+    variant = study.variant(study.sweep_variant)
+    plan = []
+    for point in study.sweep:
+        model = study.model(point.label)
+        if is_main_size(model, point):
+            continue
+        lr = [] if lrs is None else [f"train.lr={lrs[point.label]}"]
+        config = run_config(study, variant, model.mixer, [*model.override_strings(point.overrides), *lr], device)
+        plan.append(PlannedRuns("sweep", variant.label, f"{point.label}@{point.size}", config, study.sweep_seeds,
+                                f"{study.sweep_seeds} seeds"))
+    return plan
+
+
+def ablation_plan(study: Study, device: str | None = None, lrs: dict[str, float] | None = None) -> list[PlannedRuns]:
+    """Ablations of `ablation_base` by studies/ablate.py's builder; ablations that leave the config as
+    another's (e.g. wide_heads = full on a 4-head base) share its runs, and "full" (with any that equal
+    it) is not planned: its runs are the main study's confirm seeds. `lrs`: variant -> tuned lr."""
+    base = study.model(study.ablation_base)
+    if base.mixer != "gateloop":
+        raise ValueError(f"ablation_base {base.label!r} is a {base.mixer}; the ablations are GateLoop's")
+    plan = []
+    for label in study.ablation_variants:
+        variant = study.variant(label)
+        overrides = [*variant.override_strings(), *base.override_strings()]
+        labelled = build_ablation_configs(list(study.ablations_for(label)), [variant.task], study.preset, 1, overrides, device,
+                                          None if lrs is None else {variant.task: lrs[label]})
+        groups: dict[str, tuple[list[str], RunConfig]] = {}
+        for name, config in labelled:
+            groups.setdefault(config.group_id(), ([], config))[0].append(name)
+        # "full" is the base model at its tuned lr with the confirm seeds: the main study's confirm runs
+        # (same config, same seeds, same run ids), read from there rather than trained twice.
+        plan += [PlannedRuns("ablations", label, "=".join(names), config, study.ablation_seeds,
+                             f"{study.ablation_seeds} seeds") for names, config in groups.values()
+                 if "full" not in names]
+    return plan
+
+
+def sizes(config: RunConfig) -> tuple[int, int]:
+    """(non-embedding parameters, decoding state in real scalars at the training length) of a config."""
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        model = build_model(dataclasses.replace(config, train=dataclasses.replace(config.train, device="cpu")))
+    return model.num_parameters(), model.state_size(config.task.seq_len)
+
+
+
+def step_ms(config: RunConfig, steps: int = 3, warmup: int = 1) -> float | None:
+    """Median wall time in ms of one training step of `config` on its device (`studies.train.train_step`
+    on one fixed batch); None where that device is not on this machine (a CPU step says nothing about a
+    GPU's)."""
+    try:
+        device = resolve_device(config.train.device)
+    except ValueError:
+        return None
+    previous = torch.get_num_threads()
+    torch.set_num_threads(config.train.threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_model(config).to(device)
+        tc = config.train
+        optimizer, schedule = make_optimizer(model, tc)
+        batch = config.task.sample(tc.batch_size, torch.Generator().manual_seed(0))
+        times = []
+        for i in range(warmup + steps):
+            start = time.perf_counter()
+            train_step(model, optimizer, schedule, batch, tc, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(1000 * (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(previous)
+    return statistics.median(times)
+
+
+def run_seconds(config: RunConfig, ms: float) -> float:
+    """Upper bound of one run's wall time: every step of the budget, plus its evaluations (a forward pass
+    is about a third of a step) every eval_every steps and once per evaluated length at the end."""
+    tc = config.train
+    eval_batches = tc.test_size / tc.batch_size
+    evals = tc.steps // tc.eval_every + 1 + sum(length / config.task.seq_len for length in config.eval_lengths)
+    return ms / 1000 * (tc.steps + evals * eval_batches / 3)
+
+
+def family_table(study: Study, device: str | None = None) -> str:
+    """Markdown: every model label with its mixer, family, width, parameters and state (at the first
+    variant's length; only attention's state grows with the length) and what it stands for."""
+    variant = study.variants[0]
+    rows = []
+    for m in study.models:
+        params, state = sizes(run_config(study, variant, m.mixer, m.override_strings(), device))
+        rows.append((m.label, m.mixer, m.family, dict(m.overrides).get("d_model"), human_count(params),
+                     f"{state:,}", m.note))
+    return markdown_table(("model", "mixer", "family", "d_model", "params", f"state at L={variant.knobs_dict()['seq_len']}",
+                           "what it is"), rows)
+
+
+def dry_run(study: Study, workers: int, device: str | None = None, measure_steps: int = 3,
+            only: str | None = None) -> str:
+    """The whole plan (or the part `only`) as text: every (task, model) with its state, parameters, runs and
+    step budget, and the estimated wall time from a measured ms/step of each config on `workers` workers."""
+    lines = [f"capability study `{study.preset}`: {study.description}", "", family_table(study, device),
+             f"tuning: optuna GridSampler over lr {list(study.lr_grid)} (seed {study.sampler_seed}), "
+             f"TolerantHalvingPruner (successive halving, rungs at steps/4, steps/2, reduction factor 2, margin 0.02), "
+             f"{study.tuning_seeds} seeds "
+             f"per trial (objective: their mean accuracy), best re-trained with {study.confirm_seeds} fresh seeds", ""]
+    header = ("part", "variant", "model", "family", "d_model", "params", "state", "steps", "runs", "ms/step",
+              "est. h (1 core)")
+    rows, totals, by_variant, devices, unmeasured = [], {}, {}, set(), 0
+    families = {m.label: m.family for m in study.models}
+    parts = {"main": main_plan, "sweep": sweep_plan, "ablations": ablation_plan}
+    plan = [item for part, make in parts.items() if only in (None, part) for item in make(study, device)]
+    for item in plan:
+        params, state = sizes(item.config)
+        try:
+            devices.add(resolve_device(item.config.train.device).type)
+        except ValueError:  # e.g. cuda on a machine without it
+            devices.add(item.config.train.device)
+        ms = step_ms(item.config, measure_steps)
+        if ms is None:
+            unmeasured += 1
+            ms_text = hours_text = "–"
+        else:
+            hours = item.runs * run_seconds(item.config, ms) / 3600
+            totals[item.part] = totals.get(item.part, 0.0) + hours
+            by_variant[(item.part, item.variant)] = by_variant.get((item.part, item.variant), 0.0) + hours
+            ms_text, hours_text = f"{ms:.1f}", f"{hours:.2f}"
+        family = families.get(item.label.split("@")[0], "ablation")
+        rows.append((item.part, item.variant, item.label, family, item.config.mixer.d_model, human_count(params),
+                     human_count(state), item.config.train.steps, f"{item.runs} ({item.detail})", ms_text,
+                     hours_text))
+    lines.append(markdown_table(header, rows))
+    if unmeasured:
+        lines.append(f"not estimated: {unmeasured} configs run on {sorted(devices)}, which this machine does not "
+                     f"have; run the dry run there (`--device` and the preset decide the device)")
+        return "\n".join(lines)
+    total = sum(totals.values())
+    wall = total / workers
+    lines.append("device-hours by part and variant: "
+                 + ", ".join(f"{part}/{variant} {h:.1f}" for (part, variant), h in by_variant.items()))
+    lines.append("estimated device-hours: " + ", ".join(f"{part} {h:.1f}" for part, h in totals.items())
+                 + f"; total {total:.1f}; wall on {workers} worker(s): {wall:.1f} h")
+    lines.append(f"(ms/step measured in this process on {sorted(devices)}, {measure_steps} steps after 1 warm-up "
+                 f"per config, on a possibly busy machine; every run is assumed to use its full step budget, so "
+                 f"early stopping at {study_target(study):.2f} and pruning only shorten it)")
+    if wall > study.budget_hours:
+        lines.append(f"WARNING: the estimate, {wall:.1f} h, exceeds the {study.budget_hours:g} h budget; shorten step "
+                     f"budgets, variants or seeds in studies/experiments/capability/study.py")
+    return "\n".join(lines)
+
+
+def study_target(study: Study) -> float:
+    return float(get_preset(study.preset).train.get("target_accuracy", 1.0))
