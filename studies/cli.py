@@ -11,7 +11,6 @@ COMMANDS: dict[str, str] = {
     "suite": "studies.suite",
     "ablate": "studies.ablate",
     "capability": "studies.experiments.capability.cli",
-    "headline": "studies.experiments.headline",
     "bench": "studies.bench.__main__",
     "tune": "studies.tune",
     "report": "studies.report",

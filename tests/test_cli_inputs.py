@@ -96,7 +96,7 @@ def test_storage_url_refused_by_every_command_before_anything_is_created(tmp_pat
     for url, expected in [("sqlite//x.db", "is not a database URL"), ("notadb://", "unknown database dialect"),
                           ("sqlite://x.db", "names no file"), (missing, "does not exist; create it")]:
         assert expected in refusal(tune_argv(tmp_path, storage=url))
-        assert expected in refusal(["headline", "--storage", url, "--out", str(tmp_path / "h")])
+        assert expected in refusal(["capability", "--storage", url, "--out", str(tmp_path / "h")])
         # The report reads existing studies: a missing file is the problem to name, not its directory.
         assert (expected if url != missing else "no SQLite file") in \
             refusal(["report", "--storage", url, "--out", str(tmp_path / "r")])
@@ -132,7 +132,7 @@ def test_out_that_is_a_file_is_refused(tmp_path):
     before = set(tmp_path.rglob("*"))
     assert "is a file, not a directory" in refusal(["report", "--storage", f"sqlite:///{db}", "--study-prefix", "p",
                                                     "--out", str(file)])
-    assert "is a file, not a directory" in refusal(["headline", "--out", str(file)])
+    assert "is a file, not a directory" in refusal(["capability", "--out", str(file)])
     nothing_created(tmp_path, before)
 
 
@@ -145,7 +145,7 @@ def test_cuda_on_a_cpu_machine_is_refused_before_a_study_exists(tmp_path):
     message = refusal(tune_argv(tmp_path, "--device", "cuda", storage=storage))
     assert "CUDA is not available" in message
     assert not (tmp_path / "s.db").exists()
-    assert "CUDA is not available" in refusal(["headline", "--device", "cuda", "--out", str(tmp_path / "h")])
+    assert "CUDA is not available" in refusal(["capability", "--device", "cuda", "--out", str(tmp_path / "h")])
     assert not (tmp_path / "h").exists()
 
 
