@@ -21,7 +21,6 @@ from studies.train import build_model, make_optimizer, resolve_device, train_ste
 from studies.tune import base_config
 
 
-
 @dataclass(frozen=True)
 class PlannedRuns:
     """One line of the plan: `runs` trainings of one config, each at most `steps` steps."""
@@ -34,8 +33,8 @@ class PlannedRuns:
     detail: str  # e.g. "4 grid trials × 2 seeds + 5 confirm seeds"
 
 
-
 def run_config(study: Study, variant: TaskVariant, mixer: str, overrides: list[str], device: str | None) -> RunConfig:
+    """The config of `mixer` on `variant` at the study's preset, with the model's (and any further) overrides."""
     return base_config(variant.task, mixer, study.preset, [*variant.override_strings(), *overrides], device)
 
 
@@ -92,7 +91,6 @@ def sizes(config: RunConfig) -> tuple[int, int]:
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         model = build_model(dataclasses.replace(config, train=dataclasses.replace(config.train, device="cpu")))
     return model.num_parameters(), model.state_size(config.task.seq_len)
-
 
 
 def step_ms(config: RunConfig, steps: int = 3, warmup: int = 1) -> float | None:
