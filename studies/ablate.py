@@ -23,14 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from studies.checks import check_storage_url
-from studies.config import CONFIG_VERSION, RunConfig, task_from_dict
+from studies.checks import check_out_dir, check_storage_url, parse_names
+from studies.config import CONFIG_VERSION, RunConfig, parse_fields, parse_overrides, task_from_dict
 from studies.experiments.ablations import ABLATION_TASKS, ABLATIONS
 from studies.presets import get_preset
 from studies.atomic_io import write_atomic
 from studies.stats import compare
 from studies.tables import fmt_mean_ci, human_count, markdown_table
-from studies.suite import add_run_arguments, build_configs, check_configs, check_run_arguments, load_records, run_configs
+from studies.suite import (RunFailed, add_run_arguments, build_configs, check_configs, check_run_arguments,
+                           load_records, run_configs)
 from studies.train import build_model
 from tasks import TASKS
 from tasks.shortcuts import floor
@@ -55,6 +56,7 @@ def build_ablation_configs(
     if unknown:
         raise ValueError(f"unknown ablation(s) {unknown}; valid ablations: {list(ABLATIONS)}")
     base = build_configs(["gateloop"], tasks, get_preset(preset_name), seeds, overrides, device, threads)
+    check_ablation_clashes(ablations, base, overrides)
     out = []
     for name in ablations:
         for config in base:
@@ -64,6 +66,34 @@ def build_ablation_configs(
             mixer = dataclasses.replace(config.mixer, **ABLATIONS[name])
             out.append((name, dataclasses.replace(config, mixer=mixer, train=train_cfg)))
     return out
+
+
+def check_ablation_clashes(ablations: Sequence[str], base: Sequence[RunConfig], overrides: Sequence[str]) -> None:
+    """Refuse mixer overrides that an ablation would silently replace (it sets the same knob to another
+    value) or cannot be combined with (its config raises), naming each such ablation and the fix."""
+    given = parse_overrides(list(overrides))["mixer"]
+    if not given:
+        return
+    chosen = parse_fields(type(base[0].mixer), given, "model")
+    clashes = {}
+    for name in ablations:
+        replaced = [f"sets {k}={v!r}" for k, v in ABLATIONS[name].items() if k in chosen and chosen[k] != v]
+        if replaced:
+            clashes[name] = ", ".join(replaced)
+            continue
+        for config in base:
+            try:
+                dataclasses.replace(config.mixer, **ABLATIONS[name])
+            except ValueError as e:
+                clashes[name] = str(e)
+                break
+    if clashes:
+        kept = [a for a in ablations if a not in clashes]
+        fix = f"or keep to the ablations it leaves alone: --ablations {','.join(kept)}" if kept else \
+            "no selected ablation leaves it alone"
+        raise ValueError(f"{' '.join(f'model.{k}={v}' for k, v in given.items())} clashes with ablation(s) "
+                         + "; ".join(f"{name} ({why})" for name, why in clashes.items())
+                         + f"; drop the override, {fix}")
 
 
 def tuned_learning_rates(storage: str, prefix: str, tasks: Sequence[str]) -> dict[str, float]:
@@ -76,12 +106,17 @@ def tuned_learning_rates(storage: str, prefix: str, tasks: Sequence[str]) -> dic
         try:
             study = optuna.load_study(study_name=study_name, storage=storage)
         except KeyError:
-            raise SystemExit(f"no study {study_name!r} in {storage}: run `testbed tune --task {task} --models gateloop "
+            raise ValueError(f"no study {study_name!r} in {storage}: run `testbed tune --task {task} --models gateloop "
                              f"--study-prefix {prefix}` first, or drop --lr-from-storage") from None
-        params = study.best_trial.params
+        try:
+            params = study.best_trial.params
+        except ValueError:  # optuna's "no trials are completed yet"
+            raise ValueError(f"study {study_name!r} in {storage} has no finished trial yet: let `testbed tune` finish "
+                             f"one, or drop --lr-from-storage") from None
         key = next((k for k in params if k.endswith("lr") and "factor" not in k), None)
         if key is None:
-            raise SystemExit(f"study {study_name!r} tuned no learning rate (params: {sorted(params)})")
+            raise ValueError(f"study {study_name!r} tuned no learning rate (params: {sorted(params)}); "
+                             f"use a study that tunes train.lr, or drop --lr-from-storage")
         lrs[task] = float(params[key])
     return lrs
 
@@ -278,7 +313,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output directory (default: runs/ablate-<preset>)")
     parser.add_argument("--lr-from-storage", default=None, metavar="URL",
                         help="take each task's learning rate from the full model's tuning study in this storage")
-    parser.add_argument("--lr-study-prefix", default="tune", help="study prefix used with --lr-from-storage")
+    parser.add_argument("--lr-study-prefix", default=None,
+                        help="study prefix used with --lr-from-storage (default: tune)")
     add_run_arguments(parser)
     parser.add_argument("overrides", nargs="*", help="section.key=value (task, mixer, lm, train)")
 
@@ -286,24 +322,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         preset = get_preset(args.preset)
-    except ValueError as e:
-        raise SystemExit(f"testbed ablate: {e}") from None
-    ablations = [a for a in args.ablations.split(",") if a]
-    tasks = ([t for t in args.tasks.split(",") if t] if args.tasks is not None
-             else [t for t in ABLATION_TASKS if t in preset.tasks])
-    out = Path(args.out or f"runs/ablate-{args.preset}")
-    try:
+        ablations = parse_names(args.ablations, "--ablations", "ablation")
+        tasks = (parse_names(args.tasks, "--tasks", "task") if args.tasks is not None
+                 else [t for t in ABLATION_TASKS if t in preset.tasks])
         if not tasks:
-            raise ValueError(f"--tasks {args.tasks!r} names no task; pass some of {list(preset.tasks)}")
+            raise ValueError(f"preset {args.preset!r} has none of the ablation tasks {list(ABLATION_TASKS)}; "
+                             f"pass some of its tasks with --tasks ({', '.join(preset.tasks)})")
+        out = check_out_dir(args.out if args.out is not None else f"runs/ablate-{args.preset}")
+        if args.lr_study_prefix is not None and not args.lr_from_storage:
+            raise ValueError(f"--lr-study-prefix {args.lr_study_prefix!r} is read only with --lr-from-storage; add "
+                             f"--lr-from-storage URL (the tuning studies' storage), or drop --lr-study-prefix")
         check_run_arguments(args, args.preset, preset, tasks, out)
         # Resolved once without tuned rates first, so that bad input is refused before a storage is opened.
         check_configs([c for _, c in build_ablation_configs(ablations, tasks, args.preset, args.seeds,
                                                             args.overrides, args.device, None, args.threads)])
+        lr_by_task = None
         if args.lr_from_storage:
             args.lr_from_storage = check_storage_url(args.lr_from_storage, "--lr-from-storage", must_exist=True)
+            prefix = "tune" if args.lr_study_prefix is None else args.lr_study_prefix
+            if not prefix:
+                raise ValueError("--lr-study-prefix '' names no prefix; pass the --study-prefix the studies were "
+                                 "tuned with (testbed tune's default: tune)")
+            lr_by_task = tuned_learning_rates(args.lr_from_storage, prefix, tasks)
     except (ValueError, TypeError) as e:
         raise SystemExit(f"testbed ablate: {e}") from None
-    lr_by_task = tuned_learning_rates(args.lr_from_storage, args.lr_study_prefix, tasks) if args.lr_from_storage else None
     labelled = build_ablation_configs(ablations, tasks, args.preset, args.seeds, args.overrides, args.device,
                                       lr_by_task, args.threads)
     if lr_by_task:
@@ -316,11 +358,14 @@ def run(args: argparse.Namespace) -> int:
     for name, config in labelled:
         names.setdefault(config.run_id(), []).append(name)
         unique.setdefault(config.run_id(), config)
-    run_configs(
-        list(unique.values()), out, progress=not args.quiet, workers=args.workers,
-        keep_model=lambda c: "full" in names[c.run_id()] and c.train.seed == 0 and c.task_name in INSPECT,
-        describe=lambda c: f"ablation {' = '.join(names[c.run_id()])} on {c.task_name} seed {c.train.seed}",
-    )
+    try:
+        run_configs(
+            list(unique.values()), out, progress=not args.quiet, workers=args.workers,
+            keep_model=lambda c: "full" in names[c.run_id()] and c.train.seed == 0 and c.task_name in INSPECT,
+            describe=lambda c: f"ablation {' = '.join(names[c.run_id()])} on {c.task_name} seed {c.train.seed}",
+        )
+    except RunFailed as e:
+        raise SystemExit(f"testbed ablate: {e}") from None
     write_atomic(out / STUDY_FILE, json.dumps({"lr_note": lr_note, "ablations": names}, indent=1))
     table = rebuild_ablation_report(out)
     print()

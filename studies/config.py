@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -51,8 +52,20 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig: {name}={getattr(self, name)} must be >= 1")
-        if not self.lr > 0:
-            raise ValueError(f"TrainConfig: lr={self.lr} must be > 0")
+        if self.seed < 0:
+            raise ValueError(f"TrainConfig: seed={self.seed} must be >= 0 (seeds 0, 1, 2, ... name the data streams "
+                             f"and the initialisation); e.g. train.seed=0")
+        # Floats must be finite: inf or nan would train nonsense (or diverge) instead of being refused.
+        for name, low, fix in (("lr", "> 0", "e.g. train.lr=3e-3"),
+                               ("weight_decay", ">= 0", "0 turns weight decay off"),
+                               ("grad_clip", "> 0", "it is the largest gradient norm a step may take, and "
+                                                    "clipping is always on: to clip only outliers, set a large "
+                                                    "value such as train.grad_clip=100"),
+                               ("transition_lr_factor", ">= 0", "the transition parameters' lr is lr × it; "
+                                                                "1 is the others' lr, 0 freezes them")):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and (value > 0 if low == "> 0" else value >= 0)):
+                raise ValueError(f"TrainConfig: {name}={value} must be {low} and finite ({fix})")
         if self.warmup_steps < 0 or self.warmup_steps >= self.steps:
             raise ValueError(f"TrainConfig: warmup_steps={self.warmup_steps} must be in [0, steps={self.steps})")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -74,6 +87,11 @@ class RunConfig:
     eval_lengths: tuple[int, ...] = ()  # extra held-out lengths (length extrapolation)
 
     def __post_init__(self) -> None:
+        needed = self.task.vocab_size
+        if self.lm.vocab_size < needed:
+            # Token ids at or above the embedding's size would fail in the middle of training.
+            raise ValueError(f"lm.vocab_size={self.lm.vocab_size} is smaller than the {self.task_name} task's "
+                             f"{needed} token ids; leave lm.vocab_size out (it follows the task) or set it >= {needed}")
         # The C++ computation paths run on the CPU only: a run that would train on CUDA with one is refused
         # here, when its config is built, before anything is created or trained.
         device = self.train.device
@@ -160,8 +178,12 @@ def check_types(obj: Any) -> None:
             raise TypeError(f"{type(obj).__name__}: {name}={value!r} is not of type {tp}")
 
 
-def _parse_value(raw: str, tp: Any, where: str) -> Any:
-    """Parse the text of one override against a field's type."""
+def parse_value(raw: str, tp: Any, where: str) -> Any:
+    """Parse the text of one override against a field's type; ValueError naming `where` if it does not parse.
+
+    The one parser of override text (`testbed suite train.lr=...`, `testbed tasks show mqar vocab=8`):
+    bool is true/yes/1 or false/no/0 (any case), None is none/null where the type allows it, a tuple is
+    comma-separated with no empty entry."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -172,7 +194,7 @@ def _parse_value(raw: str, tp: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _parse_value(raw, arg, where)
+                return parse_value(raw, arg, where)
             except ValueError as e:
                 errors.append(str(e))
         raise ValueError(f"{where}: cannot parse {raw!r} as {tp}")
@@ -183,7 +205,11 @@ def _parse_value(raw: str, tp: Any, where: str) -> Any:
         return raw
     if origin is tuple:
         (inner, *_) = typing.get_args(tp)
-        return tuple(_parse_value(part, inner, where) for part in raw.split(",") if part)
+        if raw == "":
+            return ()
+        if "" in (parts := [part.strip() for part in raw.split(",")]):
+            raise ValueError(f"{where}: {raw!r} has an empty entry; remove the extra comma")
+        return tuple(parse_value(part, inner, where) for part in parts)
     if tp is bool:
         if raw.lower() in ("true", "1", "yes"):
             return True
@@ -222,7 +248,7 @@ def parse_fields(cls: type, overrides: dict[str, str], section: str) -> dict[str
     if unknown:
         raise ValueError(f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; "
                          f"valid keys for {section}: {', '.join(sorted(types_))}")
-    return {k: _parse_value(v, types_[k], f"{section}.{k}") for k, v in overrides.items()}
+    return {k: parse_value(v, types_[k], f"{section}.{k}") for k, v in overrides.items()}
 
 
 SECTIONS = ("task", "model", "mixer", "lm", "train")

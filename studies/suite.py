@@ -27,16 +27,18 @@ import torch
 from baselines import MIXERS, get_mixer
 from baselines.matching import match_width
 from gateloop import LMConfig
-from studies.checks import check_at_least_one, check_device, check_out_dir, check_preset_tasks
+from studies.checks import (check_at_least_one, check_device, check_memory, check_out_dir, check_preset_tasks,
+                            parse_names)
 from studies.config import (CONFIG_VERSION, RunConfig, TrainConfig, config_hash, group_hash, parse_fields,
                             parse_overrides, replace_from_strings, task_from_dict)
-from studies.parallel import run_parallel, usable_cores
+from studies.floors import metric_label
+from studies.parallel import WorkerDied, run_parallel, usable_cores
 from studies.presets import PRESETS, Preset, get_preset
 from studies.atomic_io import write_atomic, write_atomic_bytes, write_jsonl
 from studies.stats import mean_ci
 from studies.tables import fmt_mean_ci, human_count, markdown_table
 from studies.train import TrainResult, train
-from tasks import TASKS, make_task
+from tasks import TASKS, TaskData, make_task
 from tasks.shortcuts import floor
 
 
@@ -444,7 +446,9 @@ def train_and_store(config: RunConfig, runs_dir: Path, keep: bool, labels: dict[
         write_atomic_bytes(runs_dir / f"{run_id}.pt", buffer.getvalue())
     record = {**result_record(config, result), **labels}
     write_atomic(runs_dir / f"{run_id}.json", json.dumps(record, default=str))
-    return {"status": result.status, "accuracy": result.accuracy, "steps": result.steps,
+    scores = result.final[min(result.final)] if result.final else {}
+    return {"status": result.status, "accuracy": scores.get("accuracy", 0.0),
+            "sequence_accuracy": scores.get("sequence_accuracy", 0.0), "steps": result.steps,
             "wall_time": result.wall_time}
 
 
@@ -455,6 +459,11 @@ def run_cost(config: RunConfig) -> float:
     tc, L = config.train, config.task.seq_len
     evals = (tc.steps // tc.eval_every + 1) * L + sum(config.eval_lengths)
     return tc.steps * tc.batch_size * L + tc.test_size * evals / 3
+
+
+class RunFailed(RuntimeError):
+    """Training stopped for a reason outside the runs' configs (a worker process died); the message is one
+    line that names the run that was lost and how to resume."""
 
 
 def run_configs(
@@ -472,7 +481,8 @@ def run_configs(
     `keep_model(config)` is true the trained weights are stored beside it as runs/<id>.pt.
     `workers` processes train in parallel (None: `default_workers`; 1: in this process, with progress
     bars); `describe(config)` names a run in progress lines (default: model, task and seed).
-    A Ctrl-C stops every worker; finished runs are kept, and the same call resumes.
+    A Ctrl-C stops every worker; finished runs are kept, and the same call resumes. A worker that dies
+    stops the others too and raises `RunFailed` naming the run it was training.
     """
     check_manifest(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -490,8 +500,9 @@ def run_configs(
     def name(config: RunConfig) -> str:
         return describe(config) if describe else f"{config.model} on {config.task_name} seed {config.train.seed}"
 
-    def outcome(summary: dict[str, Any]) -> str:
-        return (f"{summary['status']}: accuracy {summary['accuracy']:.3f} in {summary['steps']} steps, "
+    def outcome(config: RunConfig, summary: dict[str, Any]) -> str:
+        metric = config.task.metric  # what the table reports for this task (0 for a diverged run)
+        return (f"{summary['status']}: {metric_label(metric)} {summary[metric]:.3f} in {summary['steps']} steps, "
                 f"{summary['wall_time']:.1f}s")
 
     todo = [c for c in configs if not finished(c)]
@@ -508,7 +519,7 @@ def run_configs(
                       flush=True)
                 summary = train_and_store(*job, progress=progress)
                 count += 1
-                print(f"    {outcome(summary)}", flush=True)
+                print(f"    {outcome(config, summary)}", flush=True)
         else:
             # Longest first (LPT scheduling), so that no long run starts last while the other workers idle.
             order = sorted(range(len(todo)), key=lambda i: -run_cost(todo[i]))
@@ -517,9 +528,16 @@ def run_configs(
                 nonlocal count
                 count += 1
                 config = todo[order[position]]
-                print(f"[{count}/{len(todo)}] {name(config)} (run {config.run_id()}) {outcome(summary)}", flush=True)
+                print(f"[{count}/{len(todo)}] {name(config)} (run {config.run_id()}) {outcome(config, summary)}",
+                      flush=True)
 
-            run_parallel(train_and_store, [jobs[i] for i in order], workers, report, gpus=_gpus(configs))
+            try:
+                run_parallel(train_and_store, [jobs[i] for i in order], workers, report, gpus=_gpus(configs))
+            except WorkerDied as death:
+                lost = None if death.position is None else todo[order[death.position]]
+                what = f"while training {name(lost)} (run {lost.run_id()})" if lost else "between runs"
+                raise RunFailed(f"a worker died ({death.cause}) {what}; {count} of {len(todo)} runs finished and "
+                                f"are stored in {runs_dir}: rerun the same command to resume") from None
     except KeyboardInterrupt:
         print(f"interrupted: {count} of {len(todo)} runs finished and stored in {runs_dir}; "
               f"rerun the same command to resume", file=sys.stderr, flush=True)
@@ -559,9 +577,14 @@ def check_run_arguments(args: argparse.Namespace, preset_name: str, preset: Pres
 
 
 def check_configs(configs: Sequence[RunConfig]) -> None:
-    """What only the resolved configs tell (a device set by train.device=...)."""
+    """What only the resolved configs tell: a device set by train.device=..., a held-out set that leaves the
+    training stream too little to draw (`TaskData.check_training_room`), a run too large for memory."""
     for device in sorted({c.train.device for c in configs}):
         check_device(device, "train.device")
+    for config in configs:
+        check_memory(config)  # first: the held-out sets drawn next would be allocated at the size refused here
+    for task, seed, test_size in dict.fromkeys((c.task, c.train.seed, c.train.test_size) for c in configs):
+        TaskData(task, seed, test_size).check_training_room()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -576,19 +599,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    models = [m for item in args.model for m in item.split(",") if m]
     try:
         preset = get_preset(args.preset)
-    except ValueError as e:
-        raise SystemExit(f"testbed suite: {e}") from None
-    task_names = [t for t in args.tasks.split(",") if t] if args.tasks is not None else list(preset.tasks)
-    out = Path(args.out or f"runs/suite-{args.preset}")
-    try:
-        if not task_names:
-            raise ValueError(f"--tasks {args.tasks!r} names no task; pass some of {sorted(TASKS)}")
+        models = parse_names(",".join(args.model), "--model", "model")  # --model a,b --model c: one list
+        task_names = parse_names(args.tasks, "--tasks", "task") if args.tasks is not None else list(preset.tasks)
         unknown = [t for t in task_names if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown task(s) {unknown}; valid tasks: {sorted(TASKS)}")
+        out = check_out_dir(args.out if args.out is not None else f"runs/suite-{args.preset}")
         check_run_arguments(args, args.preset, preset, task_names, out)
         configs = build_configs(models, task_names, preset, args.seeds, args.overrides, args.device, args.threads)
         check_configs(configs)
@@ -597,7 +615,10 @@ def run(args: argparse.Namespace) -> int:
     first = configs[0]
     print("resolved config of the first run (all runs are stored with their own):")
     print(json.dumps(first.to_dict(), indent=1, default=str))
-    table = run_suite(configs, out, progress=not args.quiet, workers=args.workers)
+    try:
+        table = run_suite(configs, out, progress=not args.quiet, workers=args.workers)
+    except RunFailed as e:
+        raise SystemExit(f"testbed suite: {e}") from None
     print()
     print(table)
     print(f"results: {out / 'results.jsonl'}, table: {out / 'table.md'}, figures: {out}/*.png")

@@ -16,6 +16,8 @@ import time
 
 import torch
 
+from studies.checks import UNSIZED_PRESETS, parse_names
+from studies.config import parse_value
 from studies.presets import PRESETS
 from tasks import IGNORE, TASKS, Task, make_task
 from tasks.shortcuts import AUDIT_SEEDS, audit, audit_markdown, held_out_batch
@@ -48,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parse_overrides(name: str, items: list[str]) -> dict[str, object]:
-    """["num_kv_pairs=4", ...] -> {"num_kv_pairs": 4}, each value parsed as its dataclass field's type."""
+    """["num_kv_pairs=4", ...] -> {"num_kv_pairs": 4}, each value parsed as its dataclass field's type by
+    the one override parser (`studies.config.parse_value`: the rules of `testbed suite task.x=...`)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; valid names: {', '.join(TASKS)}")
     types = TASKS[name].knob_types()
@@ -61,18 +64,10 @@ def parse_overrides(name: str, items: list[str]) -> dict[str, object]:
             raise ValueError(f"{name}: unknown knob {key!r}; its knobs are {', '.join(types)}")
         kind = types[key]
         try:
-            parsed[key] = _parse_value(kind, text)
+            parsed[key] = parse_value(text, kind, f"{name}.{key}")
         except ValueError:
             raise ValueError(f"{name}: {key} expects {kind.__name__}, got {text!r}") from None
     return parsed
-
-
-def _parse_value(kind: type, text: str) -> object:
-    if kind is bool:
-        if text.lower() not in ("true", "false"):
-            raise ValueError(text)
-        return text.lower() == "true"
-    return kind(text)
 
 
 def list_tasks() -> str:
@@ -112,14 +107,18 @@ def run_audit(preset_name: str, task_list: str | None) -> int:
         print(f"testbed tasks audit: error: unknown preset {preset_name!r}; valid presets: {', '.join(PRESETS)}",
               file=sys.stderr)
         return 2
-    if preset_name in ("capability", "gpu"):
+    if preset_name in UNSIZED_PRESETS:
         # Those presets hold only shared training settings; each study variant fixes its own knobs, so an
         # audit of the tasks' defaults would look like the study's floors without being them.
         print(f"testbed tasks audit: error: preset {preset_name!r} sizes no task itself (the capability study's "
               f"variants do); its floors are in the capability report (testbed capability)", file=sys.stderr)
         return 2
     preset = PRESETS[preset_name]
-    names = list(preset.tasks) if task_list is None else [name.strip() for name in task_list.split(",")]
+    try:
+        names = list(preset.tasks) if task_list is None else parse_names(task_list, "--tasks")
+    except ValueError as error:
+        print(f"testbed tasks audit: error: {error}", file=sys.stderr)
+        return 2
     unknown = [name for name in names if name not in preset.tasks]
     if unknown:
         print(f"testbed tasks audit: error: task(s) {', '.join(unknown)} not in preset {preset_name!r}; "

@@ -13,8 +13,13 @@ from torch import Tensor
 
 from tasks.base import Batch, Task
 
-TRAIN, TEST, AT_LENGTH = 0, 1, 2  # stream ids
+TRAIN, TEST, AT_LENGTH, PROBE = 0, 1, 2, 3  # stream ids
 MAX_REDRAW_ROUNDS = 100
+# `TaskData.check_training_room`: a probe of PROBE_ROWS rows (its own stream: the training stream is untouched)
+# measures the share of training draws that are not test sequences. Under MIN_FRESH (more than 85 % of draws
+# are test rows) a row needs over 100 redraws often enough that a run of a few thousand steps would fail
+# mid-training (0.9^100 × 32 rows × 1000 steps ≈ 0.9 failures), so the setting is refused up front.
+PROBE_ROWS, MIN_FRESH = 256, 0.15
 _HASH_SEED = 0x5EED_CAFE
 
 
@@ -73,6 +78,20 @@ class TaskData:
     @property
     def test(self) -> Batch:
         return self._test
+
+    def check_training_room(self) -> None:
+        """ValueError, before anything trains, where the held-out set holds so much of what the task can
+        draw that the training stream would soon fail to avoid it (see MIN_FRESH); the message names the
+        fix. Runners call it up front; `train_batch` alone fails only when it happens."""
+        task = self.task
+        probe = task.sample_train(PROBE_ROWS, stream_generator(self.seed, PROBE, task.seq_len))
+        fresh = 1 - _in_sorted(row_hash(probe.inputs), self._test_hashes).float().mean().item()
+        if fresh < MIN_FRESH:
+            raise ValueError(
+                f"{task.name}: at these knobs (seq_len={task.seq_len}) the task has so few distinct sequences that "
+                f"{1 - fresh:.0%} of training draws would be one of the test_size={self.test_size} held-out rows; "
+                f"make the task larger (e.g. a longer seq_len) or the held-out set smaller (train.test_size)"
+            )
 
     def train_batch(self, batch_size: int) -> Batch:
         """The next training batch (`Task.sample_train`); rows equal to a test sequence are redrawn

@@ -126,6 +126,12 @@ class StateTracking(Task):
             f"modulus={self.modulus} is only for group='cyclic' (leave it at 2 for group={self.group!r})",
         )
         self._require(0 < self.min_len_frac <= 1, f"min_len_frac={self.min_len_frac} must be in (0, 1]")
+        # A word of one element is its own product: at length 1 copying the input solves every row.
+        self._require(
+            self.seq_len >= 2,
+            f"seq_len={self.seq_len} must be >= 2 (a word of one element is its own product: copying the input "
+            f"answers it, nothing is tracked)",
+        )
         self._require(
             self.train_targets in TRAIN_TARGETS,
             f"train_targets={self.train_targets!r} must be one of {TRAIN_TARGETS}",
