@@ -12,8 +12,8 @@ COMMANDS: dict[str, str] = {
     "ablate": "studies.ablate",
     "capability": "studies.experiments.capability.cli",
     "bench": "studies.bench.__main__",
-    "tune": "studies.tune",
-    "report": "studies.report",
+    "tune": "studies.tune.cli",
+    "report": "studies.tune.report",
     "check-gpu": "studies.gpu_check",
 }
 

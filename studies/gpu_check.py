@@ -53,7 +53,8 @@ from studies.config import RunConfig, TrainConfig
 from studies.atomic_io import write_atomic
 from studies.tables import markdown_table
 from studies.train import train
-from studies.tune import COUNTED, study_name
+from studies.tune.budget import COUNTED
+from studies.tune.storage import study_name
 from tasks import make_task
 
 REPO = Path(__file__).resolve().parents[1]

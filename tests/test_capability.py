@@ -104,20 +104,6 @@ def test_judge_applies_the_rule():
 # ------------------------------------------------------------------------------------------------ tuning
 
 
-def fake_train(config, on_eval=None, progress=True) -> TrainResult:
-    """Accuracy rises to a known function of lr (peak at 1e-3) plus a seed offset: values are checkable."""
-    target = 1.0 / (1.0 + (math.log10(config.train.lr) + 3.0) ** 2) - 0.05 * (config.train.seed % 2)
-    steps = config.train.steps
-    # most of the final value at once, so that the first rung is already above the task's floor (no pruning
-    # on the floor: TolerantHalvingPruner)
-    history = [EvalRecord(s, 0.0, target * (0.8 + 0.2 * s / steps), 0.0) for s in range(steps // 4, steps + 1, steps // 4)]
-    for record in history:
-        if on_eval is not None:
-            on_eval(record)
-    final = {config.task.seq_len: {"accuracy": target, "sequence_accuracy": 0.0}}
-    return TrainResult("completed", steps, None, history, final, 100, 200, 10, 0.01, config.to_dict())
-
-
 def test_the_studys_mamba_runs_keep_the_torch_scan_and_their_stored_configs():
     """Mamba's default scan became 'auto' after the study's Mamba runs were made with the pure-torch scan:
     the study sets scan='torch', so its configs (and run ids) are those stored in the committed storage."""
@@ -180,169 +166,6 @@ def test_capability_line_says_whether_every_seed_reached_the_target():
     assert "is compared at capability" in capability_line("a", [0.995, 1.0], 0.99)
     line = capability_line("a", [1.0, 0.3], 0.99)
     assert "not at capability" in line and "lowest seed 0.300" in line and "mean 0.650" in line
-
-
-def test_grid_sampler_and_sha_pruner_with_two_seeds(tmp_path, monkeypatch):
-    monkeypatch.setattr(tune, "train", fake_train)
-    storage = tune.open_storage(f"sqlite:///{tmp_path / 's.db'}")
-    grid = {"lr": (1e-4, 1e-3, 1e-2, 3e-2)}
-    overrides = ["train.steps=16", "train.eval_every=4"]
-    spec = tune.ModelSpec("gl_real", "gateloop", ("mixer.phase=zero",))
-    with pytest.raises(ValueError, match="exactly 4 trials"):
-        tune.tune_models("mqar", [spec], 3, storage, "g", "smoke", 2, overrides, "cpu", progress=False,
-                         sampler="grid", pruner="sha", grid=grid)
-    # sampler seed 4 orders the grid so that the best point (1e-3) comes second: the later, worse points
-    # meet a learner at the rungs and are pruned (before any learner, a rung on the floor prunes nothing)
-    studies = tune.tune_models("mqar", [spec], 4, storage, "g", "smoke", 2, overrides, "cpu", sampler_seed=4,
-                               progress=False, task_label="mqar_tiny", sampler="grid", pruner="sha", grid=grid)
-    study = studies["gl_real"]
-    assert study.study_name == "g/mqar_tiny/gl_real"
-    trials = study.get_trials(deepcopy=False)
-    assert sorted(t.params["lr"] for t in trials) == sorted(grid["lr"])  # every grid point exactly once
-    assert all(set(t.params) == {"lr"} for t in trials)
-    assert study.user_attrs["sampler"]["name"].startswith("studies.tune.RetryingGridSampler (optuna.samplers.GridSampler")
-    pruner = study.user_attrs["pruner"]
-    assert pruner["name"].startswith("studies.tune.TolerantHalvingPruner")
-    assert {k: pruner[k] for k in ("min_resource", "max_resource", "reduction_factor", "margin")} == \
-        {"min_resource": 4, "max_resource": 16, "reduction_factor": 2, "margin": 0.05}
-    assert any(t.state == TrialState.PRUNED for t in trials)  # worse grid points stop at a rung
-    for t in trials:
-        by_seed = {}
-        for m in t.user_attrs["metrics"]:
-            by_seed.setdefault(m["seed"], {})[m["step"]] = m["accuracy"]
-        # what the pruner saw: at each step the mean over both seeds, never one seed alone
-        assert set(by_seed) == {0, 1}
-        for step, value in t.intermediate_values.items():
-            assert value == pytest.approx(np.mean([by_seed[0][step], by_seed[1][step]]))
-        assert t.state == TrialState.PRUNED or t.value == pytest.approx(np.mean(t.user_attrs["accuracies"]))
-    assert study.best_trial.params["lr"] == 1e-3
-    confirmed = tune.confirm("mqar", [spec], storage, "g", seeds=2, progress=False, task_label="mqar_tiny")
-    assert len(confirmed["gl_real"]) == 2  # rebuilt from the stored (grid) space
-
-
-def run_curve(study: optuna.Study, curve: dict[int, float]) -> TrialState:
-    """One trial of `study` that reports `curve` (step -> value), stopping where the pruner says; its state."""
-    def objective(trial):
-        for step, value in curve.items():
-            trial.report(value, step)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-        return curve[max(curve)]
-    study.optimize(objective, n_trials=1)
-    return study.trials[-1].state
-
-
-def test_halving_prunes_nothing_while_the_rung_is_on_the_floor():
-    """Parity's plateau alternates between the majority levels: a 0.05 gap there is noise, not a verdict.
-    With a floor, a rung prunes only once its best is more than 0.1 above it (defaults: margin 0.05)."""
-    run = run_curve
-    on_floor = optuna.create_study(direction="maximize", pruner=tune.TolerantHalvingPruner(4, 16, floor=0.543))
-    assert run(on_floor, {4: 0.602, 8: 0.65, 16: 0.95}) == TrialState.COMPLETE  # mamba's lr 1e-2 on parity
-    assert run(on_floor, {4: 0.545, 8: 0.9, 16: 0.99}) == TrialState.COMPLETE  # 0.057 behind: rung best 0.06 up
-    assert run(on_floor, {4: 0.95, 8: 0.99, 16: 0.99}) == TrialState.COMPLETE  # one has learned...
-    assert run(on_floor, {4: 0.50, 8: 0.5, 16: 0.5}) == TrialState.PRUNED  # ...so one still on the floor stops
-    no_floor = optuna.create_study(direction="maximize", pruner=tune.TolerantHalvingPruner(4, 16, margin=0.02))
-    run(no_floor, {4: 0.602, 8: 0.65, 16: 0.95})
-    assert run(no_floor, {4: 0.545, 8: 0.9, 16: 0.99}) == TrialState.PRUNED  # what happened before the floor rule
-
-
-def test_halving_does_not_count_a_failed_trial_next_to_its_requeued_copy():
-    """A killed trial's rung values are copied into its re-queued copy: counted twice they would make one
-    lr the whole top half (with 3 trials: [0.602, 0.602, 0.559] prunes the third; [0.602, 0.559] keeps it,
-    within the margin)."""
-    pruner = tune.TolerantHalvingPruner(4, 16, margin=0.05, floor=0.4)
-    study = optuna.create_study(direction="maximize", pruner=pruner)
-    failed = study.ask()
-    failed.report(0.602, 4)
-    assert not failed.should_prune()
-    study.tell(failed, state=TrialState.FAIL)
-    copy = study.ask()
-    copy.report(0.602, 4)
-    assert not copy.should_prune()
-    study.tell(copy, 0.95)
-    third = study.ask()
-    third.report(0.559, 4)
-    assert not third.should_prune()
-
-
-def test_sha_tuning_records_the_floor_it_prunes_against(tmp_path):
-    storage = tune.open_storage(f"sqlite:///{tmp_path / 's.db'}")
-    study, config, _ = tune.open_tuning_study(storage, "f", "state_tracking", "gateloop", "smoke", ["train.steps=16"], 2,
-                                              2, sampler="grid", pruner="sha", grid={"lr": (1e-3, 1e-2)})
-    expected = tune.shortcut_floor(config.task, config.train.test_size, (0, 1))[1]
-    assert study.user_attrs["pruner"]["floor"] == round(expected, 6) and study.pruner.floor == expected
-    assert study.user_attrs["pruner"]["plateau_margin"] == 0.1
-
-
-def test_an_interrupted_grid_trial_has_its_point_tried_again(tmp_path, monkeypatch):
-    """Ctrl-C fails the running trial on the spot (no re-queue). The rerun must try that grid point, not
-    fill the budget with a duplicate of another (optuna's GridSampler counts a FAILED trial as visited)."""
-    calls = {"n": 0}
-
-    def interrupted_once(config, on_eval=None, progress=True):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-        return fake_train(config, on_eval, progress)
-
-    monkeypatch.setattr(tune, "train", interrupted_once)
-    storage = tune.open_storage(f"sqlite:///{tmp_path / 's.db'}")
-    grid = {"lr": (1e-4, 1e-3, 1e-2)}
-    args = ("mqar", ["gateloop"], 3, storage, "g", "smoke", 1, ["train.steps=16", "train.eval_every=4"], "cpu")
-    kwargs = dict(progress=False, sampler="grid", pruner="median", grid=grid)
-    with pytest.raises(KeyboardInterrupt):
-        tune.tune_models(*args, **kwargs)
-    study = tune.tune_models(*args, **kwargs)["gateloop"]
-    states = [t.state for t in study.trials]
-    assert states.count(TrialState.FAIL) == 1
-    done = [t.params["lr"] for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert sorted(done) == sorted(grid["lr"])  # every point once, the interrupted one included
-
-
-def test_a_requeued_grid_trial_keeps_its_point_and_a_racing_duplicate_is_surplus():
-    """A killed worker's trial comes back WAITING (Optuna's retry callback copies its grid id): no new
-    trial may take its point meanwhile. A trial whose point is not stored yet holds point `number`."""
-    sampler = tune.make_grid_sampler({"lr": (1e-3, 1e-2, 1e-1)}, seed=0)
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    first = study.ask()
-    first_lr = first.suggest_float("lr", 1e-4, 1.0, log=True)
-    study.tell(first, state=TrialState.FAIL)
-    retry = next(iter(tune._retry_callback().values()))  # the callback the studies install (either spelling)
-    retry(study, study.trials[0])  # as for a stale heartbeat
-    requeued = study.ask()  # the WAITING copy runs next, with the failed trial's point
-    assert requeued.suggest_float("lr", 1e-4, 1.0, log=True) == first_lr
-    assert sampler._get_unvisited_grid_ids(study) == [1, 2]
-    # a trial numbered within the grid whose before_trial has not stored its point yet holds point 2
-    # (trial numbers 0..2 are taken; a fresh storage-level trial 2 would be grid point 2 by its number)
-    others = [study.ask() for _ in range(2)]
-    lrs = sorted(t.suggest_float("lr", 1e-4, 1.0, log=True) for t in others)
-    assert len(set([first_lr, *lrs])) == 3  # three distinct points, none repeated
-    assert not any(tune.grid_point_taken_before(study, t) for t in (requeued, *others))
-
-
-def test_two_trials_on_one_grid_point_the_later_is_surplus(tmp_path):
-    storage = tune.open_storage(f"sqlite:///{tmp_path / 's.db'}")
-    study = optuna.create_study(storage=storage, direction="maximize",
-                                sampler=tune.make_grid_sampler({"lr": (1e-3, 1e-2)}, seed=0))
-    a, b = study.ask(), study.ask()
-    # as if two workers raced: b was given a's point before a's was stored
-    storage.set_trial_system_attr(b._trial_id, "grid_id", storage.get_trial_system_attrs(a._trial_id)["grid_id"])
-    assert not tune.grid_point_taken_before(study, a) and tune.grid_point_taken_before(study, b)
-
-
-def test_halving_prunes_only_beyond_the_margin():
-    """Rungs at 4 and 8 of a 16-step run: a trial more than 0.02 below the rung's top half stops there;
-    one within the margin (plateau noise) continues; nothing is pruned at the last step."""
-    study = optuna.create_study(direction="maximize", pruner=tune.TolerantHalvingPruner(4, 16, 2, 0.02))
-
-    def run(curve):
-        return run_curve(study, curve)
-
-    assert run({4: 0.33, 8: 0.34, 16: 0.9}) == TrialState.COMPLETE  # alone at every rung
-    assert run({4: 0.32, 8: 0.335, 16: 0.4}) == TrialState.COMPLETE  # within 0.02 at both rungs
-    assert run({4: 0.25, 8: 0.9, 16: 0.9}) == TrialState.PRUNED  # 0.08 below the best at step 4
-    assert run({4: 0.34, 8: 0.30, 16: 0.30}) == TrialState.PRUNED  # fine at 4, 0.04 below at 8
-    assert run({4: 0.33, 8: 0.34, 12: 0.34, 16: 0.1}) == TrialState.COMPLETE  # step 16 is no rung
 
 
 # ----------------------------------------------------------------------------------- dry run and report
@@ -450,16 +273,6 @@ def test_cli_registers_capability_and_refuses_bad_workers():
     args = build_parser().parse_args(["capability", "--workers", "0", "--dry-run"])
     with pytest.raises(SystemExit, match="--workers"):
         args._run(args)
-
-
-def test_recorded_tuner_survives_a_budget_extension_and_refuses_another_pruner(tmp_path):
-    storage = tune.open_storage(f"sqlite:///{tmp_path / 's.db'}")
-    args = (storage, "e", "mqar", "gateloop", "smoke", ["train.steps=16"])
-    tune.open_tuning_study(*args, 4)
-    study, _, _ = tune.open_tuning_study(*args, 16)  # TPE's start-up rule is stored as a rule, not a count
-    assert study.user_attrs["pruner"]["name"] == "optuna.pruners.MedianPruner"
-    with pytest.raises(SystemExit, match="pruner"):
-        tune.open_tuning_study(*args, 16, pruner="sha")
 
 
 def test_a_malformed_storage_url_is_one_line_before_anything_runs(capsys):

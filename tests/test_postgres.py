@@ -15,7 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from studies.tune import COUNTED
+from studies.tune.budget import COUNTED
 from test_tune import (REPO, TASK, check_trial_without_heartbeat_is_reaped, finished, run_workers, worker_command,
                        worker_trials)
 

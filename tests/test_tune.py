@@ -1,7 +1,7 @@
 """Tuning studies on SQLite: exact budgets (also across concurrent workers), diverged trials, surplus
 trials, refusal of a changed search space, confirmation over fresh seeds, and the report from storage.
 
-Most tests replace `studies.tune.train` by a fake whose accuracy is a known function of the learning
+Most tests replace `studies.tune.objectives.train` by a fake whose accuracy is a known function of the learning
 rate, so budgets and tables can be checked exactly without CPU cost; the two-worker test trains for
 real (smoke preset, tiny overrides) through `python -m studies tune`.
 """
@@ -20,11 +20,13 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from studies import report as report_mod
-from studies import tune
 from studies.atomic_io import read_jsonl
-from studies.search_spaces import COMMON, SEARCH_SPACE_VERSION, Knob, SearchSpace, get_search_space
 from studies.train import EvalRecord, TrainResult
+from studies.tune import budget, jobs, objectives, samplers
+from studies.tune import report as report_mod
+from studies.tune import storage as tune_storage
+from studies.tune import study as tune_study
+from studies.tune.search_spaces import COMMON, SEARCH_SPACE_VERSION, Knob, SearchSpace, get_search_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -63,11 +65,11 @@ class FakeTrain:
 
 @pytest.fixture
 def storage(tmp_path):
-    return tune.open_storage(f"sqlite:///{tmp_path / 'studies.db'}", heartbeat_interval=1, grace_period=5)
+    return tune_storage.open_storage(f"sqlite:///{tmp_path / 'studies.db'}", heartbeat_interval=1, grace_period=5)
 
 
 def finished(study: optuna.Study) -> list[FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False) if t.state in tune.COUNTED]
+    return [t for t in study.get_trials(deepcopy=False) if t.state in budget.COUNTED]
 
 
 def frozen(number: int, state: TrialState, **attrs) -> FrozenTrial:
@@ -80,7 +82,7 @@ def frozen(number: int, state: TrialState, **attrs) -> FrozenTrial:
 
 
 def test_search_space_applies_knobs_to_the_config():
-    config = tune.base_config(TASK, "gateloop", "smoke", TINY)
+    config = tune_study.base_config(TASK, "gateloop", "smoke", TINY)
     space = get_search_space("gateloop")
     assert [k.name for k in space.knobs] == ["lr", "weight_decay", "warmup_fraction", "transition_lr_factor"]
     applied = space.apply(config, {"lr": 2e-3, "weight_decay": 0.05, "warmup_fraction": 0.25 / 3,
@@ -95,7 +97,7 @@ def test_search_space_applies_knobs_to_the_config():
     assert get_search_space("some_future_mixer") is COMMON
     assert space.fingerprint() != COMMON.fingerprint()
     assert space.fingerprint() == get_search_space("s4d").fingerprint()
-    lru = get_search_space("lru").apply(tune.base_config(TASK, "lru", "smoke", TINY),
+    lru = get_search_space("lru").apply(tune_study.base_config(TASK, "lru", "smoke", TINY),
                                         {"lr": 1e-3, "weight_decay": 0.0, "warmup_fraction": 0.0,
                                          "transition_lr_factor": 1.0, "r_min": 0.5})
     assert lru.mixer.r_min == 0.5 and lru.train.warmup_steps == 0
@@ -116,21 +118,21 @@ def test_knob_validation_names_the_constraint():
 def test_slot_rule_counts_finished_and_live_trials_before_this_one():
     trials = [frozen(0, TrialState.COMPLETE), frozen(1, TrialState.FAIL), frozen(2, TrialState.RUNNING),
               frozen(3, TrialState.PRUNED), frozen(4, TrialState.WAITING)]
-    assert tune.has_slot(trials, 2, budget=2)  # only trial 0 is ahead of it
-    assert not tune.has_slot(trials, 3, budget=2)  # 0 and 2 are ahead
-    assert tune.has_slot(trials, 5, budget=5) and not tune.has_slot(trials, 5, budget=4)
+    assert budget.has_slot(trials, 2, budget=2)  # only trial 0 is ahead of it
+    assert not budget.has_slot(trials, 3, budget=2)  # 0 and 2 are ahead
+    assert budget.has_slot(trials, 5, budget=5) and not budget.has_slot(trials, 5, budget=4)
     seeds = [1000, 1001, 1002]
     held = [frozen(0, TrialState.COMPLETE, seed=1000), frozen(1, TrialState.FAIL, seed=1001),
             frozen(2, TrialState.RUNNING, seed=1002)]
-    assert tune.free_seed(held, 3, seeds) == 1001  # a failed trial releases its seed
-    assert tune.free_seed(held + [frozen(3, TrialState.WAITING, seed=1001)], 4, seeds) is None
-    assert tune.seed_taken_before(held, 5, 1002) and not tune.seed_taken_before(held, 1, 1002)
+    assert budget.free_seed(held, 3, seeds) == 1001  # a failed trial releases its seed
+    assert budget.free_seed(held + [frozen(3, TrialState.WAITING, seed=1001)], 4, seeds) is None
+    assert budget.seed_taken_before(held, 5, 1002) and not budget.seed_taken_before(held, 1, 1002)
 
 
 def test_exact_budget_per_model_resume_and_extension(storage, monkeypatch):
     fake = FakeTrain()
-    monkeypatch.setattr(tune, "train", fake)
-    studies = tune.tune_models(TASK, ["gateloop", "attention"], 4, storage, prefix="p", preset="smoke",
+    monkeypatch.setattr(objectives, "train", fake)
+    studies = jobs.tune_models(TASK, ["gateloop", "attention"], 4, storage, prefix="p", preset="smoke",
                                overrides=TINY, progress=False)
     for model, study in studies.items():
         done = finished(study)
@@ -146,21 +148,21 @@ def test_exact_budget_per_model_resume_and_extension(storage, monkeypatch):
         assert study.user_attrs["budget"] == 4
     assert len(fake.calls) == 8
     # Rerunning the same command finds every study complete and trains nothing.
-    tune.tune_models(TASK, ["gateloop", "attention"], 4, storage, prefix="p", preset="smoke", overrides=TINY,
+    jobs.tune_models(TASK, ["gateloop", "attention"], 4, storage, prefix="p", preset="smoke", overrides=TINY,
                      progress=False)
     assert len(fake.calls) == 8
     # A larger budget continues the same studies up to exactly the new count.
-    studies = tune.tune_models(TASK, ["attention"], 6, storage, prefix="p", preset="smoke", overrides=TINY,
+    studies = jobs.tune_models(TASK, ["attention"], 6, storage, prefix="p", preset="smoke", overrides=TINY,
                                progress=False)
     assert len(finished(studies["attention"])) == 6 and len(fake.calls) == 10
 
 
 def test_sampler_is_reproducible_for_one_worker(tmp_path, monkeypatch):
-    monkeypatch.setattr(tune, "train", FakeTrain())
+    monkeypatch.setattr(objectives, "train", FakeTrain())
     runs = []
     for name in ("a", "b"):
-        storage = tune.open_storage(f"sqlite:///{tmp_path / name}.db", heartbeat_interval=1, grace_period=5)
-        study = tune.tune_models(TASK, ["attention"], 5, storage, prefix="p", preset="smoke", overrides=TINY,
+        storage = tune_storage.open_storage(f"sqlite:///{tmp_path / name}.db", heartbeat_interval=1, grace_period=5)
+        study = jobs.tune_models(TASK, ["attention"], 5, storage, prefix="p", preset="smoke", overrides=TINY,
                                  sampler_seed=3, progress=False)["attention"]
         runs.append([t.params for t in study.get_trials()])
     assert runs[0] == runs[1]
@@ -169,8 +171,8 @@ def test_sampler_is_reproducible_for_one_worker(tmp_path, monkeypatch):
 
 def test_diverged_trial_counts_with_the_worst_value(storage, monkeypatch):
     # Every learning rate above 1e-3 diverges: those trials finish COMPLETE with 0.0 and use budget.
-    monkeypatch.setattr(tune, "train", FakeTrain(diverge_above=1e-3))
-    study = tune.tune_models(TASK, ["attention"], 6, storage, prefix="d", preset="smoke", overrides=TINY,
+    monkeypatch.setattr(objectives, "train", FakeTrain(diverge_above=1e-3))
+    study = jobs.tune_models(TASK, ["attention"], 6, storage, prefix="d", preset="smoke", overrides=TINY,
                              progress=False)["attention"]
     done = finished(study)
     assert len(done) == 6
@@ -185,27 +187,27 @@ def test_diverged_trial_counts_with_the_worst_value(storage, monkeypatch):
 
 def test_trial_beyond_the_budget_is_surplus_and_does_not_train(storage, monkeypatch):
     fake = FakeTrain()
-    monkeypatch.setattr(tune, "train", fake)
-    study, config, space = tune.open_tuning_study(storage, "s", TASK, "attention", "smoke", TINY, trials=1)
+    monkeypatch.setattr(objectives, "train", fake)
+    study, config, space = tune_study.open_tuning_study(storage, "s", TASK, "attention", "smoke", TINY, trials=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # ask() outside optimize() warns about heartbeats
         live = study.ask()  # another worker's running trial holds the only slot
         late = study.ask()
-    with pytest.raises(tune.SurplusTrial):
-        tune._run_tuning_trial(late, study, config, space, budget=1, seeds=1, progress=False)
+    with pytest.raises(budget.SurplusTrial):
+        objectives.run_tuning_trial(late, study, config, space, budget=1, seeds=1, progress=False)
     assert fake.calls == []
     study.tell(late, state=TrialState.FAIL)
     study.tell(live, 0.5)
-    assert tune._tuning_state(1)(study.get_trials()) == "done"
+    assert budget.tuning_state(1)(study.get_trials()) == "done"
 
 
 def test_two_workers_that_both_saw_a_free_slot_do_not_overshoot(storage, monkeypatch):
     # The race the slot rule exists for: both workers look, both see the last slot free, both start.
-    monkeypatch.setattr(tune, "train", FakeTrain())
-    study, config, space = tune.open_tuning_study(storage, "race", TASK, "attention", "smoke", TINY, trials=1)
-    other = optuna.load_study(study_name=study.study_name, storage=storage, sampler=tune.make_sampler(0, 1))
-    jobs = [tune._Job(s, lambda t, s=s: tune._run_tuning_trial(t, s, config, space, 1, 1, False),
-                      tune._tuning_state(1)) for s in (study, other)]
+    monkeypatch.setattr(objectives, "train", FakeTrain())
+    study, config, space = tune_study.open_tuning_study(storage, "race", TASK, "attention", "smoke", TINY, trials=1)
+    other = optuna.load_study(study_name=study.study_name, storage=storage, sampler=samplers.make_sampler(0, 1))
+    jobs = [budget.Job(s, lambda t, s=s: objectives.run_tuning_trial(t, s, config, space, 1, 1, False),
+                      budget.tuning_state(1)) for s in (study, other)]
     assert [job.state() for job in jobs] == ["free", "free"]
     for job in jobs:
         job.run_one()
@@ -216,35 +218,35 @@ def test_two_workers_that_both_saw_a_free_slot_do_not_overshoot(storage, monkeyp
 
 
 def test_refuses_a_study_made_with_another_search_space(storage, monkeypatch):
-    monkeypatch.setattr(tune, "train", FakeTrain())
-    study = tune.tune_models(TASK, ["attention"], 1, storage, prefix="v", preset="smoke", overrides=TINY,
+    monkeypatch.setattr(objectives, "train", FakeTrain())
+    study = jobs.tune_models(TASK, ["attention"], 1, storage, prefix="v", preset="smoke", overrides=TINY,
                              progress=False)["attention"]
     study.set_user_attr("search_space_fingerprint", "0123456789abcdef")
     with pytest.raises(SystemExit, match="search_space_fingerprint.*not comparable"):
-        tune.tune_models(TASK, ["attention"], 2, storage, prefix="v", preset="smoke", overrides=TINY, progress=False)
+        jobs.tune_models(TASK, ["attention"], 2, storage, prefix="v", preset="smoke", overrides=TINY, progress=False)
     # Other preset overrides change the base config: refused as well; the same ones reordered are not.
-    tune.tune_models(TASK, ["attention"], 1, storage, prefix="w", preset="smoke", overrides=TINY, progress=False)
+    jobs.tune_models(TASK, ["attention"], 1, storage, prefix="w", preset="smoke", overrides=TINY, progress=False)
     # The refusal names each differing key with both values, not two truncated configs.
     with pytest.raises(SystemExit, match=r"another base_config \(base_config\.train\.grad_clip: stored 1\.0, "
                                          r"this command 0\.5\)"):
-        tune.tune_models(TASK, ["attention"], 1, storage, prefix="w", preset="smoke",
+        jobs.tune_models(TASK, ["attention"], 1, storage, prefix="w", preset="smoke",
                          overrides=[*TINY, "train.grad_clip=0.5"], progress=False)
-    tune.tune_models(TASK, ["attention"], 1, storage, prefix="w", preset="smoke", overrides=TINY[::-1],
+    jobs.tune_models(TASK, ["attention"], 1, storage, prefix="w", preset="smoke", overrides=TINY[::-1],
                      progress=False)
 
 
 def test_studies_name_their_metric_also_when_reopened(storage, monkeypatch):
-    monkeypatch.setattr(tune, "train", FakeTrain())
-    study = tune.tune_models(TASK, ["attention"], 1, storage, prefix="m", preset="smoke", overrides=TINY,
+    monkeypatch.setattr(objectives, "train", FakeTrain())
+    study = jobs.tune_models(TASK, ["attention"], 1, storage, prefix="m", preset="smoke", overrides=TINY,
                              progress=False)["attention"]
     assert optuna.load_study(study_name=study.study_name, storage=storage).metric_names == ["accuracy"]
-    tune.confirm(TASK, ["attention"], storage, prefix="m", seeds=1, progress=False)
+    jobs.confirm(TASK, ["attention"], storage, prefix="m", seeds=1, progress=False)
     confirm_study = optuna.load_study(study_name=f"m/{TASK}/attention/confirm", storage=storage)
     assert confirm_study.metric_names == ["accuracy"]
     # A study made before metric names were stored gets its name when a worker opens it.
     old = optuna.create_study(storage=storage, study_name=f"old/{TASK}/attention", direction="maximize")
     assert old.metric_names is None
-    tune.tune_models(TASK, ["attention"], 1, storage, prefix="old", preset="smoke", overrides=TINY, progress=False)
+    jobs.tune_models(TASK, ["attention"], 1, storage, prefix="old", preset="smoke", overrides=TINY, progress=False)
     assert optuna.load_study(study_name=old.study_name, storage=storage).metric_names == ["accuracy"]
 
 
@@ -262,9 +264,9 @@ def test_optuna_logs_warnings_only_unless_verbose(tmp_path):
 
 _DIE_BEFORE_HEARTBEAT = """
 import os, signal, sys
-from studies import tune
-storage = tune.open_storage(sys.argv[1], heartbeat_interval=1, grace_period=2)
-study, _, _ = tune.open_tuning_study(storage, sys.argv[2], "mqar", "attention", "smoke", sys.argv[3:], trials=2)
+from studies.tune import storage as tune_storage, study as tune_study
+storage = tune_storage.open_storage(sys.argv[1], heartbeat_interval=1, grace_period=2)
+study, _, _ = tune_study.open_tuning_study(storage, sys.argv[2], "mqar", "attention", "smoke", sys.argv[3:], trials=2)
 study.ask()  # what Study.optimize does first: a RUNNING trial, before its heartbeat thread starts
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -278,22 +280,22 @@ def check_trial_without_heartbeat_is_reaped(url: str, prefix: str, monkeypatch) 
     assert victim.returncode == -9, victim.stderr[-2000:]
     # Younger than the grace period, the trial may belong to a live worker: kept. (A 60 s grace period here,
     # so that the check does not depend on how fast this busy machine got here after the kill.)
-    patient = tune.open_storage(url, heartbeat_interval=1, grace_period=60)
+    patient = tune_storage.open_storage(url, heartbeat_interval=1, grace_period=60)
     study = optuna.load_study(study_name=f"{prefix}/{TASK}/attention", storage=patient)
     (orphan,) = study.get_trials()
     assert orphan.state == TrialState.RUNNING
-    tune._reap(study)
+    budget.reap(study)
     assert study.get_trials()[0].state == TrialState.RUNNING
     time.sleep(2.5)  # older than a 2 s grace period now
-    storage = tune.open_storage(url, heartbeat_interval=1, grace_period=2)
+    storage = tune_storage.open_storage(url, heartbeat_interval=1, grace_period=2)
     study = optuna.load_study(study_name=f"{prefix}/{TASK}/attention", storage=storage)
-    tune._reap(study)
+    budget.reap(study)
     trials = study.get_trials()
     assert trials[0].state == TrialState.FAIL
     assert [t.state for t in trials[1:]] == [TrialState.WAITING] and trials[1].system_attrs["failed_trial"] == 0
     # The freed slot is used: the study ends with exactly its budget, the orphan not among them.
-    monkeypatch.setattr(tune, "train", FakeTrain())
-    study = tune.tune_models(TASK, ["attention"], 2, storage, prefix=prefix, preset="smoke", overrides=TINY,
+    monkeypatch.setattr(objectives, "train", FakeTrain())
+    study = jobs.tune_models(TASK, ["attention"], 2, storage, prefix=prefix, preset="smoke", overrides=TINY,
                              progress=False)["attention"]
     assert len(finished(study)) == 2 and 0 not in [t.number for t in finished(study)]
 
@@ -307,10 +309,10 @@ def test_worker_killed_before_its_first_heartbeat_frees_the_slot(tmp_path, monke
 
 def test_confirm_and_report_from_storage_only(storage, tmp_path, monkeypatch):
     fake = FakeTrain()
-    monkeypatch.setattr(tune, "train", fake)
+    monkeypatch.setattr(objectives, "train", fake)
     models = ["gateloop", "attention"]
-    studies = tune.tune_models(TASK, models, 3, storage, prefix="r", preset="smoke", overrides=TINY, progress=False)
-    confirmed = tune.confirm(TASK, models, storage, prefix="r", seeds=3, progress=False)
+    studies = jobs.tune_models(TASK, models, 3, storage, prefix="r", preset="smoke", overrides=TINY, progress=False)
+    confirmed = jobs.confirm(TASK, models, storage, prefix="r", seeds=3, progress=False)
     for model in models:
         best_lr = studies[model].best_trial.params["lr"]
         expected = [fake_accuracy(best_lr) + 0.01 * (s % 7) for s in (1000, 1001, 1002)]
@@ -318,13 +320,13 @@ def test_confirm_and_report_from_storage_only(storage, tmp_path, monkeypatch):
         confirm_study = optuna.load_study(study_name=f"r/{TASK}/{model}/confirm", storage=storage)
         assert sorted(t.user_attrs["seed"] for t in confirm_study.get_trials()) == [1000, 1001, 1002]
     calls = len(fake.calls)
-    assert tune.confirm(TASK, models, storage, prefix="r", seeds=3, progress=False) == confirmed
+    assert jobs.confirm(TASK, models, storage, prefix="r", seeds=3, progress=False) == confirmed
     assert len(fake.calls) == calls  # resumed: nothing left to train
 
     def no_training(*args, **kwargs):
         raise AssertionError("the report must not train")
 
-    monkeypatch.setattr(tune, "train", no_training)
+    monkeypatch.setattr(objectives, "train", no_training)
     out = tmp_path / "report"
     text = report_mod.build_report(storage, "r", out)
     assert "| task | gateloop | attention | floor |" in text  # the summary table, reference model first
@@ -360,10 +362,10 @@ def test_report_figures_with_one_task_and_few_trials(storage, tmp_path, monkeypa
     import matplotlib.image
     import matplotlib.pyplot as plt
 
-    monkeypatch.setattr(tune, "train", FakeTrain())
+    monkeypatch.setattr(objectives, "train", FakeTrain())
     models = ["gateloop", "attention"]
-    tune.tune_models(TASK, models, 2, storage, prefix="f", preset="smoke", overrides=TINY, progress=False)
-    tune.confirm(TASK, models, storage, prefix="f", seeds=2, progress=False)
+    jobs.tune_models(TASK, models, 2, storage, prefix="f", preset="smoke", overrides=TINY, progress=False)
+    jobs.confirm(TASK, models, storage, prefix="f", seeds=2, progress=False)
     out = tmp_path / "report"
     report_mod.build_report(storage, "f", out)
     # The accuracy figure's title is wider than its one-task axes. Anything cut off by the image's
@@ -463,14 +465,14 @@ class SequenceMetricTrain(FakeTrain):
 def test_a_sequence_metric_task_is_tuned_pruned_confirmed_and_reported_on_that_metric(storage, tmp_path, monkeypatch):
     # memory_horizon is scored on sequence exact match (token accuracy is 0.5 for free there): the objective,
     # what the pruner sees, the confirmed values and the report must all be that metric, not token accuracy.
-    monkeypatch.setattr(tune, "train", SequenceMetricTrain())
-    study = tune.tune_models("memory_horizon", ["gateloop"], 2, storage, prefix="sm", preset="smoke", overrides=TINY,
+    monkeypatch.setattr(objectives, "train", SequenceMetricTrain())
+    study = jobs.tune_models("memory_horizon", ["gateloop"], 2, storage, prefix="sm", preset="smoke", overrides=TINY,
                              progress=False)["gateloop"]
     for t in finished(study):
         assert t.value == pytest.approx(fake_accuracy(t.params["lr"]) / 2)
         assert max(t.intermediate_values.values()) == pytest.approx(t.value)
     assert study.metric_names == ["sequence_accuracy"]
-    confirmed = tune.confirm("memory_horizon", ["gateloop"], storage, prefix="sm", seeds=2, progress=False)
+    confirmed = jobs.confirm("memory_horizon", ["gateloop"], storage, prefix="sm", seeds=2, progress=False)
     best_lr = study.best_trial.params["lr"]
     assert confirmed["gateloop"] == pytest.approx([(fake_accuracy(best_lr) + 0.01 * (s % 7)) / 2 for s in (1000, 1001)])
     text = report_mod.build_report(storage, "sm", tmp_path / "report")

@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -95,6 +96,22 @@ class SearchSpace:
             lm=replace_from_strings(config.lm, by_section["lm"], "lm"),
             train=replace_from_strings(config.train, by_section["train"], "train"),
         )
+
+    def searches(self, target: str) -> bool:
+        """Whether a knob of this space sets the config field `target` (`train.warmup_steps`)."""
+        return any(k.target == target for k in self.knobs)
+
+    def overridden_by(self, overrides: Sequence[str]) -> list[tuple[str, Knob]]:
+        """(override, knob) for each override (`train.lr=0.5`; `model.x` is `mixer.x`) that sets a field
+        this space searches: each trial would replace its value with the sampled one."""
+        by_target = {k.target: k for k in self.knobs}
+        clashes = []
+        for item in overrides:
+            section, _, key = item.partition("=")[0].partition(".")
+            target = f"{'mixer' if section == 'model' else section}.{key}"
+            if target in by_target:
+                clashes.append((item, by_target[target]))
+        return clashes
 
     def describe(self) -> list[dict[str, Any]]:
         return [dataclasses.asdict(k) for k in self.knobs]
