@@ -3,28 +3,28 @@ tuning with seed-mean reports, the dry-run estimate, and the report rebuilt from
 from __future__ import annotations
 
 import dataclasses
-import math
 
-import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from studies import tune
 from studies.ablate import build_ablation_configs
 from studies.cli import build_parser
 from studies.experiments.capability import cli as capability_cli
 from studies.experiments.capability.design import (HEADS, Prediction, applicable, judge, matched_models, model_label,
                                                    predictions, task_variant)
 from studies.experiments.capability.plan import ablation_plan, dry_run, main_plan, sizes
-from studies.experiments.capability.report import _cost_lines, _fmt, _late_gain, build_capability_report, capability_line
+from studies.experiments.capability.report import (_cost_lines, _fmt, _late_gain, build_capability_report,
+                                                   capability_line)
 from studies.experiments.capability.run import run_study, run_variant, snapshot
 from studies.experiments.capability.seeds import load_seeds
 from studies.experiments.capability.study import CPU_STUDY, STUDIES, Study, SweepPoint
 from studies.presets import get_preset
+from studies.tune import objectives
+from studies.tune.storage import open_storage
+from studies.tune.study import CONFIRM_SEED_OFFSET
 from tasks import make_task
 from tasks.shortcuts import floor
-from studies.train import EvalRecord, TrainResult
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -32,6 +32,12 @@ TINY_VARIANT = task_variant("parity", "state_tracking", 6, "tiny", group="cyclic
                             min_len_frac=0.5)
 TINY_MODELS = (model_label("gateloop_kv", "gateloop", "kv", "test", d_model=16, num_heads=2),
                model_label("gateloop_max", "gateloop", "diagonal", "test", d_model=16, num_heads=None))
+
+
+def tiny_floor(seeds: tuple[int, ...], seq_len: int | None = None) -> tuple[str, float, str]:
+    """The best no-solve baseline of TINY_VARIANT on the held-out rows of `seeds` (at `seq_len`, if given)."""
+    task = make_task(TINY_VARIANT.task, **TINY_VARIANT.knobs_dict())
+    return floor(task, get_preset("smoke").train["test_size"], seeds, seq_len)
 
 
 def tiny_study(**changes) -> Study:
@@ -149,8 +155,8 @@ def test_the_committed_study_resumes_its_mamba_confirm_runs_without_training(tmp
     def no_training(*args, **kwargs):
         raise AssertionError("every parity run is stored: a resume must not train")
 
-    monkeypatch.setattr(tune, "train", no_training)
-    run_variant(CPU_STUDY, tune.open_storage(f"sqlite:///{db}"), CPU_STUDY.variant("parity"), "cpu", progress=False)
+    monkeypatch.setattr(objectives, "train", no_training)
+    run_variant(CPU_STUDY, open_storage(f"sqlite:///{db}"), CPU_STUDY.variant("parity"), "cpu", progress=False)
 
 
 def test_late_gain_tells_plateaued_from_cut_off():
@@ -192,7 +198,7 @@ def test_rerun_trains_nothing_and_report_builds_from_a_tiny_storage(tmp_path, mo
     def no_training(*args, **kwargs):
         raise AssertionError("the report must not train")
 
-    monkeypatch.setattr(tune, "train", no_training)
+    monkeypatch.setattr(objectives, "train", no_training)
     run_study(study, url, tmp_path, "cpu", None, progress=False, report=False)  # a rerun: all done, resumes
     text = build_capability_report(url, study, tmp_path / "report")
     table = text[text.index("### parity"):].splitlines()
@@ -210,15 +216,13 @@ def test_rerun_trains_nothing_and_report_builds_from_a_tiny_storage(tmp_path, mo
     assert [line.split(" | ")[0] for line in lengths[4:7]] == ["| gateloop_kv", "| gateloop_max", "| best no-solve baseline"]
     sweep = text[text.index("## State-size sweep (parity)"):text.index("## Figures")].splitlines()
     assert sweep[4].startswith("| gateloop_kv | d_model=16 |")
-    name, score, _ = floor(make_task("state_tracking", **dict(TINY_VARIANT.knobs)), get_preset("smoke").train["test_size"],
-                           (tune.CONFIRM_SEED_OFFSET, tune.CONFIRM_SEED_OFFSET + 1))
+    name, score, _ = tiny_floor((CONFIRM_SEED_OFFSET, CONFIRM_SEED_OFFSET + 1))
     assert sweep[5] == f"| best no-solve baseline | – | – | – | {name} {score:.3f} | – | – |"  # on the sweep's seeds
-    main_seeds = load_seeds(tune.open_storage(url), "capability/parity/gateloop_kv/confirm").scores("accuracy")
+    main_seeds = load_seeds(open_storage(url), "capability/parity/gateloop_kv/confirm").scores("accuracy")
     assert sweep[4].endswith(f" | 2 | {main_seeds[0]:.3f}, {main_seeds[1]:.3f} |")  # per seed, in seed order
     one = build_capability_report(url, dataclasses.replace(study, sweep_seeds=1), tmp_path / "one")
     sweep = one[one.index("## State-size sweep (parity)"):one.index("## Figures")].splitlines()
-    name, score, _ = floor(make_task("state_tracking", **dict(TINY_VARIANT.knobs)), get_preset("smoke").train["test_size"],
-                           (tune.CONFIRM_SEED_OFFSET,))
+    name, score, _ = tiny_floor((CONFIRM_SEED_OFFSET,))
     assert sweep[4].endswith(f" | 1 | {main_seeds[0]:.3f} |")
     assert sweep[5] == f"| best no-solve baseline | – | – | – | {name} {score:.3f} | – | – |"
     progress = text[text.index("## Progress (main part)"):text.index("## Main table")]
@@ -236,7 +240,7 @@ def test_ablation_full_row_is_the_main_confirm_study(tmp_path):
     assert [item.label for item in plan] == ["fixed_phase"]
     url = f"sqlite:///{tmp_path / 's.db'}"
     run_study(study, url, tmp_path, "cpu", None, progress=False, report=False)
-    storage = tune.open_storage(url)
+    storage = open_storage(url)
     names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     assert "capability-ablate/parity/fixed_phase" in names and "capability-ablate/parity/full" not in names
     lr = optuna.load_study(study_name="capability/parity/gateloop_kv", storage=storage).best_trial.params["lr"]
@@ -251,17 +255,15 @@ def test_ablation_full_row_is_the_main_confirm_study(tmp_path):
                                           {"state_tracking": lr})
     confirm_ids = {t.user_attrs["seed"]: t.user_attrs["run_id"] for t in optuna.load_study(
         study_name="capability/parity/gateloop_kv/confirm", storage=storage).trials}
-    for seed in (tune.CONFIRM_SEED_OFFSET, tune.CONFIRM_SEED_OFFSET + 1):
+    for seed in (CONFIRM_SEED_OFFSET, CONFIRM_SEED_OFFSET + 1):
         assert dataclasses.replace(full, train=dataclasses.replace(full.train, seed=seed)).run_id() == confirm_ids[seed]
     assert {**confirm_config["model"], "phase": "fixed"} == fixed_phase.config.to_dict()["model"]
     text = build_capability_report(url, study, tmp_path / "report")
     table = text[text.index("### parity (accuracy, at the full model's tuned lr)"):].splitlines()
     full = next(line for line in table if line.startswith("| full (gateloop_kv, main confirm seeds) |"))
     assert "| +0.000 |" in full and any(line.startswith("| fixed_phase |") for line in table)
-    name, score, _ = floor(make_task("state_tracking", **dict(TINY_VARIANT.knobs)), get_preset("smoke").train["test_size"],
-                           (tune.CONFIRM_SEED_OFFSET, tune.CONFIRM_SEED_OFFSET + 1))
-    beyond = floor(make_task("state_tracking", **dict(TINY_VARIANT.knobs)), get_preset("smoke").train["test_size"],
-                   (tune.CONFIRM_SEED_OFFSET, tune.CONFIRM_SEED_OFFSET + 1), 2 * TINY_VARIANT.knobs_dict()["seq_len"])
+    name, score, _ = tiny_floor((CONFIRM_SEED_OFFSET, CONFIRM_SEED_OFFSET + 1))
+    beyond = tiny_floor((CONFIRM_SEED_OFFSET, CONFIRM_SEED_OFFSET + 1), 2 * TINY_VARIANT.knobs_dict()["seq_len"])
     assert table[2].endswith("| state | 2× | Δ vs full (1×) |")  # the smoke preset evaluates state tracking at 2×
     # the floors on the 2 ablation seeds, at 1× and at 2×
     assert table[6] == f"| best no-solve baseline | {name} {score:.3f} | – | – | – | – | {beyond[0]} {beyond[1]:.3f} | – |"
@@ -296,7 +298,7 @@ def test_ctrl_c_is_one_line_with_how_to_resume(tmp_path, monkeypatch):
 def test_snapshot_copies_the_live_storage_consistently_and_refuses_what_it_cannot_copy(tmp_path):
     live = tmp_path / "runs" / "live.db"
     live.parent.mkdir()
-    storage = tune.open_storage(f"sqlite:///{live}")
+    storage = open_storage(f"sqlite:///{live}")
     study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
     out = tmp_path / "results"

@@ -23,7 +23,7 @@ from studies.experiments.capability.report import build_capability_report
 from studies.experiments.capability.run import run_workers, snapshot
 from studies.experiments.capability.study import STUDIES
 from studies.parallel import usable_cores
-from studies.tune import open_storage, storage_url
+from studies.tune.storage import open_storage, storage_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

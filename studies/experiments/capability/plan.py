@@ -18,7 +18,7 @@ from studies.experiments.capability.study import Study, is_main_size
 from studies.presets import get_preset
 from studies.tables import human_count, markdown_table
 from studies.train import build_model, make_optimizer, resolve_device, train_step
-from studies.tune import base_config
+from studies.tune.study import base_config
 
 
 @dataclass(frozen=True)

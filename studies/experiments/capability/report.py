@@ -34,11 +34,12 @@ from studies.experiments.capability.plan import ablation_plan
 from studies.experiments.capability.seeds import Seeds, floor, load_seeds
 from studies.experiments.capability.study import Study, is_main_size
 from studies.presets import get_preset
-from studies.report import FINISHED
 from studies.stats import compare, holm, mean_ci
 from studies.tables import human_count, markdown_table
-from studies.tune import as_storage, study_name
+from studies.tune.budget import COUNTED
 from studies.tune.queries import best_lr, find_study
+from studies.tune.storage import as_storage, study_name
+
 
 # ------------------------------------------------------------------------------------------------ tables
 
@@ -103,7 +104,7 @@ def _tuning_summary(storage: optuna.storages.BaseStorage, name: str) -> tuple[st
     if tuned is None:
         return "–", "–"
     trials = tuned.get_trials(deepcopy=False)
-    finished = [t for t in trials if t.state in FINISHED]
+    finished = [t for t in trials if t.state in COUNTED]
     pruned = sum(t.state == TrialState.PRUNED for t in trials)
     lr = best_lr(tuned)
     return "–" if lr is None else f"{lr:.3g}", f"{len(finished)} ({pruned} pruned)"
@@ -332,7 +333,7 @@ def _cost_lines(storage: optuna.storages.BaseStorage, study: Study) -> list[str]
         for t in storage.get_all_trials(storage.get_study_id_from_name(summary.study_name), deepcopy=False):
             if t.state == TrialState.FAIL:
                 row["failed"] += 1
-            if t.state not in FINISHED or t.datetime_start is None or t.datetime_complete is None:
+            if t.state not in COUNTED or t.datetime_start is None or t.datetime_complete is None:
                 continue
             row["trials"] += 1
             row["span"] += (t.datetime_complete - t.datetime_start).total_seconds()

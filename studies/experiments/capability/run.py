@@ -40,9 +40,11 @@ from studies.experiments.capability.plan import PlannedRuns, ablation_plan, swee
 from studies.experiments.capability.report import build_capability_report
 from studies.experiments.capability.study import Study
 from studies.parallel import run_parallel
-from studies.tune import (CONFIRM_SEED_OFFSET, ModelSpec, confirm, open_storage, retrain_job, study_name, tune_models,
-                          work)
+from studies.tune.budget import work
+from studies.tune.jobs import confirm, retrain_job, tune_models
 from studies.tune.queries import best_lr, find_study
+from studies.tune.storage import open_storage, study_name
+from studies.tune.study import CONFIRM_SEED_OFFSET, ModelSpec
 
 
 def tuned_lrs(storage: optuna.storages.BaseStorage, study: Study, variant: str, labels: list[str]) -> dict[str, float]:

@@ -8,8 +8,8 @@ import optuna
 
 from studies.experiments.capability.study import Study
 from studies.presets import get_preset
-from studies.tune import CONFIRM_SEED_OFFSET
 from studies.tune.queries import earliest_by_seed, find_study
+from studies.tune.study import CONFIRM_SEED_OFFSET
 from tasks import TASKS, make_task
 from tasks.shortcuts import floor as shortcut_floor
 
