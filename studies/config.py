@@ -58,11 +58,11 @@ class TrainConfig:
         # Floats must be finite: inf or nan would train nonsense (or diverge) instead of being refused.
         for name, low, fix in (("lr", "> 0", "e.g. train.lr=3e-3"),
                                ("weight_decay", ">= 0", "0 turns weight decay off"),
-                               ("grad_clip", "> 0", "it is the largest gradient norm a step may take, and "
-                                                    "clipping is always on: to clip only outliers, set a large "
-                                                    "value such as train.grad_clip=100"),
-                               ("transition_lr_factor", ">= 0", "the transition parameters' lr is lr × it; "
-                                                                "1 is the others' lr, 0 freezes them")):
+                               ("grad_clip", "> 0", ("it is the largest gradient norm a step may take, and "
+                                                     "clipping is always on: to clip only outliers, set a large "
+                                                     "value such as train.grad_clip=100")),
+                               ("transition_lr_factor", ">= 0", ("the transition parameters' lr is lr × it; "
+                                                                 "1 is the others' lr, 0 freezes them"))):
             value = getattr(self, name)
             if not (math.isfinite(value) and (value > 0 if low == "> 0" else value >= 0)):
                 raise ValueError(f"TrainConfig: {name}={value} must be {low} and finite ({fix})")

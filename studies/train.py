@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from baselines import get_mixer
 from gateloop import LM
+from studies.checks import check_memory
 from studies.config import RunConfig, TrainConfig
 from tasks import Batch, TaskData, sequence_accuracy, token_accuracy
 
@@ -183,6 +184,7 @@ def train(
     e.g. optuna.TrialPruned, to stop the run). `keep_model` returns the trained model in the result."""
     tc = config.train
     device = resolve_device(tc.device)
+    check_memory(config)  # an oversized batch is refused here rather than killed by the kernel mid-step
     if device.type != "cpu":
         return _train(config, device, on_eval, progress, keep_model)
     previous = torch.get_num_threads()
@@ -204,6 +206,7 @@ def _train(config: RunConfig, device: torch.device, on_eval: Callable[[EvalRecor
         torch.manual_seed(tc.seed)
         model = build_model(config).to(device)
     data = TaskData(config.task, seed=tc.seed, test_size=tc.test_size)
+    data.check_training_room()  # ValueError now, not a RuntimeError from a redraw many steps in
     optimizer, schedule = make_optimizer(model, tc)
 
     history: list[EvalRecord] = []
@@ -224,7 +227,7 @@ def _train(config: RunConfig, device: torch.device, on_eval: Callable[[EvalRecor
                 break
             record = EvalRecord(step, metrics["loss"], metrics["accuracy"], metrics["sequence_accuracy"])
             history.append(record)
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{record.accuracy:.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", **{config.task.metric: f"{record.score(config.task.metric):.3f}"})
             if on_eval is not None:
                 on_eval(record)
             if record.score(config.task.metric) >= tc.target_accuracy:
