@@ -1,5 +1,7 @@
-"""The capability study: matched families, predictions that name real labels, grid + successive-halving
-tuning with seed-mean reports, the dry-run estimate, and the report rebuilt from a tiny storage."""
+"""The capability study: matched families, predictions that name real labels and their rule, the committed
+study's configs and resume, the dry-run estimate, and the report rebuilt from a tiny storage. (The grid
+sampler and the halving pruner it tunes with are tested beside their modules: test_tune_samplers.py,
+test_tune_pruners.py.)"""
 from __future__ import annotations
 
 import dataclasses
