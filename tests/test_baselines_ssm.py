@@ -334,7 +334,7 @@ def test_mamba_scan_option_is_checked_and_keeps_old_run_ids() -> None:
     existed, it is left out of a run's config, so those runs keep their ids, and a stored config without
     it is read back as 'torch', not as today's default 'auto'; 'auto' and 'fused' are part of the config."""
     from studies.config import run_config_from_dict, task_knobs
-    from studies.tune import base_config
+    from studies.tune.study import base_config
 
     with pytest.raises(ValueError, match="scan='nope' must be one of"):
         MambaConfig(d_model=8, scan="nope")

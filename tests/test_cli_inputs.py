@@ -15,7 +15,9 @@ import optuna
 import pytest
 import torch
 
-from studies import checks, cli, tune
+from studies import checks, cli
+from studies.tune.storage import storage_url
+from studies.tune.study import base_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -111,10 +113,10 @@ def test_default_storage_creates_its_out_directory(tmp_path):
     # The default URL sqlite:///OUT/studies.db is the testbed's choice, not the user's: OUT is created;
     # a URL the user wrote is only checked.
     out = tmp_path / "a" / "b"
-    assert tune.storage_url(None, out) == f"sqlite:///{out / 'studies.db'}"
+    assert storage_url(None, out) == f"sqlite:///{out / 'studies.db'}"
     assert out.is_dir()
     with pytest.raises(ValueError, match="does not exist"):
-        tune.storage_url(f"sqlite:///{tmp_path / 'c' / 's.db'}", out)
+        storage_url(f"sqlite:///{tmp_path / 'c' / 's.db'}", out)
     assert not (tmp_path / "c").exists()
 
 
@@ -177,7 +179,7 @@ def test_num_heads_that_fit_no_matched_width_say_so(tmp_path):
 def test_num_heads_that_do_not_divide_the_default_width_are_matched(tmp_path):
     # 5 heads do not divide the class's default width (64), but the width is chosen by parameter
     # matching among the widths 5 heads divide: accepted, and matched.
-    config = tune.base_config("mqar", "gateloop", "quick", ["mixer.num_heads=5"])
+    config = base_config("mqar", "gateloop", "quick", ["mixer.num_heads=5"])
     assert config.mixer.num_heads == 5 and config.mixer.d_model % 5 == 0
 
 

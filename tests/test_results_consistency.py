@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from studies.ablate import STUDY_FILE, ablation_table
-from studies.report import report_markdown
+from studies.tune.report import report_markdown
 from studies.atomic_io import read_jsonl
 from studies.suite import load_records
 
