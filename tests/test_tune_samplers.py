@@ -4,6 +4,7 @@ the recorded sampler and pruner survive a budget extension. (Moved here from tes
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import optuna
@@ -123,7 +124,9 @@ def test_two_trials_on_one_grid_point_the_later_is_surplus(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     study = optuna.create_study(storage=storage, direction="maximize",
                                 sampler=make_grid_sampler({"lr": (1e-3, 1e-2)}, seed=0))
-    a, b = study.ask(), study.ask()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # ask() outside optimize() warns about heartbeats
+        a, b = study.ask(), study.ask()
     # as if two workers raced: b was given a's point before a's was stored
     storage.set_trial_system_attr(trial_id(b), "grid_id", storage.get_trial_system_attrs(trial_id(a))["grid_id"])
     assert not grid_point_taken_before(study, a) and grid_point_taken_before(study, b)

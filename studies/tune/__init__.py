@@ -15,11 +15,3 @@ seeds, and report from the storage alone (`testbed tune`, `testbed report`). One
     cli             `testbed tune`
     optuna_private  every use of Optuna's private internals
 """
-# Temporary: names the capability study imports from studies.tune while it moves (issue 23); removed once it imports the submodules.
-from studies.tune.budget import work
-from studies.tune.jobs import confirm, retrain_job, tune_models
-from studies.tune.storage import as_storage, open_storage, storage_url, study_name
-from studies.tune.study import CONFIRM_SEED_OFFSET, ModelSpec, base_config
-
-__all__ = ["CONFIRM_SEED_OFFSET", "ModelSpec", "as_storage", "base_config", "confirm", "open_storage", "retrain_job",
-           "storage_url", "study_name", "tune_models", "work"]
