@@ -370,12 +370,11 @@ def _fused_extension() -> Any:
 
     name = extension_name("testbed_selective_scan", _FUSED_SOURCE.read_bytes(), _FUSED_CFLAGS)
     build_dir, copy, to_build = prepare_build(extensions_root(), name, _FUSED_SOURCE)
-    if to_build:
-        # torch's lock file: another process (a second worker) is building it now, and this one will wait.
-        waiting = (build_dir / "lock").exists()
-        print(f"{'waiting for another process to finish building' if waiting else 'building'} Mamba's fused "
-              f"selective scan (C++, once per machine and source, about a minute) in {build_dir}",
-              file=sys.stderr, flush=True)
+    # Where torch's lock file exists another process (a second worker) is building it and said so; this one
+    # waits for that build in silence.
+    if to_build and not (build_dir / "lock").exists():
+        print(f"building Mamba's fused selective scan (C++, once per machine and source, about a minute) in "
+              f"{build_dir}", file=sys.stderr, flush=True)
     return load(name=name, sources=[str(copy)], extra_cflags=_FUSED_CFLAGS, build_directory=str(build_dir),
                 verbose=False)
 
