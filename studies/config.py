@@ -13,7 +13,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -37,7 +37,11 @@ class TrainConfig:
     transition_lr_factor: float = 1.0  # lr multiplier of transition parameters (gates, eigenvalues, Δ)
     eval_every: int = 100
     test_size: int = 256
-    target_accuracy: float = 1.0  # early stop once held-out token accuracy reaches this (1.0: never early)
+    # Protocol v2 (issue 24): rows of a validation set, disjoint from the test set, that every decision reads
+    # (the evaluations every `eval_every` steps, early stopping, pruning, learning-rate choice); the test set
+    # then gives only reported scores. 0 is protocol v1: decisions read the test set.
+    validation_size: int = 0
+    target_accuracy: float = 1.0  # early stop once the task's metric on the decision rows reaches this (1.0: never)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA only; recurrences stay fp32/complex64 inside the mixers
@@ -45,9 +49,14 @@ class TrainConfig:
     # float reductions and hence results; one by default, since one single-threaded run per core
     # beats one multi-threaded run on small models (and parallel runs are `--workers`).
     threads: int = 1
+    # Knobs added after runs were stored, at the value their absence means (see `task_knobs`).
+    knobs_added_later: ClassVar[dict[str, Any]] = {"validation_size": 0}
 
     def __post_init__(self) -> None:
         check_types(self)
+        if self.validation_size < 0:
+            raise ValueError(f"TrainConfig: validation_size={self.validation_size} must be >= 0 (0: decisions read "
+                             f"the test set, as in protocol v1); e.g. train.validation_size=256")
         positive = ("steps", "batch_size", "eval_every", "test_size", "threads")
         for name in positive:
             if getattr(self, name) < 1:
@@ -107,7 +116,7 @@ class RunConfig:
             "task": {"name": self.task_name, **task_knobs(self.task)},
             "model": {"name": self.model, **task_knobs(self.mixer)},
             "lm": dataclasses.asdict(self.lm),
-            "train": dataclasses.asdict(self.train),
+            "train": task_knobs(self.train),
             "eval_lengths": list(self.eval_lengths),
         }
 
@@ -286,7 +295,8 @@ def as_stored(config: RunConfig, stored: dict[str, Any]) -> RunConfig:
         missing = {k: v for k, v in getattr(obj, "knobs_added_later", {}).items() if k not in section}
         return dataclasses.replace(obj, **missing) if missing else obj
 
-    return dataclasses.replace(config, task=fill(config.task, stored["task"]), mixer=fill(config.mixer, stored["model"]))
+    return dataclasses.replace(config, task=fill(config.task, stored["task"]), mixer=fill(config.mixer, stored["model"]),
+                               train=fill(config.train, stored["train"]))
 
 
 def task_from_dict(data: dict[str, Any]) -> Any:
@@ -316,6 +326,6 @@ def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
         mixer=mixer_class(**stored_knobs(mixer_class, {k: tuple(v) if isinstance(v, list) else v
                                                       for k, v in mixer.items()})),
         lm=LMConfig(**data["lm"]),
-        train=TrainConfig(**data["train"]),
+        train=TrainConfig(**stored_knobs(TrainConfig, data["train"])),
         eval_lengths=tuple(data["eval_lengths"]),
     )

@@ -32,7 +32,7 @@ from tasks import Batch, TaskData, sequence_accuracy, token_accuracy
 class EvalRecord:
     step: int
     loss: float
-    accuracy: float  # token accuracy on scored positions of the held-out set at the training length
+    accuracy: float  # token accuracy on scored positions of the decision rows (TaskData.validation) at the training length
     sequence_accuracy: float
 
     def score(self, metric: str) -> float:
@@ -46,13 +46,16 @@ class TrainResult:
     steps: int  # optimiser steps taken
     steps_to_target: int | None  # first eval step at which the task's metric >= target_accuracy
     history: list[EvalRecord]
-    final: dict[int, dict[str, float]]  # seq_len -> {"accuracy", "sequence_accuracy"}
+    final: dict[int, dict[str, float]]  # seq_len -> {"accuracy", "sequence_accuracy"} on the test sets
     num_parameters: int  # non-embedding, complex counted twice
     num_parameters_total: int
     state_size: int  # real scalars of recurrent state per sequence at the training length
     wall_time: float
     config: dict[str, Any] = field(default_factory=dict)
     model: LM | None = field(default=None, repr=False, compare=False)  # the trained model, if kept
+    # {"accuracy", "sequence_accuracy"} of the final model on the decision rows (`TaskData.validation`): what
+    # tuning reads under protocol v2. Without a validation set (protocol v1) they are the test rows.
+    validation: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the model, as JSON-ready data."""
@@ -69,6 +72,11 @@ class TrainResult:
     def score(self) -> float:
         """Final held-out value of the task's metric at the training length (0 for a diverged run)."""
         return self.final[min(self.final)][self.metric] if self.final else 0.0
+
+    @property
+    def validation_score(self) -> float:
+        """Final value of the task's metric on the decision rows (0 for a diverged run): what a tuner reads."""
+        return self.validation.get(self.metric, 0.0)
 
 
 def _plain(value: Any) -> Any:
@@ -205,7 +213,7 @@ def _train(config: RunConfig, device: torch.device, on_eval: Callable[[EvalRecor
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(tc.seed)
         model = build_model(config).to(device)
-    data = TaskData(config.task, seed=tc.seed, test_size=tc.test_size)
+    data = TaskData(config.task, seed=tc.seed, test_size=tc.test_size, validation_size=tc.validation_size)
     data.check_training_room()  # ValueError now, not a RuntimeError from a redraw many steps in
     optimizer, schedule = make_optimizer(model, tc)
 
@@ -221,7 +229,7 @@ def _train(config: RunConfig, device: torch.device, on_eval: Callable[[EvalRecor
 
         if step % tc.eval_every == 0 or step == tc.steps:
             with autocast(device, tc):
-                metrics = evaluate(model, data.test, device)
+                metrics = evaluate(model, data.validation, device)
             if not math.isfinite(metrics["loss"]):
                 status = "diverged"
                 break
@@ -237,9 +245,15 @@ def _train(config: RunConfig, device: torch.device, on_eval: Callable[[EvalRecor
     bar.close()
 
     final: dict[int, dict[str, float]] = {}
+    validation: dict[str, float] = {}
     if status != "diverged":
         with autocast(device, tc):
+            if tc.validation_size:
+                m = evaluate(model, data.validation, device)
+                validation = {"accuracy": m["accuracy"], "sequence_accuracy": m["sequence_accuracy"]}
             m = evaluate(model, data.test, device)
+            if not tc.validation_size:
+                validation = {"accuracy": m["accuracy"], "sequence_accuracy": m["sequence_accuracy"]}
             final[config.task.seq_len] = {"accuracy": m["accuracy"], "sequence_accuracy": m["sequence_accuracy"]}
             for length in config.eval_lengths:
                 m = evaluate(model, data.test_at_length(length, tc.test_size), device)
@@ -257,4 +271,5 @@ def _train(config: RunConfig, device: torch.device, on_eval: Callable[[EvalRecor
         config=config.to_dict(),
         metric=config.task.metric,
         model=model if keep_model else None,
+        validation=validation,
     )

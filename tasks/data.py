@@ -1,9 +1,11 @@
-"""Train and test streams of one task from one root seed, with no sequence shared between them.
+"""Train, validation and test streams of one task from one root seed, with no sequence shared between them.
 
 Each stream has its own torch.Generator, seeded from (root seed, stream id, length) through numpy's
 SeedSequence, so streams are independent, reproducible, and do not depend on the order in which they
-are used. The held-out test set is drawn once; every training batch is checked against it by row
-hashes and colliding rows are redrawn, so no training sequence ever equals a test sequence.
+are used. The held-out test set is drawn once; so is the validation set (protocol v2: what every
+decision reads — early stopping, pruning, learning-rate choice — while reported scores read the test
+set), whose rows equal to a test row are redrawn. Every training batch is checked against both by row
+hashes and colliding rows are redrawn, so no training sequence ever equals a held-out one.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from torch import Tensor
 
 from tasks.base import Batch, Task
 
-TRAIN, TEST, AT_LENGTH, PROBE = 0, 1, 2, 3  # stream ids
+TRAIN, TEST, AT_LENGTH, PROBE, VALIDATION = 0, 1, 2, 3, 4  # stream ids
 MAX_REDRAW_ROUNDS = 100
 # `TaskData.check_training_room`: a probe of PROBE_ROWS rows (its own stream: the training stream is untouched)
 # measures the share of training draws that are not test sequences. Under MIN_FRESH (more than 85 % of draws
@@ -57,27 +59,56 @@ def _replace_rows(batch: Batch, rows: Tensor, fresh: Batch) -> Batch:
 
 
 class TaskData:
-    """A task's fixed held-out test set, an endless training stream that never repeats a test
-    sequence, and held-out sets at other lengths (for length extrapolation).
+    """A task's fixed held-out test set, an optional validation set disjoint from it (`validation_size`
+    rows; 0: none), an endless training stream that never repeats a held-out sequence, and held-out
+    sets at other lengths (for length extrapolation).
 
     Generation runs on the CPU (move batches with `Batch.to`), so a seed gives the same data on any
     machine, whatever device trains on it.
     """
 
-    def __init__(self, task: Task, seed: int, test_size: int) -> None:
+    def __init__(self, task: Task, seed: int, test_size: int, validation_size: int = 0) -> None:
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"TaskData: seed={seed!r} must be a non-negative int")
         if not isinstance(test_size, int) or isinstance(test_size, bool) or test_size < 1:
             raise ValueError(f"TaskData: test_size={test_size!r} must be a positive int")
-        self.task, self.seed, self.test_size = task, seed, test_size
+        if not isinstance(validation_size, int) or isinstance(validation_size, bool) or validation_size < 0:
+            raise ValueError(f"TaskData: validation_size={validation_size!r} must be a non-negative int")
+        self.task, self.seed, self.test_size, self.validation_size = task, seed, test_size, validation_size
         self._test = task.sample(test_size, stream_generator(seed, TEST, task.seq_len))
-        self._test_hashes = row_hash(self._test.inputs).unique()  # sorted
+        test_hashes = row_hash(self._test.inputs).unique()  # sorted
+        self._validation = None
+        if validation_size:
+            self._validation = self._avoiding(task.sample, validation_size, stream_generator(seed, VALIDATION, task.seq_len),
+                                              test_hashes, "validation rows")
+        held_out = test_hashes if self._validation is None else torch.cat([test_hashes, row_hash(self._validation.inputs)])
+        self._test_hashes = held_out.unique()  # sorted: every row training must avoid
         self._train_generator = stream_generator(seed, TRAIN, task.seq_len)
         self._at_length: dict[tuple[int, int], Batch] = {}
 
     @property
     def test(self) -> Batch:
         return self._test
+
+    @property
+    def validation(self) -> Batch:
+        """The rows decisions read: the validation set, or the test set where there is none (protocol v1)."""
+        return self._test if self._validation is None else self._validation
+
+    def _avoiding(self, sample, n: int, generator: torch.Generator, hashes: Tensor, what: str) -> Batch:
+        """n rows of `sample(n, generator)`, rows whose hash is in the sorted `hashes` redrawn."""
+        batch = sample(n, generator)
+        for _ in range(MAX_REDRAW_ROUNDS):
+            clash = _in_sorted(row_hash(batch.inputs), hashes)
+            if not clash.any():
+                return batch
+            rows = clash.nonzero().squeeze(1)
+            batch = _replace_rows(batch, rows, sample(len(rows), generator))
+        raise RuntimeError(
+            f"TaskData: after {MAX_REDRAW_ROUNDS} redraws some {what} still equal held-out sequences; "
+            f"test_size={self.test_size} (with validation_size={self.validation_size}) covers nearly every sequence "
+            f"{self.task} can produce"
+        )
 
     def check_training_room(self) -> None:
         """ValueError, before anything trains, where the held-out set holds so much of what the task can
@@ -96,17 +127,7 @@ class TaskData:
     def train_batch(self, batch_size: int) -> Batch:
         """The next training batch (`Task.sample_train`); rows equal to a test sequence are redrawn
         from the same stream."""
-        batch = self.task.sample_train(batch_size, self._train_generator)
-        for _ in range(MAX_REDRAW_ROUNDS):
-            clash = _in_sorted(row_hash(batch.inputs), self._test_hashes)
-            if not clash.any():
-                return batch
-            rows = clash.nonzero().squeeze(1)
-            batch = _replace_rows(batch, rows, self.task.sample_train(len(rows), self._train_generator))
-        raise RuntimeError(
-            f"TaskData: after {MAX_REDRAW_ROUNDS} redraws some training rows still equal test sequences; "
-            f"test_size={self.test_size} covers nearly every sequence {self.task} can produce"
-        )
+        return self._avoiding(self.task.sample_train, batch_size, self._train_generator, self._test_hashes, "training rows")
 
     def test_at_length(self, seq_len: int, n: int) -> Batch:
         """n held-out sequences of the task posed at seq_len (ValueError where it cannot be posed).

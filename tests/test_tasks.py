@@ -476,6 +476,42 @@ def test_taskdata_streams_are_reproducible_and_separate():
         a.test_at_length(64, 33)
 
 
+@pytest.mark.parametrize("name", list(TASKS))
+def test_validation_set_is_apart_from_test_and_training(name):
+    """Protocol v2: decisions read a validation set that shares no row with the test set, and training never
+    draws a row of either. On tiny tasks the raw streams would collide, so the checks are not vacuous."""
+    if name not in TINY:
+        pytest.skip(f"no valid {name} setting has a sequence space small enough to make streams collide")
+    task = make_task(name, **TINY[name])
+    data = TaskData(task, seed=0, test_size=8, validation_size=4)
+    test_rows = {tuple(row) for row in data.test.inputs.tolist()}
+    validation_rows = {tuple(row) for row in data.validation.inputs.tolist()}
+    assert len(data.validation) == 4 and not test_rows & validation_rows
+    raw = [tuple(row) for row in task.sample(1024, gen(123)).inputs.tolist()]
+    assert any(row in validation_rows for row in raw) and any(row in test_rows for row in raw)  # not vacuous
+    for x, y in zip(data.validation.inputs.tolist(), data.validation.targets.tolist()):  # redrawn rows keep labels
+        assert labels_match(task, x, y)
+    # The test set is the one without a validation set: adding validation rows changes no reported row.
+    assert torch.equal(data.test.inputs, TaskData(task, seed=0, test_size=8).test.inputs)
+    for _ in range(4):
+        rows = {tuple(row) for row in data.train_batch(64).inputs.tolist()}
+        assert not rows & (test_rows | validation_rows)
+
+
+def test_validation_defaults_to_the_test_set_and_is_reproducible():
+    task = make_task("mqar")
+    v1 = TaskData(task, 0, 32)
+    assert v1.validation is v1.test  # protocol v1: decisions read the test rows
+    a, b = TaskData(task, 0, 32, validation_size=16), TaskData(task, 0, 32, validation_size=16)
+    assert torch.equal(a.validation.inputs, b.validation.inputs)
+    assert not torch.equal(a.validation.inputs, TaskData(task, 1, 32, validation_size=16).validation.inputs)
+    # Streams are independent of one another: training batches are those of the v1 data wherever no
+    # validation row has to be avoided (here: all of them, MQAR's sequence space being vast).
+    assert torch.equal(a.train_batch(16).inputs, v1.train_batch(16).inputs)
+    with pytest.raises(ValueError, match="validation_size=-1"):
+        TaskData(task, 0, 32, validation_size=-1)
+
+
 def test_taskdata_refuses_when_the_test_set_covers_every_sequence():
     task = make_task("selective_copy", seq_len=3, vocab=2, num_tokens=1)  # four possible sequences
     data = TaskData(task, seed=0, test_size=32)

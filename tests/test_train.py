@@ -138,3 +138,31 @@ def test_group_id_ignores_the_seed_only():
     assert tiny_run(seed=1).group_id() == tiny_run().group_id()
     assert tiny_run(lr=2e-2).group_id() != tiny_run().group_id()
     assert tiny_run(threads=2).group_id() != tiny_run().group_id()
+
+
+def test_decisions_read_the_validation_rows_and_reports_the_test_rows():
+    """Protocol v2: with train.validation_size > 0 every evaluation during training (what early stopping,
+    pruning and tuning read) is on the validation set; `final` (what reports read) is on the test set."""
+    from studies.train import evaluate
+
+    config = tiny_run(steps=40, eval_every=20, validation_size=64, test_size=64)
+    result = train(config, progress=False, keep_model=True)
+    data = TaskData(config.task, seed=0, test_size=64, validation_size=64)
+    on_validation = evaluate(result.model, data.validation, torch.device("cpu"))
+    on_test = evaluate(result.model, data.test, torch.device("cpu"))
+    assert on_validation["loss"] != on_test["loss"]  # different rows, so the checks below tell them apart
+    last = result.history[-1]
+    assert last.step == 40 and last.loss == pytest.approx(on_validation["loss"])
+    assert result.validation["accuracy"] == pytest.approx(on_validation["accuracy"])
+    assert result.final[config.task.seq_len]["accuracy"] == pytest.approx(on_test["accuracy"])
+    # Protocol v1 (validation_size=0): the decision rows are the test rows.
+    v1 = train(tiny_run(steps=40, eval_every=20, test_size=64), progress=False)
+    assert v1.validation == v1.final[config.task.seq_len] and v1.validation_score == v1.score
+
+
+def test_validation_size_keeps_the_run_ids_of_runs_stored_before_it():
+    base = tiny_run()
+    assert "validation_size" not in base.to_dict()["train"]  # absent means 0: stored ids do not change
+    assert tiny_run(validation_size=64).run_id() != base.run_id()
+    with pytest.raises(ValueError, match="validation_size=-1"):
+        tiny_run(validation_size=-1)
