@@ -8,8 +8,8 @@ import sys
 # subcommand -> module with `add_arguments(parser)` and `run(args) -> int`
 COMMANDS: dict[str, str] = {
     "tasks": "studies.tasks_cli",
-    "suite": "studies.suite",
-    "ablate": "studies.ablate",
+    "suite": "studies.suite.cli",
+    "ablate": "studies.ablate.cli",
     "capability": "studies.experiments.capability.cli",
     "bench": "studies.bench.__main__",
     "tune": "studies.tune.cli",

@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 
-from studies.ablate import ablation_table, build_ablation_configs
+from studies.ablate.ablations import ABLATIONS
+from studies.ablate.configs import build_ablation_configs
+from studies.ablate.table import ablation_table
 from studies.cli import main
-from studies.experiments.ablations import ABLATIONS
 from studies.train import build_model, train
 from test_suite import _refused
 
@@ -147,7 +148,7 @@ def _inside(fig, *artists) -> bool:
 
 
 def test_heatmap_title_and_colorbar_label_fit_with_one_task():
-    from studies.ablate import heatmap_figure
+    from studies.ablate.figures import heatmap_figure
 
     records = [_record("f0", 0.5), _record("p0", 0.7)]
     fig = heatmap_figure(records, {"f0": ["full"], "p0": ["fixed_phase"]})

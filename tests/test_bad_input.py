@@ -21,9 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from studies import checks, cli, suite
+from studies import checks, cli
 from studies.atomic_io import write_atomic_bytes
-from studies.parallel import WorkerDied, run_parallel
+from studies.pool import WorkerDied, run_parallel
+from studies.presets import get_preset
+from studies.suite import run as suite_run
+from studies.suite.configs import build_configs
 
 S = ["suite", "--model", "gateloop", "--preset", "smoke", "--tasks", "state_tracking", "--out", "{out}"]
 A = ["ablate", "--preset", "smoke", "--tasks", "state_tracking", "--seeds", "1", "--out", "{out}"]
@@ -154,8 +157,8 @@ def test_an_empty_sqlite_file_is_a_new_database(tmp_path):
 
 
 def test_the_memory_estimate_is_a_lower_bound_that_passes_every_preset():
-    configs = suite.build_configs(["gateloop", "mamba"], ["mqar", "state_tracking"], suite.get_preset("quick"), 1,
-                                  ["train.device=cpu"])
+    configs = build_configs(["gateloop", "mamba"], ["mqar", "state_tracking"], get_preset("quick"), 1,
+                            ["train.device=cpu"])
     for config in configs:
         checks.check_memory(config)
         # The batch's tokens and one fp32 vector per token and layer are the least a step holds.
@@ -180,12 +183,12 @@ def test_a_worker_that_dies_ends_the_call_naming_its_job():
 
 
 def _die_training(config, *args, **kwargs):
-    """Stands in for suite.train_and_store in the workers: dies as the kernel's OOM killer would kill it."""
+    """Stands in for suite.run.train_and_store in the workers: dies as the kernel's OOM killer would kill it."""
     os.kill(os.getpid(), signal.SIGKILL)
 
 
 def test_a_suite_whose_worker_dies_ends_in_one_line_naming_the_run(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(suite, "train_and_store", _die_training)
+    monkeypatch.setattr(suite_run, "train_and_store", _die_training)
     argv = [a.format(out=tmp_path / "out") for a in S] + ["--seeds", "2", "--workers", "2", "--quiet"]
     code, message, rest = run_cli(argv, capsys)
     assert code == 1 and "\n" not in message and "Traceback" not in rest + message, message
@@ -201,7 +204,7 @@ def test_a_killed_worker_leaves_no_warning_behind(tmp_path):
     script.write_text(textwrap.dedent("""
         import os, signal
         from tqdm import tqdm
-        from studies.parallel import WorkerDied, run_parallel
+        from studies.pool import WorkerDied, run_parallel
 
         def job(value):
             for _ in tqdm(range(3)):

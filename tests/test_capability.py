@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from studies.ablate import build_ablation_configs
+from studies.ablate.configs import build_ablation_configs
 from studies.cli import build_parser
 from studies.experiments.capability import cli as capability_cli
 from studies.experiments.capability.design import (HEADS, Prediction, applicable, judge, matched_models, model_label,

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from studies.ablate import STUDY_FILE, ablation_table
+from studies.ablate.report import STUDY_FILE
+from studies.ablate.table import ablation_table
 from studies.tune.report import report_markdown
 from studies.atomic_io import read_jsonl
-from studies.suite import load_records
+from studies.suite.records import load_records
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 # Tuning reports (`testbed report`); the capability study's report is checked against its storage below.

@@ -15,8 +15,8 @@ from studies.cli import main
 from studies.config import CONFIG_VERSION
 from studies.presets import get_preset
 from studies.atomic_io import read_jsonl
-from studies.stats import mean_ci
-from studies.suite import load_records
+from studies.stats import bootstrap_ci, solve_rate
+from studies.suite.records import load_records
 
 # In-process runs (--workers 1) unless a test is about workers: spawning costs a torch import per worker.
 SMOKE = ["suite", "--model", "gateloop", "--preset", "smoke", "--quiet", "--workers", "1", "train.device=cpu"]
@@ -206,17 +206,65 @@ def test_run_file_that_does_not_match_its_config_is_not_finished(tmp_path, capsy
     assert (tmp_path / "runs" / f"{run_file.name}.corrupt-1").exists() and not run_file.exists()
 
 
-def test_length_band_is_the_tables_t_interval():
-    from studies.suite import length_intervals
+def _rows(by_length: dict[int, tuple[float, ...]], task: str = "t", model: str = "m") -> list[dict]:
+    """Tidy rows of one config group, seed i scoring by_length[length][i] (token accuracy, training length 8)."""
+    return [{"task": task, "model": model, "group": "g" * 16, "seed": seed, "metric": "accuracy",
+             "task_metric": "accuracy", "length": length, "train_length": 8, "value": v, "status": "completed",
+             "steps_to_target": None, "wall_time": 1.0, "num_parameters": 1000, "state_size": 10}
+            for length, vals in by_length.items() for seed, v in enumerate(vals)]
 
-    rows = [{"task": "t", "label": "m", "metric": "accuracy", "task_metric": "accuracy", "length": length, "train_length": 8, "value": v}
-            for length, vals in ((8, (0.2, 0.5, 0.9)), (16, (0.1, 0.15, 0.4))) for v in vals]
+
+def test_length_band_is_the_tables_bootstrap_interval():
+    from studies.suite.figures import length_intervals
+
+    rows = _rows({8: (0.2, 0.5, 0.9), 16: (0.1, 0.15, 0.4)})
     frame = length_intervals(rows).set_index("length ×")
     for multiplier, vals in ((1, (0.2, 0.5, 0.9)), (2, (0.1, 0.15, 0.4))):
-        mean, half = mean_ci(vals)
+        mean, low, high = bootstrap_ci(vals)
         assert frame.loc[multiplier, "mean"] == pytest.approx(mean)
-        assert frame.loc[multiplier, "low"] == pytest.approx(mean - half)
-        assert frame.loc[multiplier, "high"] == pytest.approx(mean + half)
+        assert frame.loc[multiplier, "low"] == pytest.approx(low)
+        assert frame.loc[multiplier, "high"] == pytest.approx(high)
+        # Inside the seeds' range (to rounding: a mean of equal floats), so inside [0, 1].
+        assert min(vals) - 1e-12 <= low <= mean <= high <= max(vals) + 1e-12
+
+
+def test_a_cell_of_several_seeds_shows_each_seed_a_bootstrap_interval_and_a_split_solve_rate():
+    from studies.suite.table import suite_table
+
+    config = {"train": {"target_accuracy": 0.99}}
+    table = suite_table(_rows({8: (1.0, 0.995, 0.5), 16: (0.76, 0.95, 0.58)}), {"g" * 16: config})
+    row = next(line for line in table.splitlines() if line.startswith("| t |"))
+    at_1, at_2 = row.split(" | ")[3:5]
+    mean, low, high = bootstrap_ci([1.0, 0.995, 0.5])
+    assert at_1 == (f"{mean:.3f} [{low:.3f}, {high:.3f}]<br>seeds: 1.000 0.995 0.500"
+                    f"<br>solved {solve_rate([1.0, 0.995, 0.5], 0.99)}")
+    assert "solved 2/3 [0.09, 0.99]" in at_1
+    assert "solved" not in at_2 and at_2.endswith("<br>seeds: 0.760 0.950 0.580")  # no seed at the target: no split
+    assert "bootstrap" in table and "±" not in table
+    # One seed: the value alone, and no note on how several seeds read.
+    single = suite_table(_rows({8: (0.7,)}), {"g" * 16: {"train": {"target_accuracy": 1.0}}})
+    assert "| 0.700 |" in single and "bootstrap" not in single
+
+
+def test_a_run_without_a_target_of_its_own_counts_solved_at_0_99():
+    from studies.suite.table import solve_target
+
+    assert solve_target({"train": {"target_accuracy": 1.0}}) == 0.99
+    assert solve_target({"train": {"target_accuracy": 0.9}}) == 0.9
+
+
+def test_figures_keep_their_titles_inside_with_one_task():
+    from studies.suite.figures import length_figure, task_figure
+
+    rows = _rows({8: (0.2, 0.5, 0.9), 16: (0.1, 0.15, 0.4)}, task="state_tracking")
+    for fig in (task_figure(rows), length_figure(rows)):
+        fig.canvas.draw()
+        titles = [t for t in (fig._suptitle, *[ax.title for ax in fig.axes]) if t is not None and t.get_text()]
+        assert titles
+        for title in titles:
+            box = title.get_window_extent()
+            assert fig.bbox.x0 - 1 <= box.x0 and box.x1 <= fig.bbox.x1 + 1 and box.y1 <= fig.bbox.y1 + 1, \
+                title.get_text()
 
 
 def _without_wall_time(out) -> dict:
@@ -234,7 +282,8 @@ def test_two_workers_give_the_same_runs_as_one(tmp_path):
 def test_workers_take_the_longest_runs_first(tmp_path, monkeypatch, capsys):
     """LPT order: the costliest run (memory_horizon in the smoke preset) first, and each finished job's
     progress line names that job's own config (positions map back through the order)."""
-    from studies import suite
+    from studies.suite import run as suite_run
+    from studies.suite.configs import build_configs
 
     seen = []
 
@@ -244,17 +293,17 @@ def test_workers_take_the_longest_runs_first(tmp_path, monkeypatch, capsys):
             report(position, {"status": "completed", "accuracy": 0.0, "sequence_accuracy": 0.0, "steps": 0,
                               "wall_time": 0.0})
 
-    monkeypatch.setattr(suite, "run_parallel", fake_parallel)
-    configs = suite.build_configs(["gateloop"], ["mqar", "memory_horizon", "state_tracking"], get_preset("smoke"), 1,
-                                  ["train.device=cpu"])
-    suite.run_configs(configs, tmp_path, progress=False, workers=2)
-    costs = [suite.run_cost(c) for c in seen]
+    monkeypatch.setattr(suite_run, "run_parallel", fake_parallel)
+    configs = build_configs(["gateloop"], ["mqar", "memory_horizon", "state_tracking"], get_preset("smoke"), 1,
+                            ["train.device=cpu"])
+    suite_run.run_configs(configs, tmp_path, progress=False, workers=2)
+    costs = [suite_run.run_cost(c) for c in seen]
     assert costs == sorted(costs, reverse=True) and seen[0].task_name == "memory_horizon"
     lines = [line for line in capsys.readouterr().out.splitlines() if "(run " in line]
     assert [line.split("(run ")[1].split(")")[0] for line in lines] == [seen[i].run_id() for i in (2, 0, 1)]
     assert all(seen[i].task_name in line for i, line in zip((2, 0, 1), lines))
-    assert suite.run_cost(dataclasses.replace(configs[0], train=dataclasses.replace(configs[0].train, steps=99))) < \
-        suite.run_cost(dataclasses.replace(configs[0], train=dataclasses.replace(configs[0].train, steps=100)))
+    assert suite_run.run_cost(dataclasses.replace(configs[0], train=dataclasses.replace(configs[0].train, steps=99))) < \
+        suite_run.run_cost(dataclasses.replace(configs[0], train=dataclasses.replace(configs[0].train, steps=100)))
 
 
 def _running(pid: int) -> bool:
@@ -311,7 +360,7 @@ def test_ctrl_c_stops_every_worker_and_a_rerun_resumes(tmp_path):
 
 def test_state_tracking_is_evaluated_to_8x_and_other_tasks_at_the_preset_lengths():
     from studies.presets import PRESETS
-    from studies.suite import build_configs
+    from studies.suite.configs import build_configs
 
     for preset in ("quick", "headline", "standard"):
         configs = {c.task_name: c for c in build_configs(["lru"], ["state_tracking", "mqar"], PRESETS[preset], 1)}

@@ -32,7 +32,7 @@ from optuna.trial import FrozenTrial
 
 from studies.config import CONFIG_VERSION, RunConfig, TrainConfig, as_stored
 from studies.presets import get_preset
-from studies.suite import build_configs
+from studies.suite.configs import build_configs
 from studies.tune.pruners import PRUNERS, make_pruner, make_sha_pruner
 from studies.tune.samplers import SAMPLERS, make_grid_sampler, make_sampler
 from studies.tune.search_spaces import SEARCH_SPACE_VERSION, WARMUP, Knob, SearchSpace, get_search_space

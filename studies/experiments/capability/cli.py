@@ -22,7 +22,7 @@ from studies.experiments.capability.plan import dry_run, family_table
 from studies.experiments.capability.report import build_capability_report
 from studies.experiments.capability.run import run_workers, snapshot
 from studies.experiments.capability.study import STUDIES
-from studies.parallel import usable_cores
+from studies.pool import default_workers
 from studies.tune.storage import open_storage, storage_url
 
 
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     study = STUDIES[args.preset]
-    workers = usable_cores() if args.workers is None else args.workers
+    workers = default_workers() if args.workers is None else args.workers
     try:
         check_at_least_one("--workers", workers)
         check_device(args.device)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from studies.ablate import build_ablation_configs
+from studies.ablate.configs import build_ablation_configs
 from studies.config import RunConfig
 from studies.experiments.capability.design import TaskVariant
 from studies.experiments.capability.study import Study, is_main_size

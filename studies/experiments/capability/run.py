@@ -39,7 +39,7 @@ from studies.experiments.capability.design import TaskVariant
 from studies.experiments.capability.plan import PlannedRuns, ablation_plan, sweep_plan
 from studies.experiments.capability.report import build_capability_report
 from studies.experiments.capability.study import Study
-from studies.parallel import run_parallel
+from studies.pool import run_parallel
 from studies.tune.budget import work
 from studies.tune.jobs import confirm, retrain_job, tune_models
 from studies.tune.queries import best_lr, find_study

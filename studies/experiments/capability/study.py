@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from studies.experiments.ablations import ABLATIONS
+from studies.ablate.ablations import ABLATIONS
 from studies.experiments.capability.design import (ModelLabel, Prediction, TaskVariant, applicable, matched_models,
                                                    predictions, task_variant)
 

@@ -1,4 +1,5 @@
-"""Run independent jobs (training runs) on worker processes, with a clean Ctrl-C and a clean worker death.
+"""The one worker pool: independent jobs (training runs, study workers) on worker processes, with a clean
+Ctrl-C and a clean worker death; and how many workers a machine takes by default (`default_workers`).
 
 Each worker is a spawned process (a fork would copy the parent's torch threads and state) that takes
 jobs from a queue until a sentinel and reports each outcome. A Ctrl-C reaches only the parent (workers
@@ -11,6 +12,7 @@ call with `WorkerDied` naming the job it was running, once every result already 
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import queue
@@ -44,12 +46,18 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def default_workers(threads: int = 1, gpus: int = 0) -> int:
+    """Workers to start when the user names no number: one per GPU where the runs go to `gpus` GPUs;
+    on CPU one per core this process may use, over the intra-op `threads` each run takes."""
+    if gpus:
+        return gpus
+    return max(1, usable_cores() // max(1, threads))
+
+
 def _exit_with_parent() -> None:
     """Linux: have the kernel send SIGTERM to this process when its parent dies (even by SIGKILL);
     elsewhere a worker whose parent died ends at its next read of the job queue."""
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):
         return

@@ -5,7 +5,7 @@ import operator
 
 import pytest
 
-from studies.parallel import run_parallel
+from studies.pool import run_parallel
 
 
 def test_every_job_is_reported_once_with_its_result():
