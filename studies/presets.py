@@ -164,3 +164,28 @@ PRESETS.update(
         eval_multipliers=(2,),
     ),
 )
+
+# Protocol v2's pilot (issue 24): `testbed tune` under its default protocol on one cheap variant of each
+# kind — parity (the demo's task: learned in a few hundred steps by GateLoop) and a recall variant whose
+# seeds leave their plateau within the run (MQAR with 2 pairs at length 16: GateLoop with 4 heads sits
+# at the binding-free 0.5 until about step 450 and passes 0.8 by step 600 at lr 3e-3; measured with
+# `testbed suite --model gateloop --preset quick --tasks mqar task.num_kv_pairs=2 task.seq_len=16
+# task.vocab=16 train.steps=1000 train.eval_every=50 mixer.num_heads=4`), so that its escape times make
+# survival curves. 1000 steps, evaluations every 50 (escape times at that resolution); the learning rate
+# is the rule's, not the preset's.
+PRESETS.update(
+    pilot_v2=Preset(
+        description="protocol v2's pilot: parity at length 32 and MQAR (2 pairs, length 16), ~50k parameters, "
+                    "1000 steps, K×V models with 4 heads",
+        tasks={"state_tracking": {"seq_len": 32, "group": "cyclic", "modulus": 2, "min_len_frac": 0.5,
+                                  "train_targets": "prefix"},
+               "mqar": {"seq_len": 16, "vocab": 16, "num_kv_pairs": 2}},
+        # No early stop: every run trains all 1000 steps, so scores at 2× compare models at equal training
+        # (protocol v2, part 4); solve rates are read at 0.99.
+        train=dict(steps=1000, batch_size=32, lr=1e-3, warmup_steps=100, eval_every=50, test_size=256,
+                   target_accuracy=1.0),
+        param_budget=50_000,
+        mixer={"gateloop": {"num_heads": 4}, "retnet": {"num_heads": 4, "value_factor": 1}},
+        eval_multipliers=(2,),
+    ),
+)

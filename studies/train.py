@@ -75,8 +75,9 @@ class TrainResult:
 
     @property
     def validation_score(self) -> float:
-        """Final value of the task's metric on the decision rows (0 for a diverged run): what a tuner reads."""
-        return self.validation.get(self.metric, 0.0)
+        """Final value of the task's metric on the decision rows (0 for a diverged run): what a tuner reads.
+        A result that recorded none (made by hand, or stored before protocol v2) decided on its test rows."""
+        return self.validation.get(self.metric, self.score)
 
 
 def _plain(value: Any) -> Any:

@@ -36,7 +36,7 @@ def refusal(argv: list[str]) -> str:
 
 
 def tune_argv(tmp_path: Path, *extra: str, storage: str | None = None) -> list[str]:
-    argv = ["tune", "--task", "mqar", "--models", "attention", "--trials", "1", "--preset", "smoke",
+    argv = ["tune", "--task", "mqar", "--models", "attention", "--protocol", "v1", "--trials", "1", "--preset", "smoke",
             "--final-seeds", "0", "--quiet", "--out", str(tmp_path / "out")]
     if storage is not None:
         argv += ["--storage", storage]

@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from studies.atomic_io import read_jsonl
 from studies.train import EvalRecord, TrainResult
-from studies.tune import budget, jobs, objectives, samplers
+from studies.tune import budget, jobs, objectives, queries, samplers
 from studies.tune import report as report_mod
 from studies.tune import storage as tune_storage
 from studies.tune import study as tune_study
@@ -388,7 +388,8 @@ def test_report_figures_with_one_task_and_few_trials(storage, tmp_path, monkeypa
 
 
 def worker_command(storage_url: str, prefix: str, trials: int, models: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "studies", "tune", "--task", TASK, "--models", models, "--trials", str(trials),
+    return [sys.executable, "-m", "studies", "tune", "--task", TASK, "--models", models, "--protocol", "v1",
+            "--trials", str(trials),
             "--storage", storage_url, "--study-prefix", prefix, "--preset", "smoke", "--quiet",
             "--heartbeat-interval", "1", "--grace-period", "6", *extra, *TINY]
 
@@ -477,3 +478,47 @@ def test_a_sequence_metric_task_is_tuned_pruned_confirmed_and_reported_on_that_m
     assert confirmed["gateloop"] == pytest.approx([(fake_accuracy(best_lr) + 0.01 * (s % 7)) / 2 for s in (1000, 1001)])
     text = report_mod.build_report(storage, "sm", tmp_path / "report")
     assert "Metric: sequence exact match." in text
+
+
+# ------------------------------------------------------------------------ protocol v2: the lr rule
+
+
+def test_rule_study_tries_what_the_rule_asks_and_ends_with_an_interior_best(storage, monkeypatch):
+    """fake_accuracy peaks at 1e-3, the start grid's lower edge: the rule steps to 10^-3.5, finds 1e-3
+    interior, refines to a quarter decade on both sides, and stops. The study's best (what confirm
+    re-trains) is the rule's."""
+    fake = FakeTrain()
+    monkeypatch.setattr(objectives, "train", fake)
+    (study,) = jobs.tune_models(TASK, ["gateloop"], None, storage, "rule", "smoke", seeds=2, overrides=TINY,
+                                progress=False, sampler="lr_rule", pruner="safe_sha").values()
+    tried = sorted(round(math.log10(t.params["lr"]), 6) for t in finished(study))
+    assert tried == [-3.5, -3.25, -3.0, -2.75, -2.5, -2.0]
+    assert study.user_attrs["budget"] is None and study.user_attrs["sampler"]["start_decades"] == [-3.0, -2.5, -2.0]
+    assert queries.best_lr(study) == pytest.approx(1e-3)
+    assert sorted({seed for _, seed in fake.calls}) == [0, 1]
+    # Rerunning the finished study trains nothing.
+    calls = len(fake.calls)
+    jobs.tune_models(TASK, ["gateloop"], None, storage, "rule", "smoke", seeds=2, overrides=TINY, progress=False,
+                     sampler="lr_rule", pruner="safe_sha")
+    assert len(fake.calls) == calls
+    with pytest.raises(ValueError, match="decides how many trials"):
+        jobs.tune_models(TASK, ["gateloop"], 8, storage, "rule", "smoke", overrides=TINY, sampler="lr_rule")
+
+
+def test_rule_sampler_refuses_a_duplicate_point_as_surplus(storage, monkeypatch):
+    """The sampler gives a new trial the first open point no live trial holds; two trials that still end up
+    with one learning rate (two workers in the same instant, or a point fixed twice) are caught before
+    training: the later is refused as surplus."""
+    monkeypatch.setattr(objectives, "train", FakeTrain())
+    study, config, space = tune_study.open_tuning_study(storage, "dup", TASK, "gateloop", "smoke", TINY, None,
+                                                        sampler="lr_rule", pruner="safe_sha")
+    first, second = study.ask(), study.ask()
+    lrs = [t.suggest_float("lr", 10 ** -4.5, 0.1, log=True) for t in (first, second)]
+    assert lrs == pytest.approx([1e-3, 10 ** -2.5])  # the second sees the first's point held
+    for _ in range(2):
+        study.enqueue_trial({"lr": 1e-2})
+    third, fourth = study.ask(), study.ask()
+    assert third.suggest_float("lr", 10 ** -4.5, 0.1, log=True) == fourth.suggest_float("lr", 10 ** -4.5, 0.1, log=True)
+    with pytest.raises(budget.SurplusTrial):
+        objectives.run_tuning_trial(fourth, study, config, space, None, 1, False)
+    assert fourth.user_attrs["surplus"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from studies.tune.pruners import TolerantHalvingPruner
+from studies.tune.pruners import SEED_VALUES, PlateauSafeHalvingPruner, TolerantHalvingPruner
 from studies.tune.storage import open_storage
 from studies.tune.study import open_tuning_study
 from tasks.shortcuts import floor
@@ -81,3 +81,50 @@ def test_halving_prunes_only_beyond_the_margin():
     assert run({4: 0.25, 8: 0.9, 16: 0.9}) == TrialState.PRUNED  # 0.08 below the best at step 4
     assert run({4: 0.34, 8: 0.30, 16: 0.30}) == TrialState.PRUNED  # fine at 4, 0.04 below at 8
     assert run({4: 0.33, 8: 0.34, 12: 0.34, 16: 0.1}) == TrialState.COMPLETE  # step 16 is no rung
+
+
+# ------------------------------------------------------------------------- protocol v2: plateau-safe halving
+
+
+def run_seeds(study: optuna.Study, curve: dict[int, float], seed_values: dict[int, list[float]] | None = None) -> TrialState:
+    """As run_curve, with each seed's value at each step stored as the tuning objective stores it."""
+    def objective(trial):
+        for step, value in curve.items():
+            if seed_values is not None:
+                trial.set_user_attr(SEED_VALUES, seed_values[step])
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return curve[max(curve)]
+    study.optimize(objective, n_trials=1)
+    return study.trials[-1].state
+
+
+def test_safe_halving_never_prunes_a_trial_with_a_seed_above_the_bar():
+    """v1's MQAR case: one seed at 0.991, the other on the 0.25 plateau, mean 0.62 — plain tolerant halving
+    prunes it behind a learned trial; the plateau-safe rule keeps it while that seed is at or above the bar."""
+    def study(pruner):
+        s = optuna.create_study(direction="maximize", pruner=pruner)
+        assert run_seeds(s, {4: 0.99, 8: 0.99, 16: 0.99}, {4: [0.99, 0.99], 8: [0.99, 0.99], 16: [0.99, 0.99]}) \
+            == TrialState.COMPLETE
+        return s
+
+    split = ({4: 0.62, 8: 0.62, 16: 0.99}, {4: [0.991, 0.25], 8: [0.991, 0.25], 16: [0.991, 0.99]})
+    assert run_seeds(study(TolerantHalvingPruner(4, 16, floor=0.254)), *split) == TrialState.PRUNED
+    assert run_seeds(study(PlateauSafeHalvingPruner(4, 16, floor=0.254)), *split) == TrialState.COMPLETE
+    # Every seed below the bar: pruned as before (the rule spares learners, not laggards).
+    both_low = ({4: 0.5, 8: 0.5, 16: 0.5}, {4: [0.5, 0.5], 8: [0.5, 0.5], 16: [0.5, 0.5]})
+    assert run_seeds(study(PlateauSafeHalvingPruner(4, 16, floor=0.254)), *both_low) == TrialState.PRUNED
+
+
+def test_safe_halving_has_no_rung_before_the_escape_window():
+    """Seeds leave MQAR's plateau as late as step ~6k: with the window at 8 of 16 steps, the rung at 4 is
+    gone, and a trial still on the plateau at step 4 that learns by step 8 is never judged at 4."""
+    late = ({4: 0.25, 8: 0.99, 16: 0.99}, {4: [0.25, 0.25], 8: [0.99, 0.99], 16: [0.99, 0.99]})
+    for pruner, expected in ((TolerantHalvingPruner(4, 16, floor=0.254), TrialState.PRUNED),
+                             (PlateauSafeHalvingPruner(4, 16, no_prune_before=8, floor=0.254), TrialState.COMPLETE)):
+        s = optuna.create_study(direction="maximize", pruner=pruner)
+        run_seeds(s, {4: 0.99, 8: 0.99, 16: 0.99}, {4: [0.99] * 2, 8: [0.99] * 2, 16: [0.99] * 2})
+        assert run_seeds(s, *late) == expected
+    assert PlateauSafeHalvingPruner(4, 16, no_prune_before=8).min_resource == 8
+    assert PlateauSafeHalvingPruner(4, 16, no_prune_before=16).prune  # a window at the end: no rung at all

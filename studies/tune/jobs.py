@@ -18,8 +18,10 @@ import optuna
 
 from studies.config import RunConfig
 from studies.tune.budget import Job, confirm_state, tuning_state, work
+from studies.tune.lr_search import LrSearch
 from studies.tune.objectives import run_confirm_trial, run_tuning_trial
 from studies.tune.queries import earliest_by_seed
+from studies.tune.samplers import rule_state
 from studies.tune.storage import as_storage
 from studies.tune.study import (CONFIRM_SEED_OFFSET, ModelSpec, as_spec, open_confirm_study, open_retrain_study,
                                 open_tuning_study)
@@ -28,7 +30,7 @@ from studies.tune.study import (CONFIRM_SEED_OFFSET, ModelSpec, as_spec, open_co
 def tune_models(
     task: str,
     models: Sequence[str | ModelSpec],
-    trials: int,
+    trials: int | None,
     storage: str | optuna.storages.BaseStorage,
     prefix: str = "tune",
     preset: str = "quick",
@@ -41,13 +43,21 @@ def tune_models(
     sampler: str = "tpe",
     pruner: str = "median",
     grid: dict[str, Sequence[float]] | None = None,
+    lr_search: LrSearch | None = None,
+    no_prune_before: int = 0,
 ) -> dict[str, optuna.Study]:
-    """Tune every model on `task` until its study `prefix/task/model` holds `trials` finished trials.
+    """Tune every model on `task` until its study `prefix/task/model` holds `trials` finished trials, or
+    with `sampler="lr_rule"` until the learning-rate rule asks for no more (`trials` must then be None).
 
-    A model may be a `ModelSpec` (a label with mixer overrides); `task_label`, `sampler`, `pruner` and
-    `grid` are those of `open_tuning_study`. Returns the studies by label.
+    A model may be a `ModelSpec` (a label with mixer overrides); `task_label`, `sampler`, `pruner`,
+    `grid`, `lr_search` and `no_prune_before` are those of `open_tuning_study`. Returns the studies by label.
     """
-    if trials < 1:
+    if sampler == "lr_rule":
+        if trials is not None:
+            raise ValueError(f"trials={trials}: the learning-rate rule decides how many trials a study takes; "
+                             f"give none")
+        lr_search = lr_search or LrSearch()
+    elif trials is None or trials < 1:
         raise ValueError(f"trials={trials}: must be >= 1 (finished trials per model)")
     if seeds < 1:
         raise ValueError(f"seeds={seeds}: must be >= 1 (training seeds per trial)")
@@ -56,15 +66,17 @@ def tune_models(
     for spec in map(as_spec, models):
         study, config, space = open_tuning_study(storage, prefix, task, spec.model, preset,
                                                  [*overrides, *spec.overrides], trials, seeds, sampler_seed, device,
-                                                 spec.label, task_label, sampler, pruner, grid)
+                                                 spec.label, task_label, sampler, pruner, grid, lr_search,
+                                                 no_prune_before)
         studies[spec.label] = study
+        budget = "the learning-rate rule" if trials is None else f"{trials} finished trials"
         print(f"[{study.study_name}] {spec.label}: d_model={config.mixer.d_model}, {config.train.steps} steps, "
-              f"knobs {[k.name for k in space.knobs]}, budget {trials} finished trials", flush=True)
+              f"knobs {[k.name for k in space.knobs]}, budget {budget}", flush=True)
 
         def objective(trial: optuna.Trial, study=study, config=config, space=space) -> float:
             return run_tuning_trial(trial, study, config, space, trials, seeds, progress)
 
-        jobs.append(Job(study, objective, tuning_state(trials)))
+        jobs.append(Job(study, objective, rule_state(lr_search) if trials is None else tuning_state(trials)))
     work(jobs)
     return studies
 
@@ -92,7 +104,8 @@ def confirm(
     jobs, studies = [], {}
     for spec in map(as_spec, models):
         study, config, best = open_confirm_study(storage, prefix, task, spec, wanted, device, task_label)
-        print(f"[{study.study_name}] re-training trial {best.number} (value {best.value:.4f}, params "
+        value = "pruned" if best.value is None else f"{best.value:.4f}"
+        print(f"[{study.study_name}] re-training trial {best.number} (value {value}, params "
               f"{ {k: round(v, 6) for k, v in best.params.items()} }) with seeds {wanted}", flush=True)
 
         def objective(trial: optuna.Trial, study=study, config=config) -> float:

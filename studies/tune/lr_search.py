@@ -30,6 +30,11 @@ def _decade(lr: float) -> float:
     return round(math.log10(lr), DECIMALS)
 
 
+def same_lr(a: float, b: float) -> bool:
+    """Whether two learning rates are one point of the search (equal to 1e-9 decades)."""
+    return _decade(a) == _decade(b)
+
+
 def _lr(decade: float) -> float:
     return float(10.0 ** decade)
 

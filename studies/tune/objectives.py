@@ -2,14 +2,17 @@
 confirm trial (the best configuration re-trained on one fresh seed).
 
 Every study's objective is its task's metric (tasks.Task.metric: token accuracy, or sequence exact match
-where token accuracy is free), held out, mean over a trial's seeds; the study is named after it. With
-`seeds` > 1 the pruner sees, while the last seed trains, the mean score over all seeds at each step. A
-diverged run is COMPLETE with the worst value, 0.0, and user attr status=diverged: it counts against
-the model.
+where token accuracy is free), mean over a trial's seeds; the study is named after it. A tuning trial
+reads it on the decision rows (`TrainResult.validation_score`: the validation set under protocol v2,
+the test set under v1, where they are one), a confirm trial on the test set. With `seeds` > 1 the
+pruner sees, while the last seed trains, the mean score over all seeds at each step, and (user attr
+`seed_values`) each seed's own. A diverged run is COMPLETE with the worst value, 0.0, and user attr
+status=diverged: it counts against the model.
 
 Stored in each trial for the reports (`testbed report` reads storage only): `worker`, `run_id`,
 `config`, `status`, `metrics` (held-out loss/accuracy by step and seed), `final` (per evaluated length),
-`accuracies` and `scores` (per seed; tuning trials), `seed` (confirm trials), `num_parameters`,
+`accuracies` and `scores` (per seed, on the test rows) and `validation_scores` (per seed, on the decision
+rows; tuning trials), `seed` (confirm trials), `num_parameters`,
 `state_size`, `wall_time`; a refused trial has `surplus`.
 """
 from __future__ import annotations
@@ -24,7 +27,8 @@ import optuna
 from studies.config import RunConfig
 from studies.train import EvalRecord, TrainResult, train
 from studies.tune.budget import SurplusTrial, free_seed, has_slot, seed_taken_before, worker_id
-from studies.tune.samplers import grid_point_taken_before
+from studies.tune.pruners import SEED_VALUES
+from studies.tune.samplers import grid_point_taken_before, lr_point_taken_before
 from studies.tune.search_spaces import SearchSpace
 from studies.tune.storage import jsonable
 
@@ -34,17 +38,21 @@ def final_rows(result: TrainResult) -> list[dict[str, float]]:
 
 
 def run_tuning_trial(trial: optuna.Trial, study: optuna.Study, config: RunConfig, space: SearchSpace,
-                     budget: int, seeds: int, progress: bool) -> float:
+                     budget: int | None, seeds: int, progress: bool) -> float:
     """Train `config` with the trial's sampled params on seeds train.seed.. train.seed+seeds-1; the mean
-    score. Refused (SurplusTrial, before training) when the budget or its grid point is taken."""
+    score on the decision rows. Refused (SurplusTrial, before training) when the budget (None: the
+    learning-rate rule decides when a study ends), its grid point or its learning rate is taken."""
     trial.set_user_attr("worker", worker_id())
-    if not has_slot(study.get_trials(deepcopy=False), trial.number, budget):
+    if budget is not None and not has_slot(study.get_trials(deepcopy=False), trial.number, budget):
         trial.set_user_attr("surplus", True)
         raise SurplusTrial(f"trial {trial.number}: {budget} earlier trials already hold the budget")
     params = space.suggest(trial)
     if grid_point_taken_before(study, trial):
         trial.set_user_attr("surplus", True)
         raise SurplusTrial(f"trial {trial.number}: its grid point {params} is held by an earlier trial")
+    if budget is None and lr_point_taken_before(study, trial):
+        trial.set_user_attr("surplus", True)
+        raise SurplusTrial(f"trial {trial.number}: its learning rate {params} is held by an earlier trial")
     config = space.apply(config, params)
     trial.set_user_attr("run_id", config.run_id())
     trial.set_user_attr("config", jsonable(config.to_dict()))
@@ -63,7 +71,10 @@ def run_tuning_trial(trial: optuna.Trial, study: optuna.Study, config: RunConfig
         # trains, the mean over seeds at the same step (an earlier seed that stopped at its target
         # holds its last value), so no trial is pruned on one seed's curve and every report means the
         # same thing in every trial.
-        mean = float(np.mean([c.get(record.step, c[max(c)] if c else 0.0) for c in curves]))
+        values = [c.get(record.step, c[max(c)] if c else 0.0) for c in curves]
+        mean = float(np.mean(values))
+        if seeds > 1:
+            trial.set_user_attr(SEED_VALUES, values)  # what a plateau-safe pruner spares a trial on
         trial.report(mean, record.step)
         if trial.should_prune():
             trial.set_user_attr("metrics", metrics)
@@ -83,11 +94,12 @@ def run_tuning_trial(trial: optuna.Trial, study: optuna.Study, config: RunConfig
     trial.set_user_attr("metrics", metrics)
     trial.set_user_attr("accuracies", [r.accuracy for r in results])
     trial.set_user_attr("scores", [r.score for r in results])
+    trial.set_user_attr("validation_scores", [r.validation_score for r in results])
     trial.set_user_attr("final", [{"seed": config.train.seed + i, "final": final_rows(r)} for i, r in enumerate(results)])
     trial.set_user_attr("num_parameters", results[0].num_parameters)
     trial.set_user_attr("state_size", results[0].state_size)
     trial.set_user_attr("wall_time", sum(r.wall_time for r in results))
-    return 0.0 if diverged else float(np.mean([r.score for r in results]))
+    return 0.0 if diverged else float(np.mean([r.validation_score for r in results]))
 
 
 def run_confirm_trial(trial: optuna.Trial, study: optuna.Study, config: RunConfig, seeds: Sequence[int],

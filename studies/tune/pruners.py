@@ -1,7 +1,10 @@
-"""The pruners a tuning study can run: the median rule (the default) and tolerant successive halving.
+"""The pruners a tuning study can run: protocol v2's plateau-safe halving, tolerant successive halving,
+and the median rule.
 
-Every model of `testbed tune` gets the same median pruner on its held-out score; the capability study
-runs `TolerantHalvingPruner` (`pruner="sha"`). The exact settings a study ran are stored in it
+Under protocol v2 every model gets `PlateauSafeHalvingPruner` (`pruner="safe_sha"`): no rung before the
+variant's plateau-escape window, and no pruning while any seed of the trial is at or above the rung's
+bar. The v1 capability study ran `TolerantHalvingPruner` (`pruner="sha"`), v1's `testbed tune` the
+median rule (`pruner="median"`). The exact settings a study ran are stored in it
 (`studies.tune.study.describe_tuner`).
 """
 from __future__ import annotations
@@ -13,7 +16,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from studies.tune.optuna_private import set_trial_system_attr
 
-PRUNERS = ("median", "sha")
+PRUNERS = ("safe_sha", "sha", "median")
+SEED_VALUES = "seed_values"  # trial user attr: each seed's value at the step last reported (see objectives)
 
 
 def make_pruner(steps: int) -> optuna.pruners.BasePruner:
@@ -71,10 +75,38 @@ class TolerantHalvingPruner(optuna.pruners.BasePruner):
                                 and t.state != TrialState.FAIL] + [value], reverse=True)
             top_half = competing[max(1, len(competing) // self.reduction_factor) - 1]
             learned = self.floor is None or competing[0] > self.floor + self.plateau_margin
-            if learned and value < top_half - self.margin:
+            if learned and value < top_half - self.margin and not self.spared(trial, top_half - self.margin):
                 return True
             rung += 1
         return False
+
+    def spared(self, trial: FrozenTrial, bar: float) -> bool:
+        """Whether a trial below the rung's `bar` is kept anyway (never, in plain tolerant halving)."""
+        return False
+
+
+class PlateauSafeHalvingPruner(TolerantHalvingPruner):
+    """Tolerant halving that cannot kill a learner on its plateau (protocol v2).
+
+    v1's first rung sat at steps/4 while MQAR seeds leave the plateau anywhere from ~1.2k to ~6k steps,
+    and it judged a trial on its seeds' mean: in 11 of 19 pruned v1 trials a finished seed had already
+    reached 0.94 or more (one at 0.991, pruned on a 2-seed mean of 0.472). So, on top of the tolerant
+    rule: no rung before `no_prune_before` (the variant's escape window, from measured curves), and a
+    trial is never pruned while any of its seeds is at or above the rung's bar (the top-1/η value minus
+    the margin). Each seed's value at the reported step is read from the trial's user attr
+    `seed_values` (set by the tuning objective before each report); without it, the mean stands for
+    every seed.
+    """
+
+    def __init__(self, min_resource: int, max_resource: int, no_prune_before: int = 0, **kwargs) -> None:
+        if no_prune_before < 0:
+            raise ValueError(f"no_prune_before={no_prune_before} must be >= 0 (a step)")
+        super().__init__(max(min_resource, no_prune_before), max_resource, **kwargs)
+        self.no_prune_before = no_prune_before
+
+    def spared(self, trial: FrozenTrial, bar: float) -> bool:
+        values = trial.user_attrs.get(SEED_VALUES)
+        return values is not None and max(values) >= bar
 
 
 def make_sha_pruner(steps: int, floor: float | None = None) -> TolerantHalvingPruner:
@@ -82,3 +114,11 @@ def make_sha_pruner(steps: int, floor: float | None = None) -> TolerantHalvingPr
     floor, no pruning while the rung's best is within 0.1 of it): nothing is pruned before a
     quarter of the run, nor at its end."""
     return TolerantHalvingPruner(min_resource=max(1, steps // 4), max_resource=steps, floor=floor)
+
+
+def make_safe_sha_pruner(steps: int, no_prune_before: int, floor: float | None = None) -> PlateauSafeHalvingPruner:
+    """Protocol v2's pruner: the tolerant halving of `make_sha_pruner` (rungs from steps/4 doubling, margin
+    0.05, plateau margin 0.1 over the floor), with no rung before `no_prune_before` and no trial pruned
+    while any of its seeds is at or above the rung's bar."""
+    return PlateauSafeHalvingPruner(min_resource=max(1, steps // 4), max_resource=steps,
+                                    no_prune_before=no_prune_before, floor=floor)

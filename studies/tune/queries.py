@@ -3,8 +3,9 @@
 Each query is written once here so that every reader of one storage picks the same trials:
 - a seed study (a confirm study, a sweep or an ablation: one trial per seed) holds one result per
   seed, the earliest COMPLETE trial of that seed (a later one is a surplus copy, refused or re-run);
-- a tuning study's learning rate is its best trial's, as Optuna ranks them (`Study.best_trial`: the
-  highest value, the earliest trial among equal values).
+- a tuning study's learning rate is its best trial's: under protocol v2's learning-rate rule the rule's
+  best point (`LrSearch.best`: ties bracketed, the middle one wins), otherwise as Optuna ranks them
+  (`Study.best_trial`: the highest value, the earliest trial among equal values).
 """
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from collections.abc import Container
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from studies.tune.lr_search import LrSearch, same_lr
+from studies.tune.samplers import rule_scores
+
+RULE_SAMPLER = "studies.tune.samplers.LrRuleSampler"  # how a rule study's stored sampler name begins
 
 
 def find_study(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study | None:
@@ -36,11 +42,27 @@ def earliest_by_seed(study: optuna.Study, seeds: Container[int] | None = None) -
     return {seed: by_seed[seed] for seed in sorted(by_seed)}
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The study's best COMPLETE trial (`Study.best_trial`), or None while no trial is COMPLETE."""
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+def stored_search(study: optuna.Study) -> LrSearch | None:
+    """The learning-rate rule a study ran (from its stored sampler settings), or None for another sampler."""
+    sampler = study.user_attrs.get("sampler", {})
+    if not str(sampler.get("name", "")).startswith(RULE_SAMPLER):
         return None
-    return study.best_trial
+    low, high = sampler["bounds_decades"]
+    return LrSearch(tuple(sampler["start_decades"]), low, high, sampler["finest_decades"], sampler["tie"])
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The study's best trial, or None while no trial is COMPLETE: in a rule study the earliest finished
+    trial at the rule's best learning rate, otherwise Optuna's `Study.best_trial`."""
+    trials = study.get_trials(deepcopy=False)
+    if not any(t.state == TrialState.COMPLETE for t in trials):
+        return None
+    search = stored_search(study)
+    if search is None:
+        return study.best_trial
+    best = search.best(rule_scores(trials))
+    return min((t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and "lr" in t.params
+                and same_lr(t.params["lr"], best)), key=lambda t: t.number)
 
 
 def best_lr(study: optuna.Study) -> float | None:

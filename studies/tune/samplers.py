@@ -1,8 +1,13 @@
-"""The samplers a tuning study can run: seeded TPE (the default) and a grid that retries failed points.
+"""The samplers a tuning study can run: protocol v2's learning-rate rule, seeded TPE, and a grid that
+retries failed points.
 
-`TrialSeededTPE` is what `testbed tune` runs for every model; `RetryingGridSampler` (`sampler="grid"`,
-optuna's GridSampler over given values of some knobs, one trial per point) is what the capability
-study runs. The exact settings a study ran are stored in it (`studies.tune.study.describe_tuner`).
+`LrRuleSampler` (`sampler="lr_rule"`, protocol v2, what `testbed tune` runs by default) asks
+`studies.tune.lr_search.LrSearch` for the next learning rate given every finished trial: the study ends
+when the rule asks for none, not after a fixed number of trials. `TrialSeededTPE` (`sampler="tpe"`)
+searches a model's whole space under a budget of finished trials (protocol v1's default);
+`RetryingGridSampler` (`sampler="grid"`, optuna's GridSampler over given values of some knobs, one
+trial per point) is what the v1 capability study ran. The exact settings a study ran are stored in it
+(`studies.tune.study.describe_tuner`).
 """
 from __future__ import annotations
 
@@ -16,9 +21,10 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from studies.tune.budget import COUNTED, LIVE
+from studies.tune.lr_search import LrSearch, same_lr
 from studies.tune.optuna_private import HookedGridSampler
 
-SAMPLERS = ("tpe", "grid")
+SAMPLERS = ("lr_rule", "tpe", "grid")
 
 
 class TrialSeededTPE(optuna.samplers.BaseSampler):
@@ -115,3 +121,90 @@ def grid_point_taken_before(study: optuna.Study, trial: optuna.Trial) -> bool:
 
 def make_grid_sampler(grid: dict[str, Sequence[float]], seed: int) -> RetryingGridSampler:
     return RetryingGridSampler({k: list(v) for k, v in grid.items()}, seed=seed)
+
+
+# ----------------------------------------------------------------------------------- the lr rule (v2)
+
+
+def _lr_of(trial: FrozenTrial) -> float | None:
+    """The learning rate a trial runs or ran: its sampled param, or the fixed param of a re-queued trial."""
+    return trial.params.get("lr", trial.system_attrs.get("fixed_params", {}).get("lr"))
+
+
+def _score(trial: FrozenTrial) -> float:
+    """A finished trial's score: its value, or for a pruned trial the last value the pruner saw."""
+    if trial.state == TrialState.COMPLETE:
+        return float(trial.value)
+    steps = trial.intermediate_values
+    return float(steps[max(steps)]) if steps else 0.0
+
+
+def rule_scores(trials: Sequence[FrozenTrial]) -> dict[float, float]:
+    """lr -> score of each learning rate finished (COMPLETE or PRUNED), the earliest trial of each."""
+    scores: dict[float, float] = {}
+    for trial in sorted(trials, key=lambda t: t.number):
+        lr = _lr_of(trial)
+        if trial.state in COUNTED and lr is not None and not any(same_lr(lr, seen) for seen in scores):
+            scores[lr] = _score(trial)
+    return scores
+
+
+def open_points(search: LrSearch, trials: Sequence[FrozenTrial], exclude: int | None = None) -> list[float]:
+    """The learning rates the rule asks for that no live trial (other than `exclude`) holds."""
+    held = [lr for t in trials if t.state in LIVE and t.number != exclude and (lr := _lr_of(t)) is not None]
+    return [lr for lr in search.next_points(rule_scores(trials)) if not any(same_lr(lr, h) for h in held)]
+
+
+def rule_state(search: LrSearch):
+    """A rule study's state for the worker loop: "done" once the rule asks for nothing and no trial is
+    live (a live trial's score may yet make it ask), "free" while it asks for a point no live trial
+    holds (or a re-queued trial waits), "busy" while every point asked for is running elsewhere."""
+    def state(trials: list[FrozenTrial]) -> str:
+        live = [t for t in trials if t.state in LIVE]
+        if any(t.state == TrialState.WAITING for t in live):
+            return "free"
+        if open_points(search, trials):
+            return "free"
+        return "busy" if live else "done"
+    return state
+
+
+class LrRuleSampler(optuna.samplers.BaseSampler):
+    """Samples only `lr`: the first learning rate the rule asks for that no other live trial holds.
+
+    Deterministic given the finished trials, so it needs no seed. Two workers may ask in the same
+    instant and get the same point: the tuning objective then refuses the later trial as surplus
+    (`lr_point_taken_before`), as the grid sampler's duplicates are.
+    """
+
+    def __init__(self, search: LrSearch) -> None:
+        self.search = search
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        if param_name != "lr":
+            raise ValueError(f"the learning-rate rule samples only 'lr', not {param_name!r}")
+        trials = study.get_trials(deepcopy=False)
+        wanted = open_points(self.search, trials, exclude=trial.number)
+        # Nothing open: another worker took the last point since this trial was created; any point
+        # will do, the objective refuses the trial as surplus.
+        return wanted[0] if wanted else self.search.best(rule_scores(trials)) if rule_scores(trials) else \
+            10.0 ** self.search.start[0]
+
+
+def lr_point_taken_before(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Whether an earlier finished or live trial holds this trial's learning rate (two workers picked it
+    at once); False for a trial without an `lr`."""
+    trials = study.get_trials(deepcopy=False)
+    mine = next(_lr_of(t) for t in trials if t.number == trial.number)
+    if mine is None:
+        return False
+    return any(t.number < trial.number and t.state in COUNTED + LIVE and (lr := _lr_of(t)) is not None
+               and same_lr(lr, mine) for t in trials)

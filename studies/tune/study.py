@@ -33,8 +33,10 @@ from optuna.trial import FrozenTrial
 from studies.config import CONFIG_VERSION, RunConfig, TrainConfig, as_stored
 from studies.presets import get_preset
 from studies.suite.configs import build_configs
-from studies.tune.pruners import PRUNERS, make_pruner, make_sha_pruner
-from studies.tune.samplers import SAMPLERS, make_grid_sampler, make_sampler
+from studies.tune.lr_search import LrSearch
+from studies.tune.queries import best_trial
+from studies.tune.pruners import PRUNERS, make_pruner, make_safe_sha_pruner, make_sha_pruner
+from studies.tune.samplers import SAMPLERS, LrRuleSampler, make_grid_sampler, make_sampler
 from studies.tune.search_spaces import SEARCH_SPACE_VERSION, WARMUP, Knob, SearchSpace, get_search_space
 from studies.tune.storage import jsonable, study_name
 from tasks.shortcuts import floor as shortcut_floor
@@ -91,10 +93,18 @@ def check_not_searched(space: SearchSpace, overrides: Sequence[str], model: str)
                          f"{model}'s search space in studies/tune/search_spaces.py")
 
 
+def rule_knob(search: LrSearch) -> Knob:
+    """The learning rate as the rule searches it: log scale, between the rule's declared bounds."""
+    return Knob("lr", "train.lr", 10.0 ** search.low, 10.0 ** search.high, log=True)
+
+
 def tuning_space(model: str, sampler: str, grid: dict[str, Sequence[float]] | None,
-                 trials: int) -> SearchSpace:
-    """The knobs a study of `model` searches: its whole space, or with `sampler="grid"` only the grid's
-    knobs (checked against the space's ranges; the budget must be the grid's size)."""
+                 trials: int | None, lr_search: LrSearch | None = None) -> SearchSpace:
+    """The knobs a study of `model` searches: with `sampler="lr_rule"` the learning rate alone (the rule's
+    bounds; every other knob stays at the preset's value), with `sampler="grid"` only the grid's knobs
+    (checked against the space's ranges; the budget must be the grid's size), else its whole space."""
+    if sampler == "lr_rule":
+        return SearchSpace((rule_knob(lr_search or LrSearch()),))
     space = get_search_space(model)
     if sampler != "grid":
         return space
@@ -114,13 +124,20 @@ def tuning_space(model: str, sampler: str, grid: dict[str, Sequence[float]] | No
 
 
 def describe_tuner(sampler: str, pruner: str, steps: int, seed: int,
-                   grid: dict[str, Sequence[float]] | None, floor: float | None = None) -> dict[str, Any]:
+                   grid: dict[str, Sequence[float]] | None, floor: float | None = None,
+                   lr_search: LrSearch | None = None, no_prune_before: int = 0) -> dict[str, Any]:
     """What ran, for the study's user attrs and the report: the exact sampler and pruner settings.
 
     The names are stored in every study and compared when it resumes: they stay as the studies wrote
     them (`studies.tune.RetryingGridSampler` is now in studies.tune.samplers, the pruner in
     studies.tune.pruners)."""
+    search = lr_search or LrSearch()
     samplers = {
+        "lr_rule": {"name": "studies.tune.samplers.LrRuleSampler (protocol v2: the learning-rate rule of "
+                            "studies.tune.lr_search: the start grid, one step past an edge winner up to the bounds, "
+                            "refined to `finest` decades around the best)",
+                    "start_decades": list(search.start), "bounds_decades": [search.low, search.high],
+                    "finest_decades": search.finest, "tie": search.tie},
         # the start-up count as its rule: a budget may be extended (see open_tuning_study), the rule stays
         "tpe": {"name": "TrialSeededTPE (optuna TPESampler, multivariate, constant_liar, seeded per trial)",
                 "seed": seed, "n_startup_trials": "max(3, budget // 4)"},
@@ -128,6 +145,13 @@ def describe_tuner(sampler: str, pruner: str, steps: int, seed: int,
                          "is tried again)", "seed": seed, "grid": grid},
     }
     pruners = {
+        "safe_sha": {"name": "studies.tune.pruners.PlateauSafeHalvingPruner (protocol v2: tolerant halving with no "
+                             "rung before the escape window and no trial pruned while any of its seeds is at or "
+                             "above the rung's bar)",
+                     "min_resource": max(1, steps // 4, no_prune_before), "max_resource": steps, "reduction_factor": 2,
+                     "margin": 0.05, "floor": None if floor is None else round(floor, 6), "plateau_margin": 0.1,
+                     "no_prune_before": no_prune_before,
+                     "failed_trials": "not counted at a rung (a re-queued copy carries their values)"},
         "median": {"name": "optuna.pruners.MedianPruner", "n_startup_trials": 3, "n_warmup_steps": steps // 4},
         "sha": {"name": "studies.tune.TolerantHalvingPruner (asynchronous successive halving, the rule of "
                         "optuna.pruners.SuccessiveHalvingPruner, pruning only below the rung's top half by > margin, "
@@ -141,21 +165,32 @@ def describe_tuner(sampler: str, pruner: str, steps: int, seed: int,
                                    "reported while its last seed trains"}
 
 
+def decision_rows(config: RunConfig) -> str:
+    """Which rows a study's decisions read, for its user attrs and the report."""
+    if config.train.validation_size:
+        return (f"validation set ({config.train.validation_size} rows per seed, disjoint from the test set): "
+                f"early stopping, pruning and the choice of the best trial; test set: reported scores only")
+    return "test set (protocol v1: early stopping, pruning, the choice of the best trial and reported scores)"
+
+
 def open_tuning_study(storage: optuna.storages.BaseStorage, prefix: str, task: str, model: str, preset: str,
                       overrides: Sequence[str], trials: int, seeds: int = 1, sampler_seed: int = 0,
                       device: str | None = None, label: str | None = None, task_label: str | None = None,
                       sampler: str = "tpe", pruner: str = "median",
-                      grid: dict[str, Sequence[float]] | None = None) -> tuple[optuna.Study, RunConfig, SearchSpace]:
+                      grid: dict[str, Sequence[float]] | None = None, lr_search: LrSearch | None = None,
+                      no_prune_before: int = 0) -> tuple[optuna.Study, RunConfig, SearchSpace]:
     """Create or resume the study of one model; refuse one created under another space or config.
 
     `label` and `task_label` replace the model and task in the study name (a model label or task variant
     whose settings are in `overrides`). `sampler="grid"` searches exactly the knobs in `grid` over its
-    values (the budget must be the grid's size); `pruner="sha"` is successive halving. An override of a
-    searched knob is refused (`check_not_searched`).
+    values (the budget must be the grid's size); `sampler="lr_rule"` searches the learning rate by
+    `lr_search`'s rule (`trials` is then unused: the rule ends the study); `pruner="sha"` is successive
+    halving, `pruner="safe_sha"` its plateau-safe form with no rung before `no_prune_before`. An override
+    of a searched knob is refused (`check_not_searched`).
     """
     if sampler not in SAMPLERS or pruner not in PRUNERS:
         raise ValueError(f"sampler={sampler!r} must be one of {SAMPLERS}, pruner={pruner!r} one of {PRUNERS}")
-    space = tuning_space(model, sampler, grid, trials)
+    space = tuning_space(model, sampler, grid, trials, lr_search)
     check_not_searched(space, overrides, label or model)
     config = base_config(task, model, preset, overrides, device, tuned_warmup=space.searches(WARMUP.target))
     name = study_name(prefix, task_label or task, label or model)
@@ -163,19 +198,24 @@ def open_tuning_study(storage: optuna.storages.BaseStorage, prefix: str, task: s
     # The halving pruner's floor: the best no-solve baseline on the held-out sets of the trials' seeds,
     # pooled, on the task's metric (the values the trials report are those seeds' mean).
     floor = (shortcut_floor(config.task, config.train.test_size,
-                            tuple(config.train.seed + i for i in range(seeds)))[1] if pruner == "sha" else None)
-    study = optuna.create_study(
-        storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-        sampler=make_grid_sampler(grid, sampler_seed) if sampler == "grid" else make_sampler(sampler_seed, trials),
-        pruner=make_sha_pruner(steps, floor) if pruner == "sha" else make_pruner(steps))
+                            tuple(config.train.seed + i for i in range(seeds)))[1] if pruner in ("sha", "safe_sha")
+             else None)
+    samplers = {"grid": lambda: make_grid_sampler(grid, sampler_seed), "tpe": lambda: make_sampler(sampler_seed, trials),
+                "lr_rule": lambda: LrRuleSampler(lr_search or LrSearch())}
+    pruners = {"sha": lambda: make_sha_pruner(steps, floor), "median": lambda: make_pruner(steps),
+               "safe_sha": lambda: make_safe_sha_pruner(steps, no_prune_before, floor)}
+    study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+                                sampler=samplers[sampler](), pruner=pruners[pruner]())
     # What must match for old and new trials to be comparable; preset and overrides are compared
     # through the config they resolve to (the same overrides in another order are the same study).
     expected = {
         "task": task, "model": model, "seeds_per_trial": seeds, "config_version": CONFIG_VERSION,
         "search_space_version": SEARCH_SPACE_VERSION, "search_space_fingerprint": space.fingerprint(),
         "search_space": space.describe(), "base_config": comparable(jsonable(config.to_dict())),
-        **describe_tuner(sampler, pruner, steps, sampler_seed, grid, floor),
+        **describe_tuner(sampler, pruner, steps, sampler_seed, grid, floor, lr_search, no_prune_before),
     }
+    if config.train.validation_size:  # absent from v1 studies, which must resume unchanged
+        expected["decision_rows"] = decision_rows(config)
     stored = study.user_attrs
     for key, value in expected.items():
         if key in stored and jsonable(stored[key]) != jsonable(value):
@@ -189,7 +229,9 @@ def open_tuning_study(storage: optuna.storages.BaseStorage, prefix: str, task: s
     for key, value in {**expected, "preset": preset, "overrides": list(overrides)}.items():
         if key not in stored:
             study.set_user_attr(key, jsonable(value))
-    if stored.get("budget") != trials:
+    if sampler == "lr_rule":
+        trials = None  # stored as such: the rule, not a count, ends the study
+    if "budget" not in stored or stored["budget"] != trials:
         if "budget" in stored:
             print(f"[{name}] budget changed from {stored['budget']} to {trials} finished trials", flush=True)
         study.set_user_attr("budget", trials)
@@ -207,7 +249,9 @@ def open_confirm_study(storage: optuna.storages.BaseStorage, prefix: str, task: 
     seeds that overlap the tuning seeds, and a confirm study that re-trains another trial.
     """
     tuned = optuna.load_study(study_name=study_name(prefix, task_label or task, spec.label), storage=storage)
-    best = tuned.best_trial
+    best = best_trial(tuned)
+    if best is None:
+        raise SystemExit(f"{tuned.study_name} has no finished trial to re-train: tune it first")
     attrs = tuned.user_attrs
     tuning_seeds = range(best.user_attrs["config"]["train"]["seed"],
                          best.user_attrs["config"]["train"]["seed"] + attrs["seeds_per_trial"])
