@@ -239,10 +239,11 @@ def _train(config: RunConfig, device: torch.device, on_eval: Callable[[EvalRecor
             bar.set_postfix(loss=f"{loss.item():.3f}", **{config.task.metric: f"{record.score(config.task.metric):.3f}"})
             if on_eval is not None:
                 on_eval(record)
-            if record.score(config.task.metric) >= tc.target_accuracy:
+            if steps_to_target is None and record.score(config.task.metric) >= tc.target_accuracy:
                 steps_to_target = step
-                status = "reached_target"
-                break
+                if tc.target_accuracy < 1.0:  # 1.0 never stops a run early: every run trains all its steps
+                    status = "reached_target"
+                    break
     bar.close()
 
     final: dict[int, dict[str, float]] = {}

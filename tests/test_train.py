@@ -166,3 +166,14 @@ def test_validation_size_keeps_the_run_ids_of_runs_stored_before_it():
     assert tiny_run(validation_size=64).run_id() != base.run_id()
     with pytest.raises(ValueError, match="validation_size=-1"):
         tiny_run(validation_size=-1)
+
+
+def test_a_target_of_one_never_stops_a_run_early():
+    """target_accuracy=1.0 means 'never early' (protocol v2 reads other lengths at equal training): a run
+    that reaches a perfect score goes on to its last step, and records when it first got there."""
+    stopped = train(tiny_run(target_accuracy=0.99, eval_every=10), progress=False)
+    assert stopped.status == "reached_target" and stopped.steps < 300
+    full = train(tiny_run(target_accuracy=1.0, eval_every=10), progress=False)
+    assert full.status == "completed" and full.steps == 300 and full.history[-1].step == 300
+    if full.steps_to_target is not None:
+        assert full.history[[r.step for r in full.history].index(full.steps_to_target)].accuracy == 1.0
