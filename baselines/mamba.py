@@ -53,11 +53,7 @@ selective; treated like GateLoop's gate projections).
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
-import os
-import platform
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gateloop.fused import build_refusal
+from gateloop._build import build_refusal, load_extension
 from gateloop.mixer import MixerConfig, at_least_fp32, is_int, is_real, mark_transition
 
 DT_INITS = ("random", "constant")
@@ -319,64 +315,10 @@ def scan_in_use(scan: str, device: torch.device | str) -> str:
 _FUSED_SOURCE = Path(__file__).with_name("selective_scan.cpp")
 
 
-def extension_name(stem: str, source: bytes, cflags: list[str]) -> str:
-    """`<stem>_<hash>`: the hash covers everything that makes two builds differ — the source's contents (not
-    its path, so that checkouts share one build), the compiler flags, torch's version and accelerator, and
-    the Python ABI — so a machine builds once per source, and a changed source gets a build of its own
-    instead of replacing (and, alternating with another checkout, rebuilding) the one build."""
-    abi = f"py{sys.version_info.major}{sys.version_info.minor}{getattr(sys, 'abiflags', '')}"
-    parts = [source, " ".join(cflags).encode(), torch.__version__.encode(), str(torch.version.cuda).encode(),
-             str(torch.version.hip).encode(), abi.encode(), platform.machine().encode()]
-    digest = hashlib.sha256(b"\0".join(parts)).hexdigest()
-    return f"{stem}_{digest[:16]}"
-
-
-def extensions_root() -> Path:
-    """Where torch caches C++ extensions: $TORCH_EXTENSIONS_DIR, else ~/.cache/torch_extensions. Each of our
-    builds has its own directory right under it, named by `extension_name` (torch's own layout would add
-    a py311_cpu-like folder, which the name already covers)."""
-    from torch.utils.cpp_extension import get_default_build_root
-
-    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
-
-
-def prepare_build(root: Path, name: str, source: Path) -> tuple[Path, Path, bool]:
-    """(build directory, the source copy to build from, whether the library is yet to be built) of extension
-    `name` under `root`. The copy sits in the build directory, so that the build command names the same
-    file from every checkout: ninja rebuilds whenever the command changes, even when the contents do not.
-    Creates the directory and the copy (first writer wins; a copy is never rewritten, since a new mtime
-    would make ninja rebuild)."""
-    build_dir = root / name
-    build_dir.mkdir(parents=True, exist_ok=True)
-    copy = build_dir / source.name
-    if not copy.exists():
-        tmp = build_dir / f".{source.name}.{os.getpid()}.tmp"
-        tmp.write_bytes(source.read_bytes())
-        try:
-            os.link(tmp, copy)  # atomic, and fails if another process got there first
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    built = any((build_dir / f"{name}{suffix}").is_file() for suffix in (".so", ".pyd"))
-    return build_dir, copy, not built
-
-
 @functools.cache
 def _fused_extension() -> Any:
-    """The C++ kernels of baselines/selective_scan.cpp, compiled on first use (about a minute) into
-    `extensions_root()/<extension_name>`; later processes, from any checkout of the same source, load that build."""
-    from torch.utils.cpp_extension import load
-
-    name = extension_name("testbed_selective_scan", _FUSED_SOURCE.read_bytes(), _FUSED_CFLAGS)
-    build_dir, copy, to_build = prepare_build(extensions_root(), name, _FUSED_SOURCE)
-    # Where torch's lock file exists another process (a second worker) is building it and said so; this one
-    # waits for that build in silence.
-    if to_build and not (build_dir / "lock").exists():
-        print(f"building Mamba's fused selective scan (C++, once per machine and source, about a minute) in "
-              f"{build_dir}", file=sys.stderr, flush=True)
-    return load(name=name, sources=[str(copy)], extra_cflags=_FUSED_CFLAGS, build_directory=str(build_dir),
-                verbose=False)
+    """The C++ kernels of baselines/selective_scan.cpp, built once per machine and source (gateloop._build)."""
+    return load_extension("testbed_selective_scan", _FUSED_SOURCE, _FUSED_CFLAGS, "Mamba's fused selective scan")
 
 
 class _FusedSelectiveScan(torch.autograd.Function):

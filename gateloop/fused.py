@@ -6,7 +6,8 @@ docstring). Here each sequence's H states stay in a buffer while a loop walks th
 the channels; the backward is the adjoint recurrence of elementwise.py, with states recomputed chunk by
 chunk from the state entering each chunk of 64 steps, which the forward stores (so the inputs and L/64
 states per sequence are kept between forward and backward). The kernels are gateloop/fused_scan.cpp, compiled on
-first use by torch.utils.cpp_extension (about a minute; cached under ~/.cache/torch_extensions).
+first use by torch.utils.cpp_extension (about a minute; once per machine and source, under
+~/.cache/torch_extensions: gateloop/_build.py).
 
 It is an opt-in mode (`mode="fused"`, CPU, K = V = 1), kept out of `MODES`, which every test runs for
 every head layout; `gateloop_scan_ref` is its reference, as for every mode.
@@ -14,38 +15,19 @@ every head layout; `gateloop_scan_ref` is its reference, as for every mode.
 from __future__ import annotations
 
 import functools
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gateloop._build import build_refusal, load_extension
 from gateloop._inputs import check_scan_inputs
 
 # As for Mamba's fused scan (baselines/mamba.py): optimisation flags at compile time only, never -ffast-math
 # at link time (crtfastmath.o would flush denormals in the whole process). No -ffast-math at all here:
 # nothing needs a vectorised libm call, and the recurrence's operations then keep their order.
 _CFLAGS = ["-O3", "-march=native"]
-
-
-def build_refusal(instead: str) -> str:
-    """Why a C++ extension cannot be built here, in one line naming `instead` as the way out; "" if it can
-    (a C++ compiler and ninja are found). Also used by Mamba's fused scan (baselines/mamba.py)."""
-    missing = _missing_build_tool(os.environ.get("CXX", "c++"))
-    return f"{missing}, or use {instead}" if missing else ""
-
-
-@functools.cache
-def _missing_build_tool(compiler: str) -> str:
-    # Cached: Mamba's scan="auto" asks on every forward, and torch's ninja check starts a process.
-    if shutil.which(compiler) is None:
-        return f"no C++ compiler ({compiler!r} is not on PATH): install one (e.g. g++)"
-    from torch.utils.cpp_extension import is_ninja_available
-
-    if not is_ninja_available():
-        return "ninja is not installed (torch builds C++ extensions with it): pip install ninja"
-    return ""
+_SOURCE = Path(__file__).with_name("fused_scan.cpp")
 
 
 def fused_refusal(q: torch.Tensor, v: torch.Tensor) -> str:
@@ -59,10 +41,8 @@ def fused_refusal(q: torch.Tensor, v: torch.Tensor) -> str:
 
 @functools.cache
 def _extension() -> Any:
-    from torch.utils.cpp_extension import load
-
-    source = Path(__file__).with_name("fused_scan.cpp")
-    return load(name="testbed_gateloop_fused", sources=[str(source)], extra_cflags=_CFLAGS, verbose=False)
+    """The kernels of gateloop/fused_scan.cpp, built once per machine and source (gateloop._build)."""
+    return load_extension("testbed_gateloop_fused", _SOURCE, _CFLAGS, "GateLoop's fused scan")
 
 
 class _FusedGateLoop(torch.autograd.Function):

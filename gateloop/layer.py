@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gateloop.fused import build_refusal
+from gateloop._build import build_refusal
 from gateloop.mixer import MixerConfig, is_int, is_real, mark_transition
 from gateloop.real_form import fla_refusal
 from gateloop.scan import COMPILED_MODES, GPU_MODES, MODES, gateloop_scan, gateloop_step

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gateloop import MODES, GateLoop, GateLoopConfig, Mixer, is_transition
-from gateloop.fused import build_refusal
+from gateloop._build import build_refusal
 
 D = 8
 HEADS = [None, 2]  # max-headed (H = 8, K = V = 1) and two wide heads (K = V = 4)

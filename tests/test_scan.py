@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from gateloop import chunked
+from gateloop._build import build_refusal
 from gateloop.chunked import gateloop_scan_chunked
 from gateloop.elementwise import gateloop_scan_elementwise
-from gateloop.fused import build_refusal, fused_refusal, gateloop_scan_fused
+from gateloop.fused import fused_refusal, gateloop_scan_fused
 from gateloop.scan import (
     MODES,
     gateloop_scan,
