@@ -6,7 +6,9 @@ Each raises ValueError with one line that names the problem and the fix; the sub
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +109,7 @@ def parse_names(text: str, flag: str, what: str = "name") -> list[str]:
 
 
 # Presets that size no task themselves: they hold the capability study's shared training settings, and the
-# study's variants (studies/experiments/capability.py) fix every task's knobs; a task run under one alone
+# study's variants (studies/experiments/capability/study.py) fix every task's knobs; a task run under one
 # would run at its default size, which no study of that preset ever ran.
 UNSIZED_PRESETS = ("capability", "gpu")
 
@@ -238,6 +240,43 @@ def check_storage_url(url: str, flag: str = "--storage", must_exist: bool = Fals
     finally:
         engine.dispose()
     return parsed.render_as_string(hide_password=False)
+
+
+OPTUNA_TABLE = "studies"  # the table every Optuna RDB storage has (its studies' names and ids)
+
+
+def check_optuna_storage(url: str, flag: str = "--storage") -> None:
+    """A storage that a command only reads (`testbed report`, `capability --snapshot`, `ablate
+    --lr-from-storage`) must hold Optuna's tables: opened by Optuna, any other database (or an empty file)
+    would have them created in it, and the command would report nothing found. Call it after
+    `check_storage_url(url, flag, must_exist=True)`. SQLite is read through sqlite3 in read-only mode, so
+    nothing is written even to a database that is refused; a server database through SQLAlchemy's inspector."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    shown = parsed.render_as_string(hide_password=True)
+    fix = f"point {flag} at the database a `testbed tune` or `testbed capability` run stored its studies in"
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database).resolve()
+        try:
+            with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+                found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                   (OPTUNA_TABLE,)).fetchone()
+        except sqlite3.Error as e:
+            raise ValueError(f"{flag} {shown!r}: cannot read {str(path)!r} as SQLite ({e}); {fix}") from None
+        if found is None:
+            raise ValueError(f"{flag} {shown!r}: {str(path)!r} holds no Optuna studies (it has no "
+                             f"{OPTUNA_TABLE!r} table); {fix}")
+        return
+    connect_args = {"connect_timeout": CONNECT_TIMEOUT} if parsed.get_backend_name() == "postgresql" else {}
+    engine = sqlalchemy.create_engine(with_driver(url), connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        found = sqlalchemy.inspect(engine).has_table(OPTUNA_TABLE)
+    finally:
+        engine.dispose()
+    if not found:
+        raise ValueError(f"{flag} {shown!r} holds no Optuna studies (it has no {OPTUNA_TABLE!r} table); {fix}")
 
 
 def training_bytes(config: Any) -> int:

@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
+import optuna
 import pytest
 
 from studies import checks, cli
 from studies.atomic_io import write_atomic_bytes
+from studies.experiments.capability import run as capability_run
 from studies.pool import WorkerDied, run_parallel
 from studies.presets import get_preset
 from studies.suite import run as suite_run
@@ -34,7 +38,9 @@ TUNE = ["tune", "--task", "mqar", "--models", "attention", "--trials", "1", "--p
         "--quiet"]
 
 # (argv, fragment of the one-line message, exit status). In argv, {out} is a directory that does not exist
-# yet, {garbage} a file of random bytes, {text} a text file, {ro} a directory this process cannot write.
+# yet, {garbage} a file of random bytes, {text} a text file, {ro} a directory this process cannot write,
+# {empty} an empty file, {plain} an SQLite database without Optuna's tables, {tuning} an Optuna storage of a
+# tuning study.
 CASES = [
     # Settings under which training cannot run, refused before it starts.
     ([*S, "task.seq_len=1", "train.steps=6"], "state_tracking: seq_len=1 must be >= 2", 1),
@@ -90,15 +96,41 @@ CASES = [
     ([*A[:-1], "{ro}/x"], "cannot be created", 1),
     ([*TUNE, "--out", "{ro}/x"], "cannot be created", 1),
     ([*TUNE, "--out", "{out}", "--storage", "sqlite:///{ro}/s.db"], "the directory '{ro}' is not writable", 1),
+    # A storage a command only reads must be a study storage: Optuna would create its tables in any other.
+    (["report", "--storage", "sqlite:///{plain}", "--out", "{out}"],
+     "'{plain}' holds no Optuna studies (it has no 'studies' table); point --storage at the database", 1),
+    (["report", "--storage", "sqlite:///{empty}", "--out", "{out}"], "'{empty}' holds no Optuna studies", 1),
+    (["capability", "--snapshot", "--storage", "sqlite:///{plain}", "--out", "{out}"],
+     "'{plain}' holds no Optuna studies", 1),
+    (["capability", "--snapshot", "--storage", "sqlite:///{tuning}", "--out", "{out}"],
+     "holds no study of the capability study `capability` (studies named capability/...; it holds tune/...); "
+     "point --storage at the database the study ran in", 1),
+    (["report", "--out", ""], "--out '' names no directory", 1),
+    # The suite's up-front checks, made by tune before a study exists (its first trial would fail on them).
+    ([*TUNE, "--out", "{out}", "train.batch_size=100000000"], "one run needs at least", 1),
+    ([*TUNE, "--out", "{out}", "--task", "state_tracking", "task.seq_len=4"],
+     "of training draws would be one of the test_size=64 held-out rows", 1),
 ]
 
 
+@pytest.fixture(scope="module")
+def tuning_storage(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The bytes of an Optuna storage that holds one tuning study (tune/mqar/attention) and no capability study."""
+    path = tmp_path_factory.mktemp("tuning") / "studies.db"
+    optuna.create_study(storage=f"sqlite:///{path}", study_name="tune/mqar/attention")
+    return path.read_bytes()
+
+
 @pytest.fixture
-def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tuning_storage: bytes) -> dict[str, str]:
     """The paths the table names; {ro} is made read-only (as root, whom modes do not stop, os.access is
     made to answer for {ro} as the kernel answers an ordinary user: not writable)."""
     (tmp_path / "garbage.db").write_bytes(os.urandom(4096))
     (tmp_path / "text.db").write_text("this is a text file, not a database\n")
+    (tmp_path / "empty.db").touch()
+    with closing(sqlite3.connect(tmp_path / "plain.db")) as db:  # an SQLite database of something else
+        db.execute("CREATE TABLE notes (text TEXT)")
+    (tmp_path / "tuning.db").write_bytes(tuning_storage)
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
@@ -110,8 +142,8 @@ def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
             return access(path, mode, *args, **kwargs) and not (inside and mode & os.W_OK)
 
         monkeypatch.setattr(checks.os, "access", unprivileged)
-    yield {"out": str(tmp_path / "out"), "garbage": str(tmp_path / "garbage.db"), "text": str(tmp_path / "text.db"),
-           "ro": str(ro)}
+    yield {"out": str(tmp_path / "out"), "ro": str(ro),
+           **{name: str(tmp_path / f"{name}.db") for name in ("garbage", "text", "empty", "plain", "tuning")}}
     ro.chmod(0o755)
 
 
@@ -149,6 +181,18 @@ def test_parse_names_is_the_one_rule_for_name_lists():
                            ("a,b,a", "names a more than once; name each once: --tasks a,b")]:
         with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
             checks.parse_names(text, "--tasks", "task")
+
+
+def test_a_snapshot_reads_a_read_only_archive(places, tmp_path, capsys):
+    # A snapshot only reads its storage, so a study archived where this user cannot write is copied, not refused.
+    ro = Path(places["ro"])
+    ro.chmod(0o755)
+    optuna.create_study(storage=f"sqlite:///{ro / 'studies.db'}", study_name="capability/parity/gateloop_max")
+    ro.chmod(0o555)
+    argv = ["capability", "--snapshot", "--storage", f"sqlite:///{ro / 'studies.db'}", "--out", places["out"]]
+    code, message, rest = run_cli(argv, capsys)
+    assert code == 0, message
+    assert (Path(places["out"]) / "report.md").is_file() and sorted(p.name for p in ro.iterdir()) == ["studies.db"]
 
 
 def test_an_empty_sqlite_file_is_a_new_database(tmp_path):
@@ -194,6 +238,18 @@ def test_a_suite_whose_worker_dies_ends_in_one_line_naming_the_run(tmp_path, cap
     assert code == 1 and "\n" not in message and "Traceback" not in rest + message, message
     assert message.startswith("testbed suite: a worker died (killed by SIGKILL) while training gateloop on "
                               "state_tracking seed "), message
+    assert message.endswith("rerun the same command to resume"), message
+
+
+def test_a_capability_study_whose_worker_dies_ends_in_one_line(tmp_path, capsys, monkeypatch):
+    # Each of the study's workers runs a share of the whole study (a job of run_parallel); here both die.
+    monkeypatch.setattr(capability_run, "_worker_run", _die_training)
+    argv = ["capability", "--workers", "2", "--out", str(tmp_path / "out"), "--storage",
+            f"sqlite:///{tmp_path / 's.db'}", "--quiet"]
+    code, message, rest = run_cli(argv, capsys)
+    assert code == 1 and "\n" not in message and "Traceback" not in rest + message, message
+    assert message.startswith("testbed capability: a worker died (killed by SIGKILL) and the others were stopped"), \
+        message
     assert message.endswith("rerun the same command to resume"), message
 
 

@@ -317,6 +317,15 @@ def test_snapshot_copies_the_live_storage_consistently_and_refuses_what_it_canno
         args._run(args)
 
 
+def test_a_snapshot_of_another_studys_storage_names_its_preset(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    optuna.create_study(storage=url, study_name="capability-gpu-sweep/mqar_k4/gateloop_kv@64")
+    capability_cli.check_holds_study(url, STUDIES["gpu"])  # its sweep's studies are the gpu study's
+    with pytest.raises(ValueError, match=r"holds no study of the capability study `capability` \(studies named "
+                                         r"capability/\.\.\.; it holds capability-gpu-sweep/\.\.\.\); pass --preset gpu"):
+        capability_cli.check_holds_study(url, CPU_STUDY)
+
+
 def test_a_narrowed_prediction_says_what_it_no_longer_judges():
     registered = predictions(("mqar_k4", "mqar_k8", "mqar_k10"))
     kept = {p.name: p for p in applicable(registered, ("parity", "mqar_k4"), ("gateloop_kv", "retnet", "lru"))}

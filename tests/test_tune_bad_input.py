@@ -5,7 +5,11 @@ wrong; and what was refused for no reason (a short run under a preset's warmup, 
 Commands run in-process through `studies.cli.main`; trials train with the fake of tests/test_tune.py."""
 from __future__ import annotations
 
+import os
 import shlex
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -154,3 +158,53 @@ def test_report_of_a_study_without_confirm_runs_says_so(tmp_path, monkeypatch):
     text = (tmp_path / "r" / "report.md").read_text()
     assert "No confirm runs for this task (tuned with --final-seeds 0, or not confirmed yet)" in text
     assert "older config version" not in text
+
+
+# -------------------------------------------------------------------------------------- Ctrl-C, SIGTERM
+
+# `testbed tune` in a process of its own, its trials' training a wait that says when it has begun.
+STOPPABLE_TUNE = """
+import sys, time
+from studies import cli
+from studies.tune import objectives
+
+def train(config, on_eval=None, progress=True):
+    print("training", flush=True)
+    while True:
+        time.sleep(0.05)
+
+objectives.train = train
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sig, expected", [
+    (signal.SIGINT, "testbed tune: interrupted (a trial it was running is failed and does not count); "
+                    "rerun the same command to resume"),
+    (signal.SIGTERM, "testbed tune: stopped by SIGTERM (a trial it was running is failed and does not count); "
+                     "rerun the same command to resume"),
+], ids=["ctrl-c", "sigterm"])
+def test_a_stopped_tune_ends_in_one_line_and_fails_its_trial(tmp_path, sig, expected):
+    script = tmp_path / "tune.py"
+    script.write_text(STOPPABLE_TUNE)
+    root = Path(__file__).parents[1]
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    # A session of its own, with Ctrl-C's default action (a shell's background job would ignore it).
+    proc = subprocess.Popen([sys.executable, str(script), *tune_argv(tmp_path, storage=url)], cwd=root,
+                            env={**os.environ, "PYTHONPATH": str(root)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in proc.stdout:  # the resolved config, the study's line, then the trial's training
+            if line.strip() == "training":
+                break
+        os.kill(proc.pid, sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, (out, err)
+    assert err.strip() == expected, err  # one line: no traceback, no Optuna warning, no atexit noise
+    (trial,) = optuna.load_study(study_name="tune/mqar/attention", storage=url).trials
+    assert trial.state == optuna.trial.TrialState.FAIL  # at once: no heartbeat check needed to free its slot

@@ -19,11 +19,15 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -147,19 +151,70 @@ class Job:
 
 
 class QuietRoutineFailures(logging.Filter):
-    """Optuna logs every FAIL with a traceback. A refused surplus trial is routine (reported above):
-    no log line; a trial stopped by Ctrl-C keeps Optuna's one line, without the traceback."""
+    """Optuna logs every FAIL as two warnings: the error with its traceback, then the value. A refused
+    surplus trial is routine (reported above), and a trial stopped by Ctrl-C or SIGTERM is reported by the
+    command's one line (`Interrupted`): neither gets a log line. Other failures keep both."""
+
+    QUIET = ("SurplusTrial", "KeyboardInterrupt", "Interrupted(")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dropped: set[str] = set()  # "Trial N" whose error was dropped: its value line goes too
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "KeyboardInterrupt" in message:
-            record.exc_info, record.exc_text = None, None
-        return "SurplusTrial" not in message
+        trial = message.partition(" failed with ")[0]
+        if " failed with value " in message:
+            if trial in self._dropped:
+                self._dropped.discard(trial)
+                return False
+            return True
+        if any(word in message for word in self.QUIET):
+            self._dropped.add(trial)
+            return False
+        return True
+
+
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C or a SIGTERM under `stop_on_signals`. A KeyboardInterrupt, so that Optuna fails the trial it
+    stops (as on Ctrl-C: the trial does not count, and a rerun trains another) before it leaves `work`."""
+
+    def __init__(self, signum: int) -> None:
+        self.signal = signal.Signals(signum).name
+        super().__init__(self.signal)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Around a command's worker loop, in its main process: the first SIGINT or SIGTERM raises `Interrupted`.
+    From then on both are ignored, so that a second Ctrl-C (or a process manager's repeated SIGTERM) cannot
+    cut short Optuna failing the trial, nor the command's exit (a signal in an exit handler prints "Exception
+    ignored in atexit callback"): the command ends in the one line it prints. Without a signal the previous
+    handlers come back. Not for pool workers, which studies.pool gives handlers of their own."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals (and may set their handlers)
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    # A signal ignored from the start stays ignored: a shell's background job ignores the terminal's Ctrl-C.
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(s) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        if all(signal.getsignal(s) is stop for s in previous):  # no signal came
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def work(jobs: Sequence[Job], poll: float = POLL_SECONDS) -> None:
     """Run trials of the first study with a free slot until every study is done; wait while slots are
-    held by trials running on other workers (one of them may yet fail and free its slot)."""
+    held by trials running on other workers (one of them may yet fail and free its slot). Signals are the
+    caller's: a command wraps it in `stop_on_signals`, a pool worker runs it under the pool's handlers."""
     optimize_logger = trial_failure_logger()
     if not any(isinstance(f, QuietRoutineFailures) for f in optimize_logger.filters):
         optimize_logger.addFilter(QuietRoutineFailures())

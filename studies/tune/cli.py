@@ -30,6 +30,8 @@ from studies.checks import check_device, check_out_dir, check_preset_tasks, pars
 from studies.config import RunConfig
 from studies.floors import metric_label
 from studies.presets import PRESETS, get_preset
+from studies.suite.configs import check_configs
+from studies.tune.budget import Interrupted, stop_on_signals
 from studies.tune.jobs import confirm, tune_models
 from studies.tune.search_spaces import WARMUP, get_search_space
 from studies.tune.storage import GRACE_PERIOD, HEARTBEAT_INTERVAL, check_prefix, open_storage, storage_url
@@ -109,14 +111,18 @@ def run(args: argparse.Namespace) -> int:
         check_device(args.device)
         check_out_dir(args.out)
         configs = resolve_configs(args, models)
+        check_configs(configs)  # the suite's checks: memory, training room; else the first trial fails on them
         url = storage_url(args.storage, args.out)
     except (ValueError, TypeError) as e:
         raise SystemExit(f"testbed tune: {e}") from None
     try:
-        return _tune_and_confirm(args, models, configs, url)
-    except KeyboardInterrupt:
-        raise SystemExit("testbed tune: interrupted (a trial it was running is failed and does not count); "
-                         "rerun the same command to resume") from None
+        with stop_on_signals():
+            return _tune_and_confirm(args, models, configs, url)
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Interrupted) and stop.signal != "SIGINT"
+        how = f"stopped by {stop.signal}" if terminated else "interrupted"
+        raise SystemExit(f"testbed tune: {how} (a trial it was running is failed and does not count); "
+                         f"rerun the same command to resume") from None
 
 
 def _tune_and_confirm(args: argparse.Namespace, models: list[str], configs: list[RunConfig], url: str) -> int:

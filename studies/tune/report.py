@@ -904,10 +904,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_optuna_verbosity(args.verbose)
-    out = Path(args.out or f"runs/report-{re.sub(r'[^A-Za-z0-9_.-]+', '_', args.study_prefix)}")
+    default_out = f"runs/report-{re.sub(r'[^A-Za-z0-9_.-]+', '_', args.study_prefix)}"
     try:
         check_prefix(args.study_prefix)
-        check_out_dir(out)
+        out = check_out_dir(default_out if args.out is None else args.out)  # --out '' is refused, not the default
         storage = open_existing_storage(args.storage)
         text = build_report(storage, args.study_prefix, out, args.reference or DEFAULT_REFERENCE,
                             reference_required=args.reference is not None)

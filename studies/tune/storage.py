@@ -22,7 +22,7 @@ import optuna
 import sqlalchemy
 import sqlalchemy.exc
 
-from studies.checks import CONNECT_TIMEOUT, check_out_dir, check_storage_url, with_driver
+from studies.checks import CONNECT_TIMEOUT, check_optuna_storage, check_out_dir, check_storage_url, with_driver
 
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 30  # a RUNNING trial silent this long belongs to a dead worker
@@ -91,10 +91,13 @@ def retry_callback() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
         return optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
 
 
-def open_existing_storage(url: str) -> optuna.storages.RDBStorage:
-    """The storage of existing studies, for a command that only reads them: an SQLite URL must name an
-    existing file (nothing is created)."""
-    return optuna.storages.RDBStorage(check_storage_url(url, must_exist=True))
+def open_existing_storage(url: str, flag: str = "--storage") -> optuna.storages.RDBStorage:
+    """The storage of existing studies, for a command that only reads them (`flag` is how the user gave it):
+    an SQLite URL must name an existing file, and the database must hold Optuna's tables (nothing is
+    created, in a database that is not a study storage least of all)."""
+    url = check_storage_url(url, flag, must_exist=True)
+    check_optuna_storage(url, flag)
+    return optuna.storages.RDBStorage(url)
 
 
 def as_storage(storage: str | optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:

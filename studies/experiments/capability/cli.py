@@ -17,13 +17,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+import optuna
+from sqlalchemy.engine import make_url
+
 from studies.checks import check_at_least_one, check_device, check_out_dir, check_storage_url
 from studies.experiments.capability.plan import dry_run, family_table
 from studies.experiments.capability.report import build_capability_report
 from studies.experiments.capability.run import run_workers, snapshot
-from studies.experiments.capability.study import STUDIES
-from studies.pool import default_workers
-from studies.tune.storage import open_storage, storage_url
+from studies.experiments.capability.study import STUDIES, Study
+from studies.pool import WorkerDied, default_workers
+from studies.tune.budget import stop_on_signals
+from studies.tune.storage import GRACE_PERIOD, open_existing_storage, open_storage, storage_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +45,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "backup API, safe while the study runs) and rebuild OUT's report from that copy")
 
 
+def check_holds_study(url: str, study: Study) -> None:
+    """A snapshot rebuilds `study`'s report from `url`: refuse a storage that holds none of its studies (the
+    report would be empty), naming the preset whose studies it holds where it holds another study's."""
+    prefixes = {name.split("/")[0] for name in optuna.get_all_study_names(open_existing_storage(url))}
+
+    def holds(other: Study) -> bool:
+        return bool(prefixes & {other.prefix, f"{other.prefix}-sweep", f"{other.prefix}-ablate"})
+
+    if holds(study):
+        return
+    others = [preset for preset, other in STUDIES.items() if holds(other)]
+    fix = f"pass --preset {others[0]}" if others else "point --storage at the database the study ran in"
+    shown = make_url(url).render_as_string(hide_password=True)
+    raise ValueError(f"--storage {shown!r} holds no study of the capability study `{study.preset}` (studies named "
+                     f"{study.prefix}/...; it holds {', '.join(f'{p}/...' for p in sorted(prefixes)) or 'none'}); "
+                     f"{fix}")
+
+
 def run(args: argparse.Namespace) -> int:
     study = STUDIES[args.preset]
     workers = default_workers() if args.workers is None else args.workers
@@ -48,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
         check_at_least_one("--workers", workers)
         check_device(args.device)
         out = check_out_dir(args.out)
-        if args.storage is not None:
-            check_storage_url(args.storage)  # before a dry run too: it takes minutes to measure
+        if args.storage is not None:  # before a dry run too: it takes minutes to measure
+            # A snapshot only reads its storage, which may be a read-only archive; a run writes to it.
+            check_storage_url(args.storage, must_exist=args.snapshot)
     except ValueError as e:
         raise SystemExit(f"testbed capability: {e}") from None
     if args.dry_run:
@@ -57,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.snapshot:
         try:
+            if args.storage is not None:
+                check_holds_study(args.storage, study)
             copy = snapshot(args.storage, out)
         except ValueError as e:
             raise SystemExit(f"testbed capability: {e}") from None
@@ -69,11 +94,16 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"testbed capability: {e}") from None
     print(f"capability study `{study.preset}`: {study.description}\n{family_table(study, args.device)}", flush=True)
     try:
-        run_workers(study, url, out, args.device, args.only, workers, progress=not args.quiet)
+        with stop_on_signals():  # SIGTERM as Ctrl-C: one line, the workers stopped, a single worker's trial failed
+            run_workers(study, url, out, args.device, args.only, workers, progress=not args.quiet)
     except KeyboardInterrupt:
         raise SystemExit("testbed capability: interrupted (the trials it was running do not count: failed at "
                          "once with one worker, by the heartbeat check of the next run with several); rerun the "
                          "same command to resume") from None
+    except WorkerDied as death:  # killed (kill -9, the out-of-memory killer): the others were stopped with it
+        raise SystemExit(f"testbed capability: a worker died ({death.cause}) and the others were stopped; the trials "
+                         f"they were running are failed and trained again once their heartbeats are {GRACE_PERIOD} s "
+                         f"old: rerun the same command to resume") from None
     print(build_capability_report(open_storage(url), study, out))
     return 0
 
