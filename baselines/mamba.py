@@ -32,8 +32,9 @@ an (N, E·D) buffer, every gate is computed where it is used, and backward recom
 checkpoints, so no (B, L, N, E·D) tensor exists. The default, `scan="auto"`, takes it on the CPU where
 a compiler and ninja are found (`fused_refusal`), the pure-torch scan elsewhere (CUDA, or no compiler).
 It is faster than the torch scan (`python -m studies.bench train` prints both; results/bench-train.txt
-and README "Benchmarks" give the measured ratios, which vary with this machine's load). That departs from DESIGN §4's "pure-torch selective scan" in the default path on the CPU;
-`scan="torch"` keeps the pure-torch scan, and the two agree to rounding (tests, values and gradients).
+and docs/benchmarks.md give the measured ratios, which vary with this machine's load). That departs from
+docs/design.md §4's "pure-torch selective scan" in the default path on the CPU; `scan="torch"` keeps
+the pure-torch scan, and the two agree to rounding (tests, values and gradients).
 Like `train.device="auto"`, "auto" is stored as "auto": the choice is made where the model runs. Runs
 made before `scan` existed used the torch scan, and a stored config without `scan` means "torch"
 (`knobs_added_later`); the capability study sets it explicitly.

@@ -1,7 +1,7 @@
 """Parameter matching: give every mixer the width at which its LM has the same parameter budget.
 
 A fair comparison trains every model with (about) the same number of non-embedding parameters
-(DESIGN §6). `match_width` picks `d_model` for one mixer so that
+(docs/design.md §6). `match_width` picks `d_model` for one mixer so that
 
     LM(lm_config, mixer_cls, config).num_parameters()      (non-embedding; complex counted twice)
 

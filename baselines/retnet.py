@@ -23,7 +23,7 @@ Departures from the reference implementation (microsoft/torchscale), and why:
   complex number (xPos), which adds sin((n-m)θ) cross terms between the two channels of a pair. The
   paper's Eq. (3)-(5) put one phase e^{inθ} on each real channel, which is exactly what a fixed complex
   gate on GateLoop's real-q/k engine computes; we implement the paper's equations so that RetNet is a
-  special case of GateLoop (DESIGN §3), differing only in the gate being fixed. θ_k = 10000^{-k/K}
+  special case of GateLoop (docs/design.md §3.2), differing only in the gate being fixed. θ_k = 10000^{-k/K}
   spreads the frequencies over the K channels as rotary embeddings do.
 - No score normalisation (torchscale divides the decay rows by their √sum and the retention scores by
   max(Σ|·|, 1)). Both rescale each (position, head) by one positive scalar s, and the per-head norm
@@ -125,7 +125,8 @@ class RetNet(nn.Module):
         self.register_buffer("angle", retention_angles(K, config.rotary_base), persistent=False)  # (K,)
 
     def gate(self, dtype: torch.dtype) -> torch.Tensor:
-        """The fixed transition a_{h,k} = γ_h e^{iθ_k}, (H, K) complex, at least fp32 (DESIGN: gates in fp32)."""
+        """The fixed transition a_{h,k} = γ_h e^{iθ_k}, (H, K) complex, at least fp32 (docs/design.md §3.5:
+        gates in fp32)."""
         real = torch.float64 if dtype == torch.float64 else torch.float32
         magnitude = self.log_decay.to(real).exp()[:, None].expand(-1, self.angle.numel())  # (H, K)
         return torch.polar(magnitude, self.angle.to(real).expand_as(magnitude))

@@ -17,7 +17,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from baselines import get_mixer
 from gateloop import LMConfig, MixerConfig
+from tasks import TASKS, make_task
 
 # Bump when the meaning of a stored result changes (metrics, defaults that are not in the config...):
 # output directories and studies written under another version are refused rather than mixed.
@@ -301,17 +303,12 @@ def as_stored(config: RunConfig, stored: dict[str, Any]) -> RunConfig:
 
 def task_from_dict(data: dict[str, Any]) -> Any:
     """The task (tasks.Task) of a stored config (`RunConfig.to_dict()` output): its name and knobs."""
-    from tasks import TASKS, make_task
-
     knobs = {k: v for k, v in data["task"].items() if k != "name"}
     return make_task(data["task"]["name"], **stored_knobs(TASKS.get(data["task"]["name"]), knobs))
 
 
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from `RunConfig.to_dict()` output (e.g. read back from a stored result)."""
-    from baselines import get_mixer
-    from tasks import TASKS, make_task
-
     if data.get("version") != CONFIG_VERSION:
         raise ValueError(f"stored config has version {data.get('version')}, this testbed reads {CONFIG_VERSION}")
     task = dict(data["task"])

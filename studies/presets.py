@@ -95,8 +95,9 @@ PRESETS.update(
         task_eval_multipliers=_STATE_TRACKING_TO_8X,
     ),
     headline=Preset(
-        description="the headline study (studies/experiments/headline.py): the 5 headline tasks at the quick "
-                    "sizes, 300 steps (so that 7 models × 5 tasks × (8 trials + 5 seeds) fit in ~1-2 h on 2 CPU cores)",
+        description="the first headline study (retired; its record: results/headline/): the 5 headline tasks at "
+                    "the quick sizes, 300 steps (so that 7 models × 5 tasks × (8 trials + 5 seeds) fit in ~1-2 h on 2 "
+                    "CPU cores)",
         tasks={t: _SMALL_TASKS[t] for t in ("mqar", "selective_copy", "induction_heads", "memory_horizon",
                                               "state_tracking")},
         train=dict(steps=300, batch_size=32, lr=3e-3, warmup_steps=30, eval_every=100, test_size=256,
@@ -115,7 +116,7 @@ PRESETS.update(
     ),
 )
 
-# The capability study (studies/experiments/capability.py). Its task variants fix every knob and the
+# The capability study (studies/experiments/capability/study.py). Its task variants fix every knob and the
 # step budget of each task, and its models fix d_model, so the preset gives only what all of them
 # share: batch, schedule, evaluation (every 250 steps: the stored learning curves), early stop at
 # 0.99 and the extrapolation lengths 2×, 4×, 8×. `param_budget` is unused there (widths are fixed).
@@ -123,7 +124,7 @@ _CAPABILITY_TASKS: dict[str, dict[str, Any]] = {t: {} for t in ("state_tracking"
                                                                   "selective_copy")}
 PRESETS.update(
     capability=Preset(
-        description="the capability study on 2 CPU cores (studies/experiments/capability.py): batch 32, "
+        description="the capability study on 2 CPU cores (studies/experiments/capability/): batch 32, "
                     "eval every 250 steps, stop at 99 %, extrapolation to 2×, 4×, 8×",
         tasks=_CAPABILITY_TASKS,
         train=dict(steps=3000, batch_size=32, lr=1e-3, warmup_steps=100, eval_every=250, test_size=256,
@@ -144,7 +145,7 @@ PRESETS.update(
 
 # The README's first command: `testbed suite --model gateloop --model retnet --preset demo --seeds 3`,
 # about 1-2 minutes on 2 CPU cores (results/suite-demo/timing.txt). One task that is learned in a few hundred
-# steps, from the capability study's parity variant (studies/experiments/capability.py: Z_2, scored at
+# steps, from the capability study's parity variant (studies/experiments/capability/study.py: Z_2, scored at
 # the final position, lengths uniform in [L/2, L], trained on every prefix), and the study's K×V
 # models: GateLoop with 4 heads (d_model 48 at this budget, as there) and RetNet with value_factor 1 (the
 # same head layout and K×V state, a fixed transition). lr 1e-3 is GateLoop's tuned lr there

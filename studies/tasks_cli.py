@@ -6,7 +6,7 @@
 
 The audit scores each task of the preset at the preset's sizes on the held-out sets its final runs are
 evaluated on: `TaskData(task, seed, test_size).test` for seeds 1000-1004 (the confirm seeds of
-studies/tune.py) and the preset's test_size, pooled.
+studies/tune/study.py) and the preset's test_size, pooled.
 """
 from __future__ import annotations
 

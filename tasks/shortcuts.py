@@ -30,8 +30,8 @@ from tasks.metrics import sequence_accuracy, token_accuracy
 
 REFERENCE_ROWS = 1024
 REFERENCE_SEED = 0x5EED_0A11
-# The held-out sets the headline evaluates its final runs on: TaskData seeds of the confirm runs
-# (studies/tune.py CONFIRM_SEED_OFFSET = 1000, final_seeds = 5).
+# The held-out sets a tuning study's final runs are evaluated on: TaskData seeds of its confirm runs
+# (studies/tune/study.py CONFIRM_SEED_OFFSET = 1000; `testbed tune --final-seeds` is 5 by default).
 AUDIT_SEEDS = (1000, 1001, 1002, 1003, 1004)
 # A task is shortcut-proof at a size if its best baseline is within this of chance on its metric.
 FLOOR_MARGIN = 0.10

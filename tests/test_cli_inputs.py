@@ -1,4 +1,4 @@
-"""Bad command-line input to `testbed tune`, `report` and `headline`: one line naming the problem and
+"""Bad command-line input to `testbed tune`, `report` and `capability`: one line naming the problem and
 the fix, before anything is created (no study, no database file, no directory), never a traceback.
 
 One test per class of input: storage URL, --out, device, model list, numeric flags; and the report's

@@ -10,7 +10,7 @@ generation left out. Sizes: the "headline" preset (~50k parameters, L=32, batch 
 step at a time for `repeats` rounds, so that a change in the machine's load hits every mixer alike;
 printed are the median, min and max wall ms per step and the median's ratio to attention's, and the
 median CPU ms of this process per step (less sensitive to other processes on a shared machine) with
-its ratio, all measured in this process at one intra-op thread (the default of CPU runs, DESIGN §6),
+its ratio, all measured in this process at one intra-op thread (the default of CPU runs, docs/design.md §6),
 with glibc keeping freed memory as `studies.train.train` asks it to (`keep_freed_memory`).
 
 Where Mamba's step goes (`mamba_scan_share`): its selective scan, forward and backward at the shapes

@@ -12,7 +12,7 @@ test, two-sided, each Holm-corrected over the comparisons of that task. Figures 
 (best accuracy after n finished trials, and its expectation over random orderings of the same trials,
 the expected-validation-performance curve of Dodge et al., 2019).
 
-Protocol v2 studies (issue 24; design §6.1: their decisions read a validation set) get their own report,
+Protocol v2 studies (issue 24; docs/design.md §6.1: their decisions read a validation set) get their own report,
 chosen by the rows (`"protocol": "v2"`; v1 rows carry no such key and render as above): the header states
 the protocol the studies stored; per task a table with the floor as its first row and, per model, the test
 score's mean [95 % bootstrap CI], every seed's score, the solve rate k/n at the target with its exact
@@ -278,7 +278,7 @@ def task_table(task: str, trial_rows: list[dict[str, Any]], confirm_rows: list[d
 
 
 # ------------------------------------------------------------------------------ protocol v2's tables
-# Design §6.1: per-seed scores shown; intervals inside [0, 1] (percentile bootstrap of the mean, exact
+# docs/design.md §6.1: per-seed scores shown; intervals inside [0, 1] (percentile bootstrap of the mean, exact
 # binomial for solve rates); where seeds split into learned and not, the solve rate k/n is the primary
 # statistic, compared by an exact test; seeds share test rows across models, so scores are compared
 # paired; plateau-escape time as survival curves with a log-rank test; Holm over a task's comparisons.

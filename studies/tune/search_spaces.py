@@ -3,7 +3,7 @@
 Every model is searched over the same three optimisation knobs (learning rate, weight decay, warmup).
 A model gets an extra knob only where its authors tune one: the models with trainable transition
 parameters (gates, eigenvalues, Δ) also search the learning-rate factor of those parameters, as S4/S5
-and LRU train them with a reduced learning rate and DESIGN §3 allows GateLoop's gates a lower one;
+and LRU train them with a reduced learning rate and docs/design.md §3 allows GateLoop's gates a lower one;
 LRU also searches the inner radius of its eigenvalue ring, which its authors set per task. RetNet's
 decays are fixed and attention has no transition, so they get no such knob. The number of
 knobs differs between models; the budget (finished trials) does not.

@@ -3,7 +3,7 @@
 Models (`ModelLabel`) and task variants (`TaskVariant`) are named data; `Prediction`s are pre-registered
 claims about the confirmed scores, judged by one rule (`RULE`, applied by `judge`).
 
-Matching (DESIGN §6 "compare like with like"), at the CPU study's d_model = 48 (gpu: 128, same rules):
+Matching (docs/design.md §6 "compare like with like"), at the CPU study's d_model = 48 (gpu: 128, same rules):
 - K×V family, on GateLoop's engine where it can be: d_model = 48, 4 heads of K = V = 12, a complex
   K×V state per head (2·H·K·V = 1152 real scalars per layer, 2304 for the 2-layer LM) for all four:
   gateloop_kv (data magnitude, data phase); gateloop_kv_real (data magnitude, phase 0: GLA-like);

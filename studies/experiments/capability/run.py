@@ -18,8 +18,8 @@ that copies a live SQLite storage for the report.
    (3) seeds per point, at the learning rate tuned at the main size (whose point is the main study's
    first confirm seeds, not trained again).
 3. ablations: GateLoop's gate components (`Study.ablations`, per variant `Study.ablations_for`, named in
-   studies/experiments/ablations.py) of the 4-head model on `Study.ablation_variants` with
-   `ablation_seeds` (3) seeds, at the full model's tuned learning rate, built by studies/ablate.py's
+   studies/ablate/ablations.py) of the 4-head model on `Study.ablation_variants` with
+   `ablation_seeds` (3) seeds, at the full model's tuned learning rate, built by studies/ablate/configs.py's
    `build_ablation_configs`; the "full" row is the main study's confirm seeds of that model (the same
    config and seeds), not trained twice.
 

@@ -76,7 +76,7 @@ class Study:
     ablations: tuple[str, ...] = ("full", "fixed_magnitude", "unit_magnitude", "real_gates", "fixed_phase",
                                   "fixed_all", "modulus_sigmoid", "no_output_gate", "no_norm", "max_heads")
     # Per variant, the ablations run there where they differ from `ablations` (each component where it
-    # is predicted to matter, as studies/experiments/ablations.py pairs them).
+    # is predicted to matter, as studies/ablate/ablations.py pairs them).
     ablations_by_variant: tuple[tuple[str, tuple[str, ...]], ...] = ()
     ablation_seeds: int = 3
     sampler_seed: int = 0
