@@ -113,9 +113,10 @@ def splits(scores: Sequence[float], target: float) -> bool:
     return any(s >= target for s in scores) and any(s < target for s in scores)
 
 
-def solve_rate_test(a: SolveRate, b: SolveRate) -> float:
-    """Two-sided p-value of equal solve rates: Boschloo's exact test (uniformly more powerful than
-    Fisher's, whose p-value it uses as its statistic); 1.0 when both rates are 0/n or n/n alike."""
+def solve_rate_test(a: SolveRate, b: SolveRate, alternative: str = "two-sided") -> float:
+    """p-value of equal solve rates: Boschloo's exact test (uniformly more powerful than Fisher's, whose
+    p-value it uses as its statistic); 1.0 when both rates are 0/n or n/n alike. `alternative` "greater"
+    (a's rate above b's) or "less" for a one-sided test of a direction stated beforehand."""
     from scipy import stats  # lazily: see the module docstring
 
     if a.n == 0 or b.n == 0:
@@ -123,14 +124,16 @@ def solve_rate_test(a: SolveRate, b: SolveRate) -> float:
     table = [[a.k, a.n - a.k], [b.k, b.n - b.k]]
     if (a.k == 0 and b.k == 0) or (a.k == a.n and b.k == b.n):
         return 1.0
-    return float(stats.boschloo_exact(table, alternative="two-sided").pvalue)
+    return float(stats.boschloo_exact(table, alternative=alternative).pvalue)
 
 
-def paired_permutation(a: Sequence[float], b: Sequence[float], resamples: int = 100_000, seed: int = 0) -> float:
+def paired_permutation(a: Sequence[float], b: Sequence[float], resamples: int = 100_000, seed: int = 0,
+                       alternative: str = "two-sided") -> float:
     """Two-sided p-value that paired scores a_i, b_i (seed i of two models, scored on the same test rows)
     have mean difference 0: the sign-flip permutation test, exact (all 2^n sign patterns) up to n = 16,
     seeded Monte Carlo beyond. Its smallest value is 2 / 2^n (`smallest_paired_p`): with 5 seeds no
-    difference, however large, gives p < 0.0625."""
+    difference, however large, gives p < 0.0625. `alternative` "greater" (a above b) or "less": the
+    one-sided test of a direction stated beforehand, whose smallest value is 1 / 2^n."""
     from scipy import stats  # lazily: see the module docstring
 
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
@@ -140,7 +143,7 @@ def paired_permutation(a: Sequence[float], b: Sequence[float], resamples: int = 
         return 1.0
     exact = d.size <= 16
     result = stats.permutation_test((d,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples",
-                                    n_resamples=np.inf if exact else resamples, alternative="two-sided",
+                                    n_resamples=np.inf if exact else resamples, alternative=alternative,
                                     rng=None if exact else np.random.default_rng(seed))
     return float(min(1.0, result.pvalue))
 

@@ -73,6 +73,16 @@ def test_paired_permutation_is_the_exact_sign_flip_test():
     assert paired_permutation(a, a) == 1.0
 
 
+def test_one_sided_tests_for_a_direction_stated_beforehand():
+    # Five positive differences: only the all-plus pattern is as extreme upwards, 1 of 32; downwards all are.
+    assert paired_permutation([0.1, 0.2, 0.3, 0.4, 0.5], [0.0] * 5, alternative="greater") == pytest.approx(1 / 32)
+    assert paired_permutation([0.1, 0.2, 0.3, 0.4, 0.5], [0.0] * 5, alternative="less") == pytest.approx(1.0)
+    five, zero = SolveRate(5, 5, 0.478, 1.0), SolveRate(0, 5, 0.0, 0.522)
+    one_sided = solve_rate_test(five, zero, "greater")
+    assert one_sided == pytest.approx(scipy.stats.boschloo_exact([[5, 0], [0, 5]], alternative="greater").pvalue)
+    assert one_sided < solve_rate_test(five, zero) and solve_rate_test(zero, five, "greater") == pytest.approx(1.0)
+
+
 def test_kaplan_meier_by_hand():
     # Escapes at 1, 2, 4; one run censored at 3: S = 3/4, 2/4, then 2/4 * (1 - 1/1) = 0 at 4.
     assert kaplan_meier([1, 2, 3, 4], [True, True, False, True]) == [(0.0, 1.0), (1.0, 0.75), (2.0, 0.5), (4.0, 0.0)]

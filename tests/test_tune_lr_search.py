@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from studies.tune.lr_search import LrSearch
@@ -97,3 +98,49 @@ def test_bad_settings_are_refused(kwargs, fragment):
 def test_bad_learning_rates_are_refused():
     with pytest.raises(ValueError, match="positive and finite"):
         LrSearch().next_points({0.0: 0.5})
+
+
+def run_rule(search: LrSearch, score) -> list[float]:
+    """The learning rates the rule tries, one trial at a time, when lr scores `score(lr)`."""
+    scores: dict[float, float] = {}
+    while points := search.next_points(scores):
+        for lr in points:
+            scores[lr] = score(lr)
+    return list(scores)
+
+
+def test_max_trials_bounds_every_run_of_the_rule_and_is_reached():
+    search = LrSearch()
+    assert search.max_trials() == 8  # 3 start points + 3 extensions down to 10^-4.5 + 2 midpoints
+    # a peak at 10^-4: two extensions below the grid leave it interior, then both neighbours are refined
+    tried = run_rule(search, lambda lr: -abs(math.log10(lr) + 4.0))
+    assert len(tried) == 8
+    # where ties need not be exact or midpoints refine in several rounds, the bound counts every midpoint
+    # the gaps allow: 3 start points, 3 + 2 extensions, one midpoint in each of 7 half-decade gaps
+    assert LrSearch(tie=0.05).max_trials() == 15
+    rng = np.random.default_rng(0)
+    for search in (LrSearch(), LrSearch(start=(-3.0, -2.0), finest=0.25), LrSearch(start=(-4.0, -3.5, -2.0), tie=0.05)):
+        for _ in range(300):  # random scores, with ties (rounded to one decimal), one trial at a time or 3 at once
+            table: dict[float, float] = {}
+
+            def score(lr: float, table=table) -> float:
+                return table.setdefault(round(math.log10(lr), 6), round(float(rng.random()), 1))
+
+            assert len(run_rule(search, score)) <= search.max_trials(), (search, table)
+            assert len(run_concurrently(search, score, 3, rng)) <= search.max_trials(), (search, table)
+
+
+def run_concurrently(search: LrSearch, score, workers: int, rng) -> list[float]:
+    """The rule as several workers run it: a free worker takes the first point asked for that no running
+    trial holds (as LrRuleSampler does), and running trials finish in a random order."""
+    scores: dict[float, float] = {}
+    running: list[float] = []
+    while True:
+        open_ = [lr for lr in search.next_points(scores) if lr not in running]
+        if open_ and len(running) < workers:
+            running.append(open_[0])
+        elif running:
+            lr = running.pop(int(rng.integers(len(running))))
+            scores[lr] = score(lr)
+        else:
+            return list(scores)

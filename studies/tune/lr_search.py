@@ -76,6 +76,33 @@ class LrSearch:
         d = _decade(self.best(scores))
         return d <= self.low or d >= self.high
 
+    def max_trials(self) -> int:
+        """An upper bound on the learning rates the rule tries (the dry run's cost bound).
+
+        Every point tried is a start point, an extension past an edge (one grid step; the last one clipped
+        to the bound) or the midpoint of a gap wider than `finest` beside the best point, so a gap g of the
+        start grid or of the extensions is split at most 2^k − 1 times, k = ceil(log2(g / finest)): that
+        bound holds for any scores, ties and order in which concurrent workers finish. It is tighter where
+        ties are exact (tie = 0) and one round of midpoints refines (every gap at most 2·finest, as by
+        default): then once the best point is interior no later point makes an edge best again (a new best
+        is a midpoint, a tied set of three or more has an interior middle), so the extensions go one way
+        only, and the refinement tries at most the two midpoints beside the best point. The default search:
+        3 start points + 3 extensions + 2 midpoints = 8.
+        """
+        eps = 10 ** -DECIMALS
+        down = math.ceil((self.start[0] - self.low) / self.step - eps)
+        up = math.ceil((self.high - self.start[-1]) / self.step - eps)
+
+        def splits(gap: float) -> int:
+            return 2 ** max(0, math.ceil(math.log2(gap / self.finest) - eps)) - 1
+
+        start_gaps = [b - a for a, b in zip(self.start, self.start[1:])]
+        if self.tie == 0 and all(splits(g) <= 1 for g in start_gaps):
+            return len(self.start) + max(down, up) + 2 * (max(map(splits, start_gaps)) > 0)
+        edge_gaps = [self.step] * (down - 1) + [self.start[0] - self.low - (down - 1) * self.step] * (down > 0) \
+            + [self.step] * (up - 1) + [self.high - self.start[-1] - (up - 1) * self.step] * (up > 0)
+        return len(self.start) + down + up + sum(map(splits, start_gaps + edge_gaps))
+
     def next_points(self, scores: Mapping[float, float]) -> list[float]:
         """The learning rates to try next, given the mean score of every one tried; [] when done."""
         tried = _by_decade(scores) if scores else {}

@@ -881,6 +881,14 @@ def build_report(storage: str | optuna.storages.BaseStorage, prefix: str, out: s
     if reference_required and reference not in models:
         raise ValueError(f"--reference {reference!r} is not a model of the studies {prefix}/*; "
                          f"models: {', '.join(models)}")
+    return write_report(trial_rows, confirm_rows, prefix, out, reference)
+
+
+def write_report(trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]], prefix: str, out: str | Path,
+                 reference: str = DEFAULT_REFERENCE) -> str:
+    """Write report.md, trials.jsonl, confirm.jsonl and the figures of these rows (`load_rows`'s, or a
+    selection of them, e.g. the capability study's ablations beside their full model) to `out`; return the
+    Markdown. A mix of protocols v1 and v2 is refused (ValueError) before anything is written."""
     protocol_of(trial_rows, confirm_rows)  # a mix of v1 and v2 studies is refused before anything is written
     out = check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)

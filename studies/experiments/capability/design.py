@@ -1,7 +1,9 @@
 """The capability study's design: its models, its task variants, and the predictions registered before it ran.
 
 Models (`ModelLabel`) and task variants (`TaskVariant`) are named data; `Prediction`s are pre-registered
-claims about the confirmed scores, judged by one rule (`RULE`, applied by `judge`).
+claims about the confirmed scores, judged by one rule: `RULE` (applied by `judge`) under protocol v1, which
+the committed study ran; `RULE_V2` (`judge_v2`: solve rates with exact intervals and tests where seeds split,
+exact paired tests otherwise) under protocol v2.
 
 Matching (docs/design.md §6 "compare like with like"), at the CPU study's d_model = 48 (gpu: 128, same rules):
 - K×V family, on GateLoop's engine where it can be: d_model = 48, 4 heads of K = V = 12, a complex
@@ -23,11 +25,14 @@ Matching (docs/design.md §6 "compare like with like"), at the CPU study's d_mod
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from studies.stats import mean_ci
+import numpy as np
+
+from studies.stats import holm, mean_ci, paired_permutation, solve_rate, solve_rate_test, splits
 from tasks import make_task
 
 HEADS = 4
@@ -88,16 +93,35 @@ def matched_models(d: int) -> tuple[ModelLabel, ...]:
 
 @dataclass(frozen=True)
 class TaskVariant:
-    """A named task setting: a task, the knobs it fixes, and its step budget (the same for every model)."""
+    """A named task setting: a task, the knobs it fixes, and its step budget (the same for every model).
+
+    Protocol v2 (design §6.1) declares three more things per variant, whose defaults are protocol v1's:
+    `no_prune_before`, the plateau-escape window (no pruning rung before this step; read off measured
+    learning curves); `confirm_seeds`, where it differs from the study's (at least 8 where seeds split
+    into learned and not); and `early_stop` False where predictions read other lengths, so that every
+    model trains every step (train.target_accuracy=1.0 never stops a run) and is read at equal training.
+    """
 
     label: str
     task: str
     knobs: tuple[tuple[str, Any], ...]
     steps: int
     note: str
+    no_prune_before: int = 0
+    confirm_seeds: int | None = None  # None: the study's
+    early_stop: bool = True  # False: every run trains all `steps` (no stop at the preset's target)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.no_prune_before <= self.steps:
+            raise ValueError(f"TaskVariant {self.label}: no_prune_before={self.no_prune_before} must be a step in "
+                             f"[0, {self.steps}] (its steps)")
+        if self.confirm_seeds is not None and self.confirm_seeds < 1:
+            raise ValueError(f"TaskVariant {self.label}: confirm_seeds={self.confirm_seeds} must be >= 1 (or None: "
+                             f"the study's)")
 
     def override_strings(self) -> list[str]:
-        return [f"task.{key}={value}" for key, value in self.knobs] + [f"train.steps={self.steps}"]
+        return ([f"task.{key}={value}" for key, value in self.knobs] + [f"train.steps={self.steps}"]
+                + ([] if self.early_stop else ["train.target_accuracy=1.0"]))
 
     def knobs_dict(self) -> dict[str, Any]:
         return dict(self.knobs)
@@ -108,8 +132,9 @@ class TaskVariant:
         return make_task(self.task, **self.knobs_dict()).metric
 
 
-def task_variant(label: str, task: str, steps: int, note: str, **knobs: Any) -> TaskVariant:
-    return TaskVariant(label, task, tuple(knobs.items()), steps, note)
+def task_variant(label: str, task: str, steps: int, note: str, *, no_prune_before: int = 0,
+                 confirm_seeds: int | None = None, early_stop: bool = True, **knobs: Any) -> TaskVariant:
+    return TaskVariant(label, task, tuple(knobs.items()), steps, note, no_prune_before, confirm_seeds, early_stop)
 
 
 # ------------------------------------------------------------------------------------------- predictions
@@ -277,3 +302,81 @@ def judge(prediction: Prediction, scores: dict[tuple[str, str], list[float]], fl
         return "confirmed", "every CI separated as predicted"
     return "inconclusive", "some CIs overlap"
 
+
+
+# ------------------------------------------------------------------------------------ rule of protocol v2
+
+
+ALPHA = 0.05
+RULE_V2 = (
+    "Protocol v2 (design §6.1), on the confirm seeds' test scores at the prediction's length. A 'beats' "
+    "prediction compares every winner with every loser on every listed variant: where either model's seeds "
+    "split at the solve target (some reach it, some do not), by their solve rates k/n (shown with exact "
+    "Clopper–Pearson intervals) with Boschloo's exact test; otherwise by the exact sign-flip test on their "
+    "scores paired by seed (each seed draws the same test rows for every model); two models that both solve "
+    "every seed are equal by this rule. Each test is one-sided, in the registered direction. Confirmed when "
+    f"every comparison has p < {ALPHA} with the winner higher (the claim is the conjunction of its comparisons: "
+    "an intersection–union test, which holds its level without correction); refuted when some comparison has "
+    f"p < {ALPHA} with the loser higher, after Holm over the prediction's comparisons; inconclusive otherwise. "
+    f"A 'fails' prediction is confirmed when every listed model's seeds lie below floor + {FAIL_MARGIN} by the "
+    f"one-sided exact sign test (p < {ALPHA}: all of 5 seeds, 7 of 8), refuted when some model's seeds lie "
+    f"above it by the same test (Holm over the models), inconclusive otherwise. Missing data: inconclusive."
+)
+
+
+def _sign_test(k: int, n: int) -> float:
+    """One-sided exact p of at least k of n seeds on one side of a line, each side equally likely."""
+    from scipy import stats
+
+    return float(stats.binomtest(k, n, 0.5, alternative="greater").pvalue) if n else 1.0
+
+
+def compare_v2(winner: dict[int, float], loser: dict[int, float], target: float) -> tuple[float, float, str]:
+    """(p for the winner, p for the loser, what was compared) of two models' per-seed scores (seed ->
+    score) by `RULE_V2`: solve rates where either's seeds split at `target`, else the paired scores."""
+    a, b = list(winner.values()), list(loser.values())
+    ra, rb = solve_rate(a, target), solve_rate(b, target)
+    if ra.k == ra.n and rb.k == rb.n:
+        return 1.0, 1.0, f"both solve every seed ({ra.n} and {rb.n})"
+    if splits(a, target) or splits(b, target):
+        return (solve_rate_test(ra, rb, "greater"), solve_rate_test(ra, rb, "less"),
+                f"solved {ra} vs {rb}, Boschloo")
+    common = sorted(set(winner) & set(loser))
+    x, y = [winner[s] for s in common], [loser[s] for s in common]
+    delta = float(np.mean(np.subtract(x, y))) if common else math.nan
+    return (paired_permutation(x, y, alternative="greater"), paired_permutation(x, y, alternative="less"),
+            f"paired on {len(common)} seeds, mean Δ {delta:+.3f}, sign-flip")
+
+
+def judge_v2(prediction: Prediction, scores: dict[tuple[str, str], dict[int, float]], floor: dict[str, float],
+             target: dict[str, float]) -> tuple[str, str]:
+    """(verdict, evidence) of a prediction by `RULE_V2`; `scores` maps (variant, label) to {seed: score} at
+    the prediction's length, `floor` a variant to its best baseline's score there, `target` a variant to
+    its solve target."""
+    missing = [f"{label} on {variant}" for variant in prediction.variants
+               for label in (*prediction.winners, *prediction.losers) if not scores.get((variant, label))]
+    if missing:
+        return "inconclusive", f"no data for {', '.join(missing)}"
+    tests = []  # (p confirming, p refuting, evidence)
+    for variant in prediction.variants:
+        if prediction.kind == "fails":
+            limit = floor[variant] + FAIL_MARGIN
+            for label in prediction.winners:
+                values = list(scores[(variant, label)].values())
+                below, above = sum(v < limit for v in values), sum(v > limit for v in values)
+                tests.append((_sign_test(below, below + above), _sign_test(above, below + above),
+                              f"{label} on {variant}: {below} of {len(values)} seeds below {limit:.3f}"))
+            continue
+        for w in prediction.winners:
+            for loser in prediction.losers:
+                p_for, p_against, what = compare_v2(scores[(variant, w)], scores[(variant, loser)], target[variant])
+                tests.append((p_for, p_against, f"{w} vs {loser} on {variant}: {what}"))
+    against = holm([p for _, p, _ in tests])
+    reversed_ = [f"{text}, p={p:.3g} (Holm) against" for (_, _, text), p in zip(tests, against) if p < ALPHA]
+    if reversed_:
+        return "refuted", "; ".join(reversed_)
+    weak = [f"{text}, p={p:.3g}" for p, _, text in tests if not p < ALPHA]
+    if not weak:
+        worst = max(tests, key=lambda t: t[0])
+        return "confirmed", f"every test ({len(tests)}) p < {ALPHA} as predicted; the largest: {worst[2]}, p={worst[0]:.3g}"
+    return "inconclusive", "; ".join(weak)

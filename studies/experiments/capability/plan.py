@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from studies.ablate.ablations import ABLATIONS
 from studies.ablate.configs import build_ablation_configs
 from studies.config import RunConfig
 from studies.experiments.capability.design import TaskVariant
@@ -18,7 +19,7 @@ from studies.experiments.capability.study import Study, is_main_size
 from studies.presets import get_preset
 from studies.tables import human_count, markdown_table
 from studies.train import build_model, make_optimizer, resolve_device, train_step
-from studies.tune.study import base_config
+from studies.tune.study import ModelSpec, base_config
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,23 @@ class PlannedRuns:
 
 
 def run_config(study: Study, variant: TaskVariant, mixer: str, overrides: list[str], device: str | None) -> RunConfig:
-    """The config of `mixer` on `variant` at the study's preset, with the model's (and any further) overrides."""
-    return base_config(variant.task, mixer, study.preset, [*variant.override_strings(), *overrides], device)
+    """The config of `mixer` on `variant` at the study's preset, with the variant's and the protocol's
+    overrides (`Study.overrides`) and the model's (and any further) ones."""
+    return base_config(variant.task, mixer, study.preset, [*study.overrides(variant), *overrides], device)
+
+
+def rule_detail(study: Study, variant: str) -> tuple[int, str]:
+    """(runs, detail) of one model tuned by protocol v2's rule and confirmed on `variant`: at most
+    `LrSearch.max_trials` trials (an upper bound) of `tuning_seeds` runs, then the variant's confirm seeds."""
+    trials, confirm = study.lr_search.max_trials(), study.confirm_seeds_for(variant)
+    return (trials * study.tuning_seeds + confirm,
+            f"≤ {trials} rule trials × {study.tuning_seeds} seeds + {confirm} confirm seeds")
 
 
 def main_plan(study: Study, device: str | None = None) -> list[PlannedRuns]:
+    if study.protocol == "v2":
+        return [PlannedRuns("main", v.label, m.label, run_config(study, v, m.mixer, m.override_strings(), device),
+                            *rule_detail(study, v.label)) for v in study.variants for m in study.models]
     grid = len(study.lr_grid)
     return [PlannedRuns("main", v.label, m.label, run_config(study, v, m.mixer, m.override_strings(), device),
                         grid * study.tuning_seeds + study.confirm_seeds,
@@ -62,26 +75,60 @@ def sweep_plan(study: Study, device: str | None = None, lrs: dict[str, float] | 
     return plan
 
 
-def ablation_plan(study: Study, device: str | None = None, lrs: dict[str, float] | None = None) -> list[PlannedRuns]:
-    """Ablations of `ablation_base` by studies/ablate.py's builder; ablations that leave the config as
-    another's (e.g. wide_heads = full on a 4-head base) share its runs, and "full" (with any that equal
-    it) is not planned: its runs are the main study's confirm seeds. `lrs`: variant -> tuned lr."""
+def ablation_groups(study: Study, label: str, device: str | None = None,
+                    lr: float | None = None) -> list[tuple[list[str], RunConfig]]:
+    """The ablations of `ablation_base` on variant `label` by studies/ablate/configs.py's builder (at `lr`,
+    if given), grouped by config: ablations that leave the config as another's (e.g. wide_heads = full on
+    a 4-head base) are one group, named together."""
     base = study.model(study.ablation_base)
     if base.mixer != "gateloop":
         raise ValueError(f"ablation_base {base.label!r} is a {base.mixer}; the ablations are GateLoop's")
+    variant = study.variant(label)
+    overrides = [*study.overrides(variant), *base.override_strings()]
+    labelled = build_ablation_configs(list(study.ablations_for(label)), [variant.task], study.preset, 1, overrides,
+                                      device, None if lr is None else {variant.task: lr})
+    groups: dict[str, tuple[list[str], RunConfig]] = {}
+    for name, config in labelled:
+        groups.setdefault(config.group_id(), ([], config))[0].append(name)
+    return list(groups.values())
+
+
+def ablation_specs(study: Study, label: str, device: str | None = None) -> list[tuple[ModelSpec, RunConfig]]:
+    """Protocol v2's ablations on variant `label`, tuned like models (design §6.1): each group of
+    `ablation_groups` as a model of its own, labelled BASE@NAME (BASE@A=B for a group), whose overrides
+    are the base model's with the ablation's fields replaced, with its base config (the preset's lr).
+    The group with "full" is the base model itself, tuned in the main part: not again."""
+    base = study.model(study.ablation_base)
+    specs = []
+    for names, config in ablation_groups(study, label, device):
+        if "full" in names:
+            continue
+        spec = ModelSpec(f"{base.label}@{'='.join(names)}", base.mixer,
+                         tuple(base.override_strings(tuple(ABLATIONS[names[0]].items()))))
+        built = run_config(study, study.variant(label), spec.model, list(spec.overrides), device)
+        if built.to_dict() != config.to_dict():  # the spec must train what the ablation builder builds
+            raise ValueError(f"ablation {spec.label}: its overrides {list(spec.overrides)} build another config "
+                             f"than studies/ablate/configs.py's")
+        specs.append((spec, built))
+    return specs
+
+
+def ablation_plan(study: Study, device: str | None = None, lrs: dict[str, float] | None = None) -> list[PlannedRuns]:
+    """Ablations of `ablation_base` (`ablation_groups`); "full" (with any that equal it) is not planned.
+    Under v1 each group re-trains at the full model's tuned lr (`lrs`: variant -> tuned lr) on
+    `ablation_seeds` seeds, and "full"'s runs are the main study's confirm seeds; under v2 each is tuned by
+    the rule and confirmed like a model (`ablation_specs`), and "full" is the base model's main study."""
     plan = []
     for label in study.ablation_variants:
-        variant = study.variant(label)
-        overrides = [*variant.override_strings(), *base.override_strings()]
-        labelled = build_ablation_configs(list(study.ablations_for(label)), [variant.task], study.preset, 1, overrides, device,
-                                          None if lrs is None else {variant.task: lrs[label]})
-        groups: dict[str, tuple[list[str], RunConfig]] = {}
-        for name, config in labelled:
-            groups.setdefault(config.group_id(), ([], config))[0].append(name)
+        if study.protocol == "v2":
+            plan += [PlannedRuns("ablations", label, spec.label, config, *rule_detail(study, label))
+                     for spec, config in ablation_specs(study, label, device)]
+            continue
         # "full" is the base model at its tuned lr with the confirm seeds: the main study's confirm runs
         # (same config, same seeds, same run ids), read from there rather than trained twice.
         plan += [PlannedRuns("ablations", label, "=".join(names), config, study.ablation_seeds,
-                             f"{study.ablation_seeds} seeds") for names, config in groups.values()
+                             f"{study.ablation_seeds} seeds")
+                 for names, config in ablation_groups(study, label, device, None if lrs is None else lrs[label])
                  if "full" not in names]
     return plan
 
@@ -129,7 +176,11 @@ def run_seconds(config: RunConfig, ms: float) -> float:
     tc = config.train
     eval_batches = tc.test_size / tc.batch_size
     evals = tc.steps // tc.eval_every + 1 + sum(length / config.task.seq_len for length in config.eval_lengths)
-    return ms / 1000 * (tc.steps + evals * eval_batches / 3)
+    # With a validation set (protocol v2) the evaluations during training read it instead of the test set,
+    # and the final model is read on it once more.
+    validation = (tc.steps // tc.eval_every * (tc.validation_size - tc.test_size) + tc.validation_size
+                  if tc.validation_size else 0)
+    return ms / 1000 * (tc.steps + (evals * eval_batches + validation / tc.batch_size) / 3)
 
 
 def family_table(study: Study, device: str | None = None) -> str:
@@ -146,20 +197,27 @@ def family_table(study: Study, device: str | None = None) -> str:
 
 
 def dry_run(study: Study, workers: int, device: str | None = None, measure_steps: int = 3,
-            only: str | None = None) -> str:
-    """The whole plan (or the part `only`) as text: every (task, model) with its state, parameters, runs and
-    step budget, and the estimated wall time from a measured ms/step of each config on `workers` workers."""
-    lines = [f"capability study `{study.preset}`: {study.description}", "", family_table(study, device),
-             f"tuning: optuna GridSampler over lr {list(study.lr_grid)} (seed {study.sampler_seed}), "
-             f"TolerantHalvingPruner (successive halving, rungs at steps/4, steps/2, reduction factor 2, margin 0.02), "
-             f"{study.tuning_seeds} seeds "
-             f"per trial (objective: their mean accuracy), best re-trained with {study.confirm_seeds} fresh seeds", ""]
+            only: str | None = None, labels: tuple[str, ...] | None = None) -> str:
+    """The whole plan (or the part `only`, or only the models `labels` name) as text: every (task, model) with
+    its state, parameters, runs and step budget, and the estimated wall time from a measured ms/step of each
+    config on `workers` workers."""
+    if study.protocol == "v2":
+        lines = [f"capability study `{study.preset}`, protocol v2: {study.description}", "",
+                 family_table(study, device), *protocol_v2_lines(study, device)]
+    else:
+        lines = [f"capability study `{study.preset}`: {study.description}", "", family_table(study, device),
+                 f"tuning: optuna GridSampler over lr {list(study.lr_grid)} (seed {study.sampler_seed}), "
+                 f"TolerantHalvingPruner (successive halving, rungs at steps/4, steps/2, reduction factor 2, margin "
+                 f"0.02), {study.tuning_seeds} seeds "
+                 f"per trial (objective: their mean accuracy), best re-trained with {study.confirm_seeds} fresh seeds",
+                 ""]
     header = ("part", "variant", "model", "family", "d_model", "params", "state", "steps", "runs", "ms/step",
               "est. h (1 core)")
     rows, totals, by_variant, devices, unmeasured = [], {}, {}, set(), 0
     families = {m.label: m.family for m in study.models}
     parts = {"main": main_plan, "sweep": sweep_plan, "ablations": ablation_plan}
-    plan = [item for part, make in parts.items() if only in (None, part) for item in make(study, device)]
+    plan = [item for part, make in parts.items() if only in (None, part) for item in make(study, device)
+            if labels is None or item.label in labels]
     for item in plan:
         params, state = sizes(item.config)
         try:
@@ -175,7 +233,7 @@ def dry_run(study: Study, workers: int, device: str | None = None, measure_steps
             totals[item.part] = totals.get(item.part, 0.0) + hours
             by_variant[(item.part, item.variant)] = by_variant.get((item.part, item.variant), 0.0) + hours
             ms_text, hours_text = f"{ms:.1f}", f"{hours:.2f}"
-        family = families.get(item.label.split("@")[0], "ablation")
+        family = "ablation" if item.part == "ablations" else families.get(item.label.split("@")[0], "ablation")
         rows.append((item.part, item.variant, item.label, family, item.config.mixer.d_model, human_count(params),
                      human_count(state), item.config.train.steps, f"{item.runs} ({item.detail})", ms_text,
                      hours_text))
@@ -190,9 +248,16 @@ def dry_run(study: Study, workers: int, device: str | None = None, measure_steps
                  + ", ".join(f"{part}/{variant} {h:.1f}" for (part, variant), h in by_variant.items()))
     lines.append("estimated device-hours: " + ", ".join(f"{part} {h:.1f}" for part, h in totals.items())
                  + f"; total {total:.1f}; wall on {workers} worker(s): {wall:.1f} h")
-    lines.append(f"(ms/step measured in this process on {sorted(devices)}, {measure_steps} steps after 1 warm-up "
-                 f"per config, on a possibly busy machine; every run is assumed to use its full step budget, so "
-                 f"early stopping at {study_target(study):.2f} and pruning only shorten it)")
+    if study.protocol == "v2":
+        lines.append(f"(ms/step measured in this process on {sorted(devices)}, {measure_steps} steps after 1 warm-up "
+                     f"per config, on a possibly busy machine; an upper bound: every run is assumed to use its full "
+                     f"step budget and every tuned model or ablation the rule's most trials, "
+                     f"{study.lr_search.max_trials()}, so early stopping, pruning and a rule that ends sooner only "
+                     f"shorten it)")
+    else:
+        lines.append(f"(ms/step measured in this process on {sorted(devices)}, {measure_steps} steps after 1 warm-up "
+                     f"per config, on a possibly busy machine; every run is assumed to use its full step budget, so "
+                     f"early stopping at {study_target(study):.2f} and pruning only shorten it)")
     if wall > study.budget_hours:
         lines.append(f"WARNING: the estimate, {wall:.1f} h, exceeds the {study.budget_hours:g} h budget; shorten step "
                      f"budgets, variants or seeds in studies/experiments/capability/study.py")
@@ -201,3 +266,40 @@ def dry_run(study: Study, workers: int, device: str | None = None, measure_steps
 
 def study_target(study: Study) -> float:
     return float(get_preset(study.preset).train.get("target_accuracy", 1.0))
+
+
+def protocol_v2_lines(study: Study, device: str | None = None) -> list[str]:
+    """What protocol v2 runs, for the dry run: the decision rows, the learning-rate rule with its most
+    trials per model, the pruner, the seeds, and per variant its escape window, confirm seeds and stopping."""
+    search = study.lr_search
+    start = ", ".join(f"{10 ** d:.3g}" for d in search.start)
+    return [
+        f"decisions (early stopping, pruning, the learning rate) read a validation set of {study.validation_size} rows "
+        f"per seed, disjoint from the test set, which only reports.",
+        f"learning rate: the rule of studies.tune.lr_search, one for every model and every ablation: start {start} "
+        f"(decades {list(search.start)}), one step ({search.step:g} decades) past an edge winner up to the bounds "
+        f"[{10 ** search.low:.3g}, {10 ** search.high:.3g}], refined until the best point's neighbours are at most "
+        f"{search.finest:g} decades away: at most {search.max_trials()} trials per model (an upper bound, "
+        f"LrSearch.max_trials); every other knob at the preset's value.",
+        f"pruner: PlateauSafeHalvingPruner (rungs from steps/4 doubling, none before the variant's escape window, no "
+        f"trial pruned while any of its seeds is at or above the rung's bar); {study.tuning_seeds} seeds per trial "
+        f"(objective: their mean on the validation rows); the rule's best re-trained on the variant's confirm seeds.",
+        f"ablations of {study.ablation_base}: tuned by the same rule and confirmed like models "
+        f"(studies {study.prefix}-ablate/VARIANT/{study.ablation_base}@ABLATION).",
+        "",
+        variant_table(study, device),
+    ]
+
+
+def variant_table(study: Study, device: str | None = None) -> str:
+    """Markdown: what each variant declares under protocol v2 — its steps, escape window, confirm seeds,
+    whether its runs stop early, and the ablations run on it."""
+    rows = []
+    for v in study.variants:
+        model = study.models[0]
+        target = run_config(study, v, model.mixer, model.override_strings(), device).train.target_accuracy
+        rows.append((v.label, v.task, v.steps, v.no_prune_before, study.confirm_seeds_for(v.label),
+                     f"stops at {target:g}" if target < 1 else "every step (equal training)",
+                     ", ".join(study.ablations_for(v.label)) if v.label in study.ablation_variants else "–"))
+    return markdown_table(("variant", "task", "steps", "no rung before (escape window)", "confirm seeds", "training",
+                           "ablations"), rows)

@@ -132,7 +132,11 @@ def _progress_table(study: Study, tuned: dict[tuple[str, str], tuple[str, str]],
 
 def build_capability_report(storage: str | optuna.storages.BaseStorage, study: Study, out: str | Path) -> str:
     """Tables and figures of `study` from `storage` (a URL or an opened storage), written to `out`; returns
-    the Markdown."""
+    the Markdown. A protocol v2 study gets report_v2.py's report."""
+    if study.protocol == "v2":
+        from studies.experiments.capability.report_v2 import build_capability_report_v2  # it imports this module
+
+        return build_capability_report_v2(storage, study, out)
     storage = as_storage(storage)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,19 @@ that copies a live SQLite storage for the report.
 
 All three store into one Optuna storage (studies `capability/...`, `capability-sweep/...`,
 `capability-ablate/...`), so the report is rebuilt from the storage alone.
+
+That is protocol v1, which the committed study ran. A study with `protocol="v2"` (design §6.1, issue 24)
+runs the same three parts thus:
+1. main: every model tuned by the learning-rate rule (`Study.lr_search`, sampler "lr_rule": the study ends
+   when the rule asks for no more points), each trial on `tuning_seeds` seeds scored on the validation
+   rows (`Study.validation_size`), pruned by plateau-safe halving (pruner "safe_sha") with no rung before
+   the variant's escape window (`TaskVariant.no_prune_before`); the rule's best re-trained on the
+   variant's confirm seeds (`Study.confirm_seeds_for`), with no early stop where the variant says so.
+2. sweep: as under v1, at each model's rule-tuned learning rate.
+3. ablations: tuned like models — each ablation of `ablation_base` is a model of its own
+   (`plan.ablation_specs`: label BASE@ABLATION) tuned by the same rule and confirmed on the same seeds, in
+   the studies PREFIX-ablate/VARIANT/LABEL(/confirm), which `studies.tune.report` renders; "full" is the
+   base model's main study.
 """
 from __future__ import annotations
 
@@ -36,7 +49,7 @@ import optuna
 from sqlalchemy.engine import make_url
 
 from studies.experiments.capability.design import TaskVariant
-from studies.experiments.capability.plan import PlannedRuns, ablation_plan, sweep_plan
+from studies.experiments.capability.plan import PlannedRuns, ablation_plan, ablation_specs, sweep_plan
 from studies.experiments.capability.report import build_capability_report
 from studies.experiments.capability.study import Study
 from studies.pool import run_parallel
@@ -81,11 +94,26 @@ def _seed_jobs(storage: optuna.storages.BaseStorage, study: Study, part: str, pl
     return jobs
 
 
+def tune_and_confirm_v2(study: Study, storage: optuna.storages.BaseStorage, variant: TaskVariant,
+                        specs: list[ModelSpec], prefix: str, device: str | None, progress: bool) -> None:
+    """Protocol v2 on one variant: every spec tuned by the learning-rate rule with plateau-safe pruning
+    (the variant's escape window) on the validation rows, the rule's best re-trained on the variant's
+    confirm seeds, in the studies PREFIX/VARIANT/LABEL(/confirm) (resumable)."""
+    tune_models(variant.task, specs, None, storage, prefix, study.preset, study.tuning_seeds, study.overrides(variant),
+                device, study.sampler_seed, progress, task_label=variant.label, sampler="lr_rule", pruner="safe_sha",
+                lr_search=study.lr_search, no_prune_before=variant.no_prune_before)
+    confirm(variant.task, specs, storage, prefix, study.confirm_seeds_for(variant.label), device, progress,
+            task_label=variant.label)
+
+
 def run_variant(study: Study, storage: optuna.storages.BaseStorage, variant: TaskVariant, device: str | None,
                 progress: bool) -> None:
     """The main part on one task variant: every model tuned on the lr grid, its best re-trained on the
     confirm seeds (resumable: what the storage holds is not trained again)."""
     specs = model_specs(study)
+    if study.protocol == "v2":
+        tune_and_confirm_v2(study, storage, variant, specs, study.prefix, device, progress)
+        return
     tune_models(variant.task, specs, len(study.lr_grid), storage, study.prefix, study.preset,
                 study.tuning_seeds, variant.override_strings(), device, study.sampler_seed, progress,
                 task_label=variant.label, sampler="grid", pruner="sha", grid={"lr": study.lr_grid})
@@ -109,9 +137,16 @@ def run_study(study: Study, url: str, out: Path, device: str | None, only: str |
         if report:
             build_capability_report(storage, study, out)
     if only in (None, "ablations"):
-        lrs = {v: tuned_lrs(storage, study, v, [study.ablation_base])[study.ablation_base]
-               for v in study.ablation_variants}
-        work(_seed_jobs(storage, study, "ablations", ablation_plan(study, device, lrs), progress))
+        if study.protocol == "v2":  # tuned like models, each by the rule
+            for label in study.ablation_variants:
+                specs = [spec for spec, _ in ablation_specs(study, label, device)]
+                if specs:
+                    tune_and_confirm_v2(study, storage, study.variant(label), specs, f"{study.prefix}-ablate", device,
+                                        progress)
+        else:
+            lrs = {v: tuned_lrs(storage, study, v, [study.ablation_base])[study.ablation_base]
+                   for v in study.ablation_variants}
+            work(_seed_jobs(storage, study, "ablations", ablation_plan(study, device, lrs), progress))
         if report:
             build_capability_report(storage, study, out)
 

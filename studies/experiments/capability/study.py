@@ -12,6 +12,11 @@ import numpy as np
 from studies.ablate.ablations import ABLATIONS
 from studies.experiments.capability.design import (ModelLabel, Prediction, TaskVariant, applicable, matched_models,
                                                    predictions, task_variant)
+from studies.presets import get_preset
+from studies.tune.lr_search import LrSearch
+
+PROTOCOLS = ("v1", "v2")
+MIN_CONFIRM_SEEDS = 5  # protocol v2 (design §6): at least 5 fresh seeds, 8 where outcomes split
 
 
 # ------------------------------------------------------------------------------------- sweep, ablations
@@ -56,7 +61,7 @@ def sweep_points(d: int) -> tuple[SweepPoint, ...]:
 
 @dataclass(frozen=True)
 class Study:
-    """One complete capability study: models, task variants, tuning protocol, sweep, ablations."""
+    """One complete capability study: models, task variants, tuning protocol (v1 or v2), sweep, ablations."""
 
     preset: str  # studies.presets name: batch size, evaluation, lengths of the extrapolation test
     description: str
@@ -82,6 +87,12 @@ class Study:
     sampler_seed: int = 0
     budget_hours: float = 8.0  # the wall time the whole study must fit (the dry run says if it does not)
     prefix: str = "capability"  # studies: PREFIX/VARIANT/LABEL, PREFIX-sweep/..., PREFIX-ablate/...
+    # "v1": the committed study's protocol (lr grid, tolerant halving, decisions on the test rows, the
+    # ablations at the full model's lr). "v2" (design §6.1, issue 24): decisions on a validation set as
+    # large as the preset's test set, `lr_search`'s rule for every model and every ablation, plateau-safe
+    # halving with each variant's escape window, each variant's confirm seeds and early stopping.
+    protocol: str = "v1"
+    lr_search: LrSearch = dataclasses.field(default_factory=LrSearch)  # v2: one rule for every model and ablation
 
     def __post_init__(self) -> None:
         labels = [m.label for m in self.models]
@@ -89,6 +100,11 @@ class Study:
         for name, items in (("model labels", labels), ("variant labels", variants)):
             if len(set(items)) != len(items):
                 raise ValueError(f"Study {self.preset}: {name} {items} must be unique")
+            if any("/" in item or not item for item in items):
+                raise ValueError(f"Study {self.preset}: {name} {items} must be non-empty names without '/' "
+                                 f"(studies are named PREFIX/VARIANT/LABEL)")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"Study {self.preset}: protocol={self.protocol!r} must be one of {PROTOCOLS}")
         for p in self.predictions:
             unknown = sorted({*p.winners, *p.losers} - set(labels)) + sorted(set(p.variants) - set(variants))
             if unknown:
@@ -109,11 +125,58 @@ class Study:
             raise ValueError(f"Study {self.preset}: unknown ablation(s) {unknown}; valid: {list(ABLATIONS)}")
         if self.ablation_base not in labels:
             raise ValueError(f"Study {self.preset}: unknown ablation base {self.ablation_base!r}")
-        # The sweep's main-size points and the ablations' "full" row are the first confirm seeds' runs.
-        for name in ("sweep_seeds", "ablation_seeds"):
-            if getattr(self, name) > self.confirm_seeds:
+        # The sweep's main-size points and the ablations' "full" row are the first confirm seeds' runs
+        # (under v2 the ablations are tuned and confirmed like models: ablation_seeds is v1's).
+        checks = [("sweep_seeds", self.confirm_seeds_for(self.sweep_variant))]
+        if self.protocol == "v1":
+            checks.append(("ablation_seeds", self.confirm_seeds))
+        for name, confirm_seeds in checks:
+            if getattr(self, name) > confirm_seeds:
                 raise ValueError(f"Study {self.preset}: {name}={getattr(self, name)} exceeds confirm_seeds="
-                                 f"{self.confirm_seeds}, whose runs it reuses; lower it or raise confirm_seeds")
+                                 f"{confirm_seeds}, whose runs it reuses; lower it or raise confirm_seeds")
+        self._check_protocol()
+
+    def _check_protocol(self) -> None:
+        """v1 declares none of v2's per-variant settings; v2 declares them within bounds (design §6)."""
+        if self.protocol == "v1":
+            declared = [v.label for v in self.variants if (v.no_prune_before, v.confirm_seeds, v.early_stop) != (0, None, True)]
+            if declared:
+                raise ValueError(f"Study {self.preset}: variants {declared} declare an escape window, confirm seeds or "
+                                 f"no early stop, which are protocol v2's; set protocol='v2' (v1 ran none of them)")
+            return
+        if self.tuning_seeds < 2:
+            raise ValueError(f"Study {self.preset}: tuning_seeds={self.tuning_seeds}: protocol v2 scores every trial "
+                             f"on at least 2 seeds (one lucky seed must not decide)")
+        thin = {label: n for label, n in [("the study", self.confirm_seeds),
+                                          *((v.label, self.confirm_seeds_for(v.label)) for v in self.variants)]
+                if n < MIN_CONFIRM_SEEDS}
+        if thin:
+            raise ValueError(f"Study {self.preset}: confirm seeds {thin}: protocol v2 confirms on at least "
+                             f"{MIN_CONFIRM_SEEDS} fresh seeds (at least 8 where seeds split into learned and not)")
+        preset = get_preset(self.preset)
+        for p in self.predictions:
+            for label in p.variants:
+                lengths = (1, *preset.multipliers(self.variant(label).task))
+                if p.multiplier not in lengths:
+                    raise ValueError(f"Study {self.preset}: prediction {p.name} reads {label} at {p.multiplier}×, "
+                                     f"which preset {self.preset!r} never evaluates (it reads {list(lengths)}×)")
+
+    @property
+    def validation_size(self) -> int:
+        """Rows of the validation set every decision reads: under v2 as many as the preset's test set,
+        under v1 none (decisions read the test set)."""
+        return get_preset(self.preset).train["test_size"] if self.protocol == "v2" else 0
+
+    def overrides(self, variant: TaskVariant) -> list[str]:
+        """The overrides of every run on `variant`: its own (task knobs, steps, early stopping) and, under
+        v2, the validation set's size. Under v1 exactly the variant's, as the committed study ran."""
+        extra = [f"train.validation_size={self.validation_size}"] if self.validation_size else []
+        return [*variant.override_strings(), *extra]
+
+    def confirm_seeds_for(self, variant: str) -> int:
+        """Fresh seeds re-training each best configuration on `variant`: its own number, or the study's."""
+        declared = self.variant(variant).confirm_seeds
+        return self.confirm_seeds if declared is None else declared
 
     def ablations_for(self, variant: str) -> tuple[str, ...]:
         return dict(self.ablations_by_variant).get(variant, self.ablations)
