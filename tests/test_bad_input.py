@@ -34,7 +34,7 @@ from studies.suite.configs import build_configs
 
 S = ["suite", "--model", "gateloop", "--preset", "smoke", "--tasks", "state_tracking", "--out", "{out}"]
 A = ["ablate", "--preset", "smoke", "--tasks", "state_tracking", "--seeds", "1", "--out", "{out}"]
-TUNE = ["tune", "--task", "mqar", "--models", "attention", "--trials", "1", "--preset", "smoke", "--final-seeds", "0",
+TUNE = ["tune", "--task", "mqar", "--models", "attention", "--protocol", "v1", "--trials", "1", "--preset", "smoke", "--final-seeds", "0",
         "--quiet"]
 
 # (argv, fragment of the one-line message, exit status). In argv, {out} is a directory that does not exist

@@ -43,7 +43,8 @@ def tuned_storage(tmp_path: Path, monkeypatch, models: list[str], final_seeds: i
     """A storage with `models` tuned on mqar (2 trials each, the fake trainer), confirmed on `final_seeds` seeds."""
     monkeypatch.setattr(objectives, "train", FakeTrain())
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    argv = ["tune", "--task", "mqar", "--models", ",".join(models), "--trials", "2", "--preset", "smoke",
+    argv = ["tune", "--task", "mqar", "--models", ",".join(models), "--protocol", "v1", "--trials", "2",
+            "--preset", "smoke",
             "--final-seeds", str(final_seeds), "--quiet", "--storage", url, "--study-prefix", prefix, *TINY]
     assert cli.main(argv) == 0
     return url
@@ -208,3 +209,43 @@ def test_a_stopped_tune_ends_in_one_line_and_fails_its_trial(tmp_path, sig, expe
     assert err.strip() == expected, err  # one line: no traceback, no Optuna warning, no atexit noise
     (trial,) = optuna.load_study(study_name="tune/mqar/attention", storage=url).trials
     assert trial.state == optuna.trial.TrialState.FAIL  # at once: no heartbeat check needed to free its slot
+
+
+# ------------------------------------------------------------------------------------ protocol v2 flags
+
+def v2_argv(tmp_path: Path, *extra: str) -> list[str]:
+    return ["tune", "--task", "mqar", "--models", "attention", "--preset", "smoke", "--final-seeds", "0", "--quiet",
+            "--storage", f"sqlite:///{tmp_path / 's.db'}", *extra, *TINY]
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--trials", "8"], "--trials 8 is protocol v1's budget; under v2 the learning-rate rule ends each study"),
+    (["train.validation_size=0"], "train.validation_size=0 makes every decision read the test set, which is protocol v1"),
+    (["--no-prune-before", "13"], "--no-prune-before 13 is past the run's last step (train.steps=12)"),
+    (["--no-prune-before", "-1"], "--no-prune-before -1: must be >= 0"),
+    (["--protocol", "v1"], "--protocol v1 tunes on a budget of finished trials: give --trials N"),
+    (["--protocol", "v1", "--trials", "2", "--no-prune-before", "4"], "--no-prune-before is protocol v2's escape window"),
+    (["train.lr=1e-3"], "train.lr=1e-3 sets train.lr, which the tuner searches as 'lr'"),
+], ids=["trials-under-v2", "no-validation-under-v2", "window-past-the-end", "negative-window", "v1-without-trials",
+        "window-under-v1", "searched-lr-under-v2"])
+def test_protocol_flags_are_checked_before_anything_is_created(tmp_path, extra, expected):
+    before = set(tmp_path.rglob("*"))
+    argv = v2_argv(tmp_path, *extra)
+    assert expected in refusal(argv)
+    assert exit_status(argv) == 1
+    nothing_created(tmp_path, before)
+
+
+def test_tune_runs_protocol_v2_by_default(tmp_path, monkeypatch):
+    """The default protocol: the rule's learning rates, 2 seeds per trial, a validation set as large as the
+    test set, the plateau-safe pruner with its window at half the run; the report line says which rows."""
+    monkeypatch.setattr(objectives, "train", FakeTrain())
+    assert cli.main(v2_argv(tmp_path)) == 0
+    study = optuna.load_study(study_name="tune/mqar/attention", storage=f"sqlite:///{tmp_path / 's.db'}")
+    attrs = study.user_attrs
+    assert attrs["sampler"]["name"].startswith("studies.tune.samplers.LrRuleSampler") and attrs["budget"] is None
+    assert attrs["pruner"]["no_prune_before"] == 6 and attrs["pruner"]["min_resource"] == 6
+    assert attrs["seeds_per_trial"] == 2 and attrs["base_config"]["train"]["validation_size"] == 16
+    assert attrs["decision_rows"].startswith("validation set (16 rows per seed")
+    assert "train.validation_size=16" in attrs["overrides"]
+    assert {t.params["lr"] for t in study.trials} >= {1e-3, 10 ** -2.5, 1e-2}
