@@ -14,16 +14,24 @@ from tasks.shortcuts import floor
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def run_curve(study: optuna.Study, curve: dict[int, float]) -> TrialState:
-    """One trial of `study` that reports `curve` (step -> value), stopping where the pruner says; its state."""
+def run_seeds(study: optuna.Study, curve: dict[int, float], seed_values: dict[int, list[float]] | None = None) -> TrialState:
+    """One trial of `study` that reports `curve` (step -> value), stopping where the pruner says; its state.
+    With `seed_values` (step -> each seed's value), they are stored before each report as the tuning
+    objective stores them."""
     def objective(trial):
         for step, value in curve.items():
+            if seed_values is not None:
+                trial.set_user_attr(SEED_VALUES, seed_values[step])
             trial.report(value, step)
             if trial.should_prune():
                 raise optuna.TrialPruned()
         return curve[max(curve)]
     study.optimize(objective, n_trials=1)
     return study.trials[-1].state
+
+
+def run_curve(study: optuna.Study, curve: dict[int, float]) -> TrialState:
+    return run_seeds(study, curve)
 
 
 def test_halving_prunes_nothing_while_the_rung_is_on_the_floor():
@@ -84,20 +92,6 @@ def test_halving_prunes_only_beyond_the_margin():
 
 
 # ------------------------------------------------------------------------- protocol v2: plateau-safe halving
-
-
-def run_seeds(study: optuna.Study, curve: dict[int, float], seed_values: dict[int, list[float]] | None = None) -> TrialState:
-    """As run_curve, with each seed's value at each step stored as the tuning objective stores it."""
-    def objective(trial):
-        for step, value in curve.items():
-            if seed_values is not None:
-                trial.set_user_attr(SEED_VALUES, seed_values[step])
-            trial.report(value, step)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-        return curve[max(curve)]
-    study.optimize(objective, n_trials=1)
-    return study.trials[-1].state
 
 
 def test_safe_halving_never_prunes_a_trial_with_a_seed_above_the_bar():
