@@ -84,5 +84,6 @@ def check_configs(configs: Sequence[RunConfig]) -> None:
         check_device(device, "train.device")
     for config in configs:
         check_memory(config)  # first: the held-out sets drawn next would be allocated at the size refused here
-    for task, seed, test_size in dict.fromkeys((c.task, c.train.seed, c.train.test_size) for c in configs):
-        TaskData(task, seed, test_size).check_training_room()
+    held_out = dict.fromkeys((c.task, c.train.seed, c.train.test_size, c.train.validation_size) for c in configs)
+    for task, seed, test_size, validation_size in held_out:
+        TaskData(task, seed, test_size, validation_size).check_training_room()

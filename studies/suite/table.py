@@ -4,7 +4,7 @@ beside the task's floor.
 Scores of a task's metric are bounded in [0, 1] and, where some seeds learn a task and others do not,
 bimodal; so a cell with several seeds shows each seed's score, the mean with a percentile-bootstrap 95 %
 interval of the mean (it stays inside the seeds' range, unlike a Student-t interval), and where the seeds
-split at the target the solve rate with its exact (Clopper–Pearson) interval (design §6.1).
+split at the target the solve rate with its exact (Clopper–Pearson) interval (docs/design.md §6.1).
 """
 from __future__ import annotations
 
