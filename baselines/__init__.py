@@ -8,8 +8,13 @@
     attention  causal softmax attention with rotary positions                    (baselines/attention.py)
     gateloop   the model under study                                             (gateloop/layer.py)
 
-Every class has `config_class` (its frozen MixerConfig) and meets gateloop.mixer.Mixer. The tests in
-tests/test_mixers.py run over MIXERS, so a mixer is tested the moment it is registered here.
+Every class has `config_class` (its frozen MixerConfig) and meets gateloop.mixer.Mixer: the contract,
+defined once in baselines/contract.py. The tests in tests/test_mixers.py run it over MIXERS, so a mixer is
+tested the moment it is registered here; `testbed check-mixer` runs it on any other.
+
+A mixer that is not registered here is named by import path (`pkg.module:Class`, `path/to/file.py:Class`)
+or installed under a name (entry-point group `testbed.mixers`): `get_mixer` resolves both
+(baselines/import_path.py), wherever a model name is accepted.
 """
 from __future__ import annotations
 
@@ -35,10 +40,13 @@ MIXERS: dict[str, type[nn.Module]] = {
 
 
 def get_mixer(name: str) -> type[nn.Module]:
-    """The mixer class registered under `name`."""
-    if name not in MIXERS:
-        raise ValueError(f"unknown mixer {name!r}; valid mixers: {sorted(MIXERS)}")
-    return MIXERS[name]
+    """The mixer class registered under `name`, installed under it, or at the import path `name`; ValueError
+    of one line when there is none, or when it fails the contract's static part."""
+    if name in MIXERS:
+        return MIXERS[name]
+    from baselines.import_path import load_mixer
+
+    return load_mixer(name, sorted(MIXERS))
 
 
 __all__ = ["MIXERS", "get_mixer"]

@@ -90,6 +90,7 @@ class Attention(nn.Module):
     """Causal multi-head softmax attention with rotary positions as a mixer: (B, L, D) -> (B, L, D)."""
 
     config_class = AttentionConfig
+    no_learned_transition = "softmax attention has no state transition"  # so nothing is tagged (baselines/contract.py)
 
     def __init__(self, config: AttentionConfig) -> None:
         super().__init__()

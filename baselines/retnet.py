@@ -107,6 +107,7 @@ class RetNet(nn.Module):
     """Multi-scale retention as a mixer: (B, L, D) -> (B, L, D)."""
 
     config_class = RetNetConfig
+    no_learned_transition = "γ_h and θ are fixed buffers"  # so nothing is tagged (baselines/contract.py)
 
     def __init__(self, config: RetNetConfig) -> None:
         super().__init__()

@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "tune": "studies.tune.cli",
     "report": "studies.tune.report",
     "check-gpu": "studies.gpu_check",
+    "check-mixer": "studies.check_mixer",
 }
 
 

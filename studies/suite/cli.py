@@ -58,7 +58,8 @@ def check_run_arguments(args: argparse.Namespace, preset_name: str, preset: Pres
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", required=True,
-                        help=f"mixer name (repeat or comma-separate to compare); one of {sorted(MIXERS)}")
+                        help=f"mixer (repeat or comma-separate to compare): one of {sorted(MIXERS)}, or a mixer by "
+                             f"import path, pkg.module:Class or path/to/file.py:Class")
     parser.add_argument("--tasks", default=None, help="comma-separated task names (default: the preset's tasks)")
     parser.add_argument("--preset", default="quick", help=f"one of {sorted(PRESETS)}")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per (model, task)")

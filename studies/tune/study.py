@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from baselines.import_path import mixer_label
 from studies.config import CONFIG_VERSION, RunConfig, TrainConfig, as_stored
 from studies.presets import get_preset
 from studies.suite.configs import build_configs
@@ -47,7 +48,8 @@ CONFIRM_SEED_OFFSET = 1000  # final-evaluation seeds start here; tuning seeds ar
 @dataclass(frozen=True)
 class ModelSpec:
     """A mixer under a label of its own, with mixer overrides (e.g. `mixer.phase=zero`): tuned in the
-    study PREFIX/TASK/LABEL. A plain mixer name is the spec (name, name, ())."""
+    study PREFIX/TASK/LABEL. A plain mixer name is the spec (name, name, ()); a mixer by import path is
+    labelled by its class name (`examples/gla_mixer.py:GLA` -> GLA: a study's name holds no '/')."""
 
     label: str
     model: str
@@ -55,7 +57,7 @@ class ModelSpec:
 
 
 def as_spec(model: str | ModelSpec) -> ModelSpec:
-    return model if isinstance(model, ModelSpec) else ModelSpec(model, model)
+    return model if isinstance(model, ModelSpec) else ModelSpec(mixer_label(model), model)
 
 
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
