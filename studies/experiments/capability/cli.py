@@ -11,6 +11,8 @@ parts (run.py), each resumable and shared by any number of workers pointed at th
 (`--workers N` starts N of them on this machine), and rebuilds the report (report.py) from the storage.
 `--dry-run` prints the plan with state sizes, parameter counts and a wall-time estimate (plan.py).
 `--snapshot` copies a live SQLite storage to OUT/studies.db and rebuilds OUT's report from the copy.
+`--add-model MIXER --from-storage DB --storage sqlite:///COPY.db` tunes and confirms one more model under
+the study's protocol, in a copy of the committed storage, and rebuilds the report with it (added.py).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import optuna
 from sqlalchemy.engine import make_url
 
 from studies.checks import check_at_least_one, check_device, check_out_dir, check_storage_url
+from studies.experiments.capability import added
 from studies.experiments.capability.plan import dry_run, family_table
 from studies.experiments.capability.report import build_capability_report
 from studies.experiments.capability.run import run_workers, snapshot
@@ -33,7 +36,8 @@ from studies.tune.storage import GRACE_PERIOD, open_existing_storage, open_stora
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="capability", choices=sorted(STUDIES), help="which study (gpu: zoology's scale)")
     parser.add_argument("--storage", default=None, help="SQLAlchemy URL (default: sqlite:///OUT/studies.db)")
-    parser.add_argument("--out", default="results/capability", help="report directory")
+    parser.add_argument("--out", default=None,
+                        help="report directory (default: results/capability; with --add-model the copy's directory)")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes on this machine sharing the storage (default: the usable CPU cores)")
     parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the preset's)")
@@ -43,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--snapshot", action="store_true",
                         help="train nothing: copy the SQLite --storage consistently to OUT/studies.db (SQLite's "
                              "backup API, safe while the study runs) and rebuild OUT's report from that copy")
+    added.add_arguments(parser)  # --add-model: one more model beside the committed study (added.py)
 
 
 def check_holds_study(url: str, study: Study) -> None:
@@ -64,12 +69,14 @@ def check_holds_study(url: str, study: Study) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.add_model is not None or args.label is not None or args.from_storage is not None or args.overrides:
+        return added.run(args)
     study = STUDIES[args.preset]
     workers = default_workers() if args.workers is None else args.workers
     try:
         check_at_least_one("--workers", workers)
         check_device(args.device)
-        out = check_out_dir(args.out)
+        out = check_out_dir(args.out if args.out is not None else "results/capability")
         if args.storage is not None:  # before a dry run too: it takes minutes to measure
             # A snapshot only reads its storage, which may be a read-only archive; a run writes to it.
             check_storage_url(args.storage, must_exist=args.snapshot)
