@@ -167,6 +167,27 @@ def test_model_list_is_checked_before_any_study_is_created(tmp_path):
     assert not (tmp_path / "s.db").exists()
 
 
+def test_a_model_list_takes_import_paths_and_refuses_one_that_cannot_be_used(tmp_path, monkeypatch):
+    """Issue 26: a mixer by import path (docs/own-model.md); its study is named after its class, so two paths
+    to one class name are refused, and a path that does not import is one line with nothing created."""
+    from studies.tune.cli import parse_models
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the example's directory joins it
+    assert parse_models("gateloop,examples/gla_mixer.py:GLA") == ["gateloop", "examples/gla_mixer.py:GLA"]
+    with pytest.raises(ValueError, match="GLA would name the studies of two models"):
+        parse_models(f"examples/gla_mixer.py:GLA,{Path('examples/gla_mixer.py').resolve()}:GLA")
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    argv = tune_argv(tmp_path, storage=storage)
+    for models, fragment in ((f"attention,{tmp_path / 'nosuch.py'}:X", "no such file"),
+                             ("no_such_package.mixers:X", "no module named 'no_such_package'"),
+                             ("examples/gla_mixer.py:Nope", "has no 'Nope'; its nn.Module classes: ['GLA']"),
+                             ("nosuch", "unknown model 'nosuch'; models: gateloop")):
+        argv[argv.index("--models") + 1] = models
+        assert fragment in refusal(argv)
+    assert not (tmp_path / "s.db").exists() and not (tmp_path / "out").exists()
+
+
 def test_num_heads_that_fit_no_matched_width_say_so(tmp_path):
     storage = f"sqlite:///{tmp_path / 's.db'}"
     argv = tune_argv(tmp_path, "mixer.num_heads=4096", storage=storage)

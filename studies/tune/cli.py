@@ -34,7 +34,8 @@ import sys
 import numpy as np
 import optuna
 
-from baselines import MIXERS
+from baselines import MIXERS, get_mixer
+from baselines.import_path import IMPORT_PATH_FORMS, installed_mixers, is_import_path, mixer_label
 from studies.checks import check_device, check_out_dir, check_preset_tasks, parse_names
 from studies.config import RunConfig
 from studies.floors import metric_label
@@ -52,7 +53,8 @@ PROTOCOLS = ("v2", "v1")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, help="task name")
-    parser.add_argument("--models", required=True, help="comma-separated mixer names")
+    parser.add_argument("--models", required=True,
+                        help="comma-separated mixer names or import paths (pkg.module:Class, path/to/file.py:Class)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="v2",
                         help="v2 (default): validation apart from test, the learning-rate rule, plateau-safe "
                              "pruning; v1: TPE over every knob on a budget of --trials, decisions on the test set")
@@ -79,11 +81,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_models(text: str, flag: str = "--models") -> list[str]:
-    """A comma-separated list of registered mixers, each once, with no empty entry."""
+    """A comma-separated list of mixers (registered or installed names, or import paths), each once, with no
+    empty entry, and no two that would share a study (an import path's study is named after its class)."""
     models = parse_names(text, flag, "model")
     for model in models:
-        if model not in MIXERS:
-            raise ValueError(f"{flag}: unknown model {model!r}; models: {', '.join(MIXERS)}")
+        if model not in MIXERS and not is_import_path(model) and model not in installed_mixers():
+            raise ValueError(f"{flag}: unknown model {model!r}; models: {', '.join(MIXERS)} (or a mixer by import "
+                             f"path, {IMPORT_PATH_FORMS})")
+        try:
+            get_mixer(model)
+        except ValueError as e:
+            raise ValueError(f"{flag}: {e}") from None
+    labels = [mixer_label(model) for model in models]
+    shared = sorted({label for label in labels if labels.count(label) > 1})
+    if shared:
+        raise ValueError(f"{flag}: {', '.join(shared)} would name the studies of two models (an import path's study "
+                         f"is named after its class); tune them under separate --study-prefix")
     return models
 
 
