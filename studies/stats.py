@@ -177,4 +177,8 @@ def logrank(times_a: Sequence[float], escaped_a: Sequence[bool], times_b: Sequen
         return math.nan
     x = stats.CensoredData(uncensored=ta[ea], right=ta[~ea])
     y = stats.CensoredData(uncensored=tb[eb], right=tb[~eb])
-    return float(stats.logrank(x, y).pvalue)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = float(stats.logrank(x, y).pvalue)
+    # No variance at any event time (e.g. every run of both escaped at the same step): no evidence of a
+    # difference, p = 1 (scipy's statistic is 0/0 there).
+    return 1.0 if math.isnan(p) else p

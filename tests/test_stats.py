@@ -96,3 +96,6 @@ def test_logrank_by_hand():
     p = logrank([1, 2, 3], [True] * 3, [5, 6, 7], [True, True, False])
     assert p == pytest.approx(scipy.stats.chi2.sf((3 - 1.15) ** 2 / 0.6775, 1))
     assert math.isnan(logrank([9], [False], [9], [False]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert logrank([4, 4], [True, True], [4, 4], [True, True]) == 1.0  # identical curves: no difference

@@ -148,10 +148,15 @@ def test_holm_runs_over_a_tasks_comparisons():
     got = {c["model"]: c for c in report_mod.v2_comparisons("t", rows, "gateloop")}
     raw = [paired_permutation(ref, a), paired_permutation(ref, b)]
     assert [got["a"]["paired_p"], got["b"]["paired_p"]] == pytest.approx(holm(raw))
-    # Only b splits: the solve-rate test is made once, so Holm leaves it as it is.
-    assert math.isnan(got["a"]["solve_p"]) and got["a"]["primary"] == "paired test on scores"
-    assert got["b"]["solve_p"] == pytest.approx(solve_rate_test(solve_rate(ref, 0.99), solve_rate(b, 0.99)))
-    assert got["b"]["primary"] == "solve rate"
+    # With the reference's, both models' seeds split (a: 0/5 against 5/5, the case a paired test on 5 seeds
+    # cannot resolve below 0.0625; b: 2/5): two solve-rate tests, Holm over both.
+    raw = [solve_rate_test(solve_rate(ref, 0.99), solve_rate(x, 0.99)) for x in (a, b)]
+    assert [got["a"]["solve_p"], got["b"]["solve_p"]] == pytest.approx(holm(raw))
+    assert got["a"]["primary"] == got["b"]["primary"] == "solve rate"
+    # Where every seed of both is solved (or none is), the paired test on scores is primary.
+    both = rows_of("gateloop", ref) + rows_of("c", [0.995, 1.0, 0.999, 0.99, 1.0])
+    (c,) = report_mod.v2_comparisons("t", both, "gateloop")
+    assert math.isnan(c["solve_p"]) and c["primary"] == "paired test on scores"
 
 
 def test_v2_header_states_the_protocol_the_studies_stored(tuned):

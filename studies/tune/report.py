@@ -313,8 +313,8 @@ def v2_comparisons(task: str, confirm_rows: list[dict[str, Any]], reference: str
 
     `paired_p`: the exact sign-flip permutation test on the seed-matched test scores (seeds both models
     have), Holm-corrected over the task's comparisons, with `pairs` and the smallest p `pairs` allow
-    (`min_p`, before Holm); `solve_p`: Boschloo's exact test of the solve rates where either model's seeds
-    split at the target (NaN elsewhere), Holm-corrected over the comparisons that make it; `primary`:
+    (`min_p`, before Holm); `solve_p`: Boschloo's exact test of the solve rates where the two models' seeds
+    together split at the target (NaN elsewhere), Holm-corrected over the comparisons that make it; `primary`:
     which of the two is the comparison's primary statistic; `logrank_p`: the log-rank test of plateau-escape
     times (Holm), NaN without escape rows.
     """
@@ -328,7 +328,9 @@ def v2_comparisons(task: str, confirm_rows: list[dict[str, Any]], reference: str
     for m in models[1:]:
         mine = _by_seed(rows, m)
         common = sorted(set(ref) & set(mine))
-        split = splits(list(ref.values()), target) or splits(list(mine.values()), target)
+        # Solve rates are primary where the two models' seeds, together, split into solved and not (also
+        # 5/5 against 0/5, where the paired test on scores cannot go below 2/2^n).
+        split = splits([*ref.values(), *mine.values()], target)
         escapes = {g: [(r["escape_step"], r["escaped"]) for r in rows if r["model"] == g and r["escaped"] is not None]
                    for g in (reference, m)}
         out.append({
@@ -416,10 +418,11 @@ def task_table_v2(task: str, trial_rows: list[dict[str, Any]], confirm_rows: lis
         notes.append(f"No `{reference}` study for this task: no comparisons.")
     elif comparisons:
         primary = "; ".join(f"{reference} vs {c['model']}: " + (
-            f"**solve rate** (seeds split at {target:g})" if c["split"] else "**paired test on scores** (no seeds split)")
+            f"**solve rate** (seeds split at {target:g})" if c["split"] else
+            "**paired test on scores** (the seeds of both are all solved or all not)")
             for c in comparisons.values())
-        notes.append(f"Primary statistic per comparison (design §6.1: the solve rate where either model's seeds split "
-                     f"into solved and not, else the paired test on scores): {primary}. Paired: the exact two-sided "
+        notes.append(f"Primary statistic per comparison (docs/design.md §6.1: the solve rate where the two models' "
+                     f"seeds together split into solved and not, else the paired test on scores): {primary}. Paired: the exact two-sided "
                      f"sign-flip permutation test on the seeds both models ran (each seed draws the same test rows "
                      f"for every model); `min`: the smallest p that many pairs can give, before Holm. Solve rates: "
                      f"Boschloo's exact test. Each column Holm-corrected over this task's comparisons.")
@@ -532,7 +535,7 @@ def report_markdown_v2(trial_rows: list[dict[str, Any]], confirm_rows: list[dict
                        reference: str = DEFAULT_REFERENCE) -> str:
     tasks = sorted({r["task"] for r in trial_rows} | {r["task"] for r in confirm_rows})
     return (f"## Tuning report: `{prefix}`\n\n"
-            "Protocol v2 (design §6.1, issue 24): decisions never read the rows that report.\n\n"
+            "Protocol v2 (docs/design.md §6.1, issue 24): decisions never read the rows that report.\n\n"
             + protocol_header(trial_rows, confirm_rows) + "\n"
             "Score: each task's metric (token accuracy, or sequence exact match where named) on the test rows of "
             "each model's best learning rate re-trained with fresh seeds; diverged seeds count as 0; `@k×L`: the "
@@ -727,6 +730,9 @@ def lr_sensitivity_figure(trial_rows: list[dict[str, Any]], confirm_rows: list[d
             if task in floors:
                 ax.axhline(floors[task], color="black", ls="--", lw=1)
             ax.set_xscale("log")
+            lrs = [r["lr"] for r in mine]
+            if lrs and min(lrs) == max(lrs):  # one point tried so far: a decade around it, not a zero-width axis
+                ax.set_xlim(lrs[0] / 10 ** 0.5, lrs[0] * 10 ** 0.5)
             ax.set(ylim=(-0.02, 1.02), title=f"{task} · {model}", xlabel="learning rate" if i == len(tasks) - 1 else None)
         axes[i][0].set_ylabel("validation score\n(task's metric)")
     legend = [Line2D([], [], marker="o", ls="", color="grey", label="seed of a finished trial"),

@@ -309,9 +309,9 @@ def judge(prediction: Prediction, scores: dict[tuple[str, str], list[float]], fl
 
 ALPHA = 0.05
 RULE_V2 = (
-    "Protocol v2 (design §6.1), on the confirm seeds' test scores at the prediction's length. A 'beats' "
-    "prediction compares every winner with every loser on every listed variant: where either model's seeds "
-    "split at the solve target (some reach it, some do not), by their solve rates k/n (shown with exact "
+    "Protocol v2 (docs/design.md §6.1), on the confirm seeds' test scores at the prediction's length. A 'beats' "
+    "prediction compares every winner with every loser on every listed variant: where the two models' seeds "
+    "together split at the solve target (some reach it, some do not), by their solve rates k/n (shown with exact "
     "Clopper–Pearson intervals) with Boschloo's exact test; otherwise by the exact sign-flip test on their "
     "scores paired by seed (each seed draws the same test rows for every model); two models that both solve "
     "every seed are equal by this rule. Each test is one-sided, in the registered direction. Confirmed when "
@@ -333,12 +333,12 @@ def _sign_test(k: int, n: int) -> float:
 
 def compare_v2(winner: dict[int, float], loser: dict[int, float], target: float) -> tuple[float, float, str]:
     """(p for the winner, p for the loser, what was compared) of two models' per-seed scores (seed ->
-    score) by `RULE_V2`: solve rates where either's seeds split at `target`, else the paired scores."""
+    score) by `RULE_V2`: solve rates where their seeds together split at `target`, else the paired scores."""
     a, b = list(winner.values()), list(loser.values())
     ra, rb = solve_rate(a, target), solve_rate(b, target)
     if ra.k == ra.n and rb.k == rb.n:
         return 1.0, 1.0, f"both solve every seed ({ra.n} and {rb.n})"
-    if splits(a, target) or splits(b, target):
+    if splits([*a, *b], target):  # together split into solved and not (5/5 against 0/5 too)
         return (solve_rate_test(ra, rb, "greater"), solve_rate_test(ra, rb, "less"),
                 f"solved {ra} vs {rb}, Boschloo")
     common = sorted(set(winner) & set(loser))
