@@ -16,7 +16,8 @@ from studies.experiments.capability import cli as capability_cli
 from studies.experiments.capability.design import (HEADS, Prediction, applicable, judge, matched_models, model_label,
                                                    predictions, task_variant)
 from studies.experiments.capability.plan import ablation_plan, dry_run, main_plan, sizes
-from studies.experiments.capability.report import (_cost_lines, _fmt, _late_gain, build_capability_report,
+from studies.experiments.capability.parts import cost_lines
+from studies.experiments.capability.report import (_fmt, _late_gain, build_capability_report,
                                                    capability_line)
 from studies.experiments.capability.run import run_study, run_variant, snapshot
 from studies.experiments.capability.seeds import load_seeds
@@ -373,7 +374,7 @@ def test_cost_sums_finished_trial_times_per_part_and_skips_other_studies():
     add("capability/parity/gateloop_kv/confirm", TrialState.FAIL, 600, 0.0)
     add("capability-sweep/mqar_k4/lru/d_state=4", TrialState.PRUNED, 90, 5400.0)
     add("capability-gpu/parity/gateloop_kv", TrialState.COMPLETE, 6000, 1.0)  # another study's
-    text = "\n".join(_cost_lines(storage, CPU_STUDY))
+    text = "\n".join(cost_lines(storage, CPU_STUDY))
     assert "| main: parity | 2 | 1 | 1.5 | 1.3 | 2026-12-02 10:00 | 2026-12-02 11:00 |" in text
     assert "| sweep | 1 | 0 | 1.5 | 1.5 | 2026-12-02 10:00 | 2026-12-02 11:30 |" in text
     assert "| all | 3 | 1 | 3.0 | 2.8 | – | – |" in text

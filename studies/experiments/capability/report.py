@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import optuna
@@ -30,9 +29,11 @@ from optuna.trial import TrialState
 from studies.atomic_io import write_atomic
 from studies.experiments.capability.design import RULE, TaskVariant, judge
 from studies.experiments.capability.figures import write_figures
+from studies.experiments.capability.parts import cost_lines, per_seed, sweep_rows
 from studies.experiments.capability.plan import ablation_plan
+from studies.experiments.capability.report_v2 import build_capability_report_v2
 from studies.experiments.capability.seeds import Seeds, floor, load_seeds
-from studies.experiments.capability.study import Study, is_main_size
+from studies.experiments.capability.study import Study
 from studies.presets import get_preset
 from studies.stats import compare, holm, mean_ci
 from studies.tables import human_count, markdown_table
@@ -79,12 +80,6 @@ def capability_line(label: str, scores: Sequence[float], target: float) -> str:
 def _fmt(values: Sequence[float]) -> str:
     mean, half = mean_ci(values)
     return f"{mean:.3f} ± {half:.3f}" if len(values) > 1 else f"{mean:.3f}"
-
-
-def _per_seed(values: Sequence[float]) -> str:
-    """The scores seed by seed, in seed order: with 3 seeds a bimodal outcome (some seeds on the plateau,
-    some solved) reads as a wide interval, and this says which it is."""
-    return ", ".join(f"{v:.3f}" for v in values)
 
 
 def _tuner_note(storage: optuna.storages.BaseStorage, study: Study) -> str:
@@ -134,7 +129,6 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
     """Tables and figures of `study` from `storage` (a URL or an opened storage), written to `out`; returns
     the Markdown. A protocol v2 study gets report_v2.py's report."""
     if study.protocol == "v2":
-        from studies.experiments.capability.report_v2 import build_capability_report_v2  # it imports this module
 
         return build_capability_report_v2(storage, study, out)
     storage = as_storage(storage)
@@ -218,21 +212,21 @@ def build_capability_report(storage: str | optuna.storages.BaseStorage, study: S
     lines.append(markdown_table(("prediction", "kind", "variants", "winners (or: fail)", "losers", "length", "verdict",
                                  "evidence"), rows))
 
-    sweep_rows = _sweep_rows(storage, study)
-    if sweep_rows:
+    sweep = sweep_rows(storage, study)
+    if sweep:
         metric = study.variant(study.sweep_variant).metric
         name, score = floor(study, study.sweep_variant, 1, study.sweep_seeds)
         lines += [f"## State-size sweep ({study.sweep_variant})", "",
                   markdown_table(("model", "size", "state", "params", f"{metric}, mean ± 95% CI", "seeds", "per seed"),
                                  [*[(r["label"], r["size"], human_count(r["state"]), human_count(r["params"]),
-                                     _fmt(r["scores"]), len(r["scores"]), _per_seed(r["scores"])) for r in sweep_rows],
+                                     _fmt(r["scores"]), len(r["scores"]), per_seed(r["scores"])) for r in sweep],
                                   ("best no-solve baseline", "–", "–", "–", f"{name} {score:.3f}", "–", "–")])]
     ablation_lines = _ablation_tables(storage, study)
     if ablation_lines:
         lines += ["## Ablations", "", *ablation_lines]
 
-    lines += _cost_lines(storage, study)
-    figures = write_figures(study, main, sweep_rows, out)
+    lines += cost_lines(storage, study)
+    figures = write_figures(study, main, sweep, out)
     lines += ["## Figures", "", *[f"![{p.stem}]({p.name})" for p in figures], ""]
     text = "\n".join(lines)
     write_atomic(out / "report.md", text)
@@ -257,23 +251,6 @@ def _length_table(study: Study, variant: TaskVariant, main: dict[tuple[str, str]
             markdown_table(("model", *(f"{k}×" for k in multipliers)), rows)]
 
 
-def _sweep_rows(storage: optuna.storages.BaseStorage, study: Study) -> list[dict[str, Any]]:
-    """One row per sweep point with runs: a main-size point is read from the first `sweep_seeds` main
-    confirm seeds (the same configs and seeds), the others from their own sweep studies."""
-    variant = study.sweep_variant
-    metric = study.variant(variant).metric
-    rows = []
-    for point in study.sweep:
-        name = (study_name(study.prefix, variant, point.label, confirm=True)
-                if is_main_size(study.model(point.label), point)
-                else f"{study.prefix}-sweep/{variant}/{point.label}/{point.size}")
-        seeds = load_seeds(storage, name, study.sweep_seeds)
-        if seeds is not None:
-            rows.append({"label": point.label, "size": point.size, "state": seeds.state_size,
-                         "params": seeds.num_parameters, "scores": seeds.scores(metric)})
-    return rows
-
-
 def _ablation_tables(storage: optuna.storages.BaseStorage, study: Study) -> list[str]:
     lines = []
     for variant in study.ablation_variants:
@@ -292,7 +269,7 @@ def _ablation_tables(storage: optuna.storages.BaseStorage, study: Study) -> list
             scores = seeds.scores(metric)
             if is_full:
                 full = scores
-            rows.append([label, _fmt(scores), len(scores), _per_seed(scores), human_count(seeds.num_parameters),
+            rows.append([label, _fmt(scores), len(scores), per_seed(scores), human_count(seeds.num_parameters),
                          human_count(seeds.state_size), *(_fmt(seeds.scores(metric, k)) for k in multipliers), scores])
         if rows:
             for row in rows:
@@ -307,58 +284,3 @@ def _ablation_tables(storage: optuna.storages.BaseStorage, study: Study) -> list
                       markdown_table(("ablation", "mean ± 95% CI", "seeds", "per seed", "params", "state",
                                       *(f"{k}×" for k in multipliers), "Δ vs full (1×)"), rows)]
     return lines
-
-
-def _part_of(study: Study, name: str) -> str | None:
-    """The part of the study a storage's study belongs to: "main: VARIANT", "sweep" or "ablations: VARIANT";
-    None for another study's (one storage may hold several)."""
-    head, _, rest = name.partition("/")
-    variant = rest.split("/")[0]
-    if head == study.prefix:
-        return f"main: {variant}"
-    if head == f"{study.prefix}-sweep":
-        return "sweep"
-    if head == f"{study.prefix}-ablate":
-        return f"ablations: {variant}"
-    return None
-
-
-def _cost_lines(storage: optuna.storages.BaseStorage, study: Study) -> list[str]:
-    """Per part, the finished trials and what they took: the sum over COMPLETE and PRUNED trials of end −
-    start (device-hours: a trial is one process on one core, so two workers spend two an hour) and of the
-    runs' own `wall_time`; failed trials (a run killed at a stop, retrained on resume) are counted, not
-    timed: their end is when the resume marked them."""
-    parts: dict[str, dict[str, Any]] = {}
-    for summary in storage.get_all_studies():
-        part = _part_of(study, summary.study_name)
-        if part is None:
-            continue
-        row = parts.setdefault(part, {"trials": 0, "failed": 0, "span": 0.0, "wall": 0.0, "first": None, "last": None})
-        for t in storage.get_all_trials(storage.get_study_id_from_name(summary.study_name), deepcopy=False):
-            if t.state == TrialState.FAIL:
-                row["failed"] += 1
-            if t.state not in COUNTED or t.datetime_start is None or t.datetime_complete is None:
-                continue
-            row["trials"] += 1
-            row["span"] += (t.datetime_complete - t.datetime_start).total_seconds()
-            row["wall"] += t.user_attrs.get("wall_time", 0.0)
-            row["first"] = min(filter(None, (row["first"], t.datetime_start)))
-            row["last"] = max(filter(None, (row["last"], t.datetime_complete)))
-    order = [f"main: {v.label}" for v in study.variants] + ["sweep"] + [f"ablations: {v}" for v in study.ablation_variants]
-    rows = [(part, r["trials"], r["failed"], f"{r['span'] / 3600:.1f}", f"{r['wall'] / 3600:.1f}",
-             f"{r['first']:%Y-%m-%d %H:%M}", f"{r['last']:%Y-%m-%d %H:%M}")
-            for part in order if (r := parts.get(part)) and r["trials"]]
-    if not rows:
-        return []
-    span = sum(r["span"] for r in parts.values()) / 3600
-    wall = sum(r["wall"] for r in parts.values()) / 3600
-    rows.append(("all", sum(r["trials"] for r in parts.values()), sum(r["failed"] for r in parts.values()),
-                 f"{span:.1f}", f"{wall:.1f}", "–", "–"))
-    return ["## Cost", "",
-            "Device-hours: one run is one process on one core, so two workers spend two device-hours an hour. "
-            "'trial times' sums each finished (complete or pruned) trial's end − start, which includes any pause "
-            "of the study (SIGSTOP) while it ran; 'run wall times' sums the runs' own measured wall time (a trial "
-            "of 2 seeds is 2 runs). Failed trials (runs lost at a stop and retrained on resume) are counted, not "
-            "timed. First and last are the parts' first trial start and last trial end (UTC).", "",
-            markdown_table(("part", "finished trials", "failed trials", "device-hours (trial times)",
-                            "device-hours (run wall times)", "first start", "last end"), rows)]

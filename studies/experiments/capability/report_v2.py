@@ -26,7 +26,7 @@ import optuna
 from studies.atomic_io import write_atomic
 from studies.experiments.capability.design import RULE_V2, judge_v2
 from studies.experiments.capability.plan import variant_table
-from studies.experiments.capability.report import _cost_lines, _per_seed, _sweep_rows
+from studies.experiments.capability.parts import cost_lines, per_seed, sweep_rows
 from studies.experiments.capability.seeds import floor
 from studies.experiments.capability.study import Study
 from studies.stats import bootstrap_ci, solve_rate
@@ -99,7 +99,7 @@ def prediction_lines(study: Study, confirm_rows: list[dict[str, Any]]) -> list[s
 def sweep_lines(storage: optuna.storages.BaseStorage, study: Study, confirm_rows: list[dict[str, Any]]) -> list[str]:
     """The state-size sweep under v2: per point its seeds' test scores, their mean with a bootstrap interval
     and the solve rate with its exact interval, at each model's rule-tuned learning rate."""
-    rows = _sweep_rows(storage, study)
+    rows = sweep_rows(storage, study)
     if not rows:
         return []
     variant = study.sweep_variant
@@ -109,7 +109,7 @@ def sweep_lines(storage: optuna.storages.BaseStorage, study: Study, confirm_rows
     for r in rows:
         mean, low, high = bootstrap_ci(r["scores"])
         body.append((r["label"], r["size"], human_count(r["state"]), human_count(r["params"]),
-                     f"{mean:.3f} [{low:.3f}, {high:.3f}]", str(solve_rate(r["scores"], target)), _per_seed(r["scores"])))
+                     f"{mean:.3f} [{low:.3f}, {high:.3f}]", str(solve_rate(r["scores"], target)), per_seed(r["scores"])))
     name, score = floor(study, variant, 1, study.sweep_seeds)
     body.append(("best no-solve baseline", "–", "–", "–", f"{name} {score:.3f}", "–", "–"))
     return [f"## State-size sweep ({variant})", "",
@@ -157,7 +157,7 @@ def build_capability_report_v2(storage: str | optuna.storages.BaseStorage, study
                   _demoted(text), "", *_figure_links(out, "ablations"), ""]
 
     lines += sweep_lines(storage, study, main_confirms)
-    lines += _cost_lines(storage, study)
+    lines += cost_lines(storage, study)
     text = "\n".join(lines) + "\n"
     write_atomic(out / "report.md", text)
     return text
