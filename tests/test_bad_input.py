@@ -289,13 +289,25 @@ def _write_until_stopped(directory: str) -> None:
 
 
 def test_ctrl_c_stops_the_workers_quietly_and_leaves_no_temporary_file(tmp_path, capfd):
-    timer = threading.Timer(6.0, os.kill, (os.getpid(), signal.SIGINT))  # a Ctrl-C, once the jobs are running
-    timer.start()
+    stop = threading.Event()
+
+    def ctrl_c_once_writing() -> None:
+        # A Ctrl-C once the workers are writing: after their first file is in place (spawning and importing
+        # take seconds on a busy machine, so a fixed delay could land before any write), mid-stream.
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "big.bin").exists() and time.monotonic() < deadline and not stop.is_set():
+            time.sleep(0.05)
+        if not stop.wait(0.5):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=ctrl_c_once_writing, daemon=True)
+    thread.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             run_parallel(_write_until_stopped, [(str(tmp_path),), (str(tmp_path),)], 2, lambda position, result: None)
     finally:
-        timer.cancel()
+        stop.set()
+        thread.join()
     err = capfd.readouterr().err  # the workers' stderr too: they share the file descriptor
     assert "Traceback" not in err and "Exception ignored" not in err and "Warning" not in err, err
     assert [p.name for p in tmp_path.iterdir()] == ["big.bin"]  # no .big.bin.*.tmp left by a cut write
