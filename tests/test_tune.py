@@ -505,6 +505,7 @@ def test_rule_study_tries_what_the_rule_asks_and_ends_with_an_interior_best(stor
         jobs.tune_models(TASK, ["gateloop"], 8, storage, "rule", "smoke", overrides=TINY, sampler="lr_rule")
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_rule_sampler_refuses_a_duplicate_point_as_surplus(storage, monkeypatch):
     """The sampler gives a new trial the first open point no live trial holds; two trials that still end up
     with one learning rate (two workers in the same instant, or a point fixed twice) are caught before
