@@ -10,7 +10,7 @@ import pytest
 
 from studies.ablate.report import STUDY_FILE
 from studies.ablate.table import ablation_table
-from studies.tune.report import report_markdown
+from studies.tune.report_tables import report_markdown
 from studies.atomic_io import read_jsonl
 from studies.suite.records import load_records
 

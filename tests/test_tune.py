@@ -24,6 +24,7 @@ from studies.atomic_io import read_jsonl
 from studies.train import EvalRecord, TrainResult
 from studies.tune import budget, jobs, objectives, queries, samplers
 from studies.tune import report as report_mod
+from studies.tune import report_figures, report_rows
 from studies.tune import storage as tune_storage
 from studies.tune import study as tune_study
 from studies.tune.search_spaces import COMMON, SEARCH_SPACE_VERSION, Knob, SearchSpace, get_search_space
@@ -375,8 +376,8 @@ def test_report_figures_with_one_task_and_few_trials(storage, tmp_path, monkeypa
         border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
         assert border.min() > 0.95, f"{name}: something is clipped at the image's edge"
     # Two trials: ticks at whole trials only, not 1.2, 1.4, ...
-    trial_rows, _ = report_mod.load_rows(storage, "f")
-    for grid in (report_mod.history_figure(trial_rows, models), report_mod.best_so_far_figure(trial_rows, models)):
+    trial_rows, _ = report_rows.load_rows(storage, "f")
+    for grid in (report_figures.history_figure(trial_rows, models), report_figures.best_so_far_figure(trial_rows, models)):
         grid.figure.canvas.draw()
         for ax in grid.axes.flat:
             ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]

@@ -22,8 +22,9 @@ from studies import cli
 from studies.atomic_io import read_jsonl
 from studies.stats import holm, paired_permutation, solve_rate, solve_rate_test
 from studies.train import EvalRecord, TrainResult
-from studies.tune import objectives, queries
+from studies.tune import objectives, queries, samplers
 from studies.tune import report as report_mod
+from studies.tune import report_figures, report_tables
 from studies.tune.study import CONFIRM_SEED_OFFSET
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -145,7 +146,7 @@ def test_holm_runs_over_a_tasks_comparisons():
 
     ref, a, b = [1.0, 0.995, 1.0, 0.999, 1.0], [0.2, 0.3, 0.25, 0.31, 0.22], [0.99, 0.5, 0.992, 0.6, 0.4]
     rows = rows_of("gateloop", ref) + rows_of("a", a) + rows_of("b", b)
-    got = {c["model"]: c for c in report_mod.v2_comparisons("t", rows, "gateloop")}
+    got = {c["model"]: c for c in report_tables.v2_comparisons("t", rows, "gateloop")}
     raw = [paired_permutation(ref, a), paired_permutation(ref, b)]
     assert [got["a"]["paired_p"], got["b"]["paired_p"]] == pytest.approx(holm(raw))
     # With the reference's, both models' seeds split (a: 0/5 against 5/5, the case a paired test on 5 seeds
@@ -155,7 +156,7 @@ def test_holm_runs_over_a_tasks_comparisons():
     assert got["a"]["primary"] == got["b"]["primary"] == "solve rate"
     # Where every seed of both is solved (or none is), the paired test on scores is primary.
     both = rows_of("gateloop", ref) + rows_of("c", [0.995, 1.0, 0.999, 0.99, 1.0])
-    (c,) = report_mod.v2_comparisons("t", both, "gateloop")
+    (c,) = report_tables.v2_comparisons("t", both, "gateloop")
     assert math.isnan(c["solve_p"]) and c["primary"] == "paired test on scores"
 
 
@@ -176,7 +177,7 @@ def test_tuned_lr_and_a_best_at_a_bound_are_marked(tuned):
     assert rows["gateloop"]["lr (rule's best)"] == f"{queries.best_lr(load(url, f'{PREFIX}/mqar/gateloop')):.3g}"
     attention = load(url, f"{PREFIX}/mqar/attention")
     assert queries.best_lr(attention) == pytest.approx(0.1)
-    assert queries.stored_search(attention).at_bound(report_mod.rule_scores(attention.trials))
+    assert queries.stored_search(attention).at_bound(samplers.rule_scores(attention.trials))
     assert rows["attention"]["lr (rule's best)"] == "0.1 **at bound**"
     assert "**At bound**: the rule's best learning rate of attention" in text
     finished = [t for t in attention.trials if t.state.is_finished() and t.state.name != "FAIL"]
@@ -198,7 +199,7 @@ def test_escape_steps_match_a_hand_computation(tuned):
     assert floor == 0.5  # mqar's most frequent value on these rows: gateloop 1001 escapes at 8, attention 1003 never
     by = {(r["model"], r["seed"]): (r["escape_step"], r["escaped"]) for r in rows}
     assert by[("gateloop", 1001)] == (8, True) and by[("attention", 1003)] == (12, False)
-    curves = report_mod.survival_rows(rows)
+    curves = report_figures.survival_rows(rows)
     assert [(c["step"], c["on_plateau"]) for c in curves if c["model"] == "attention"] == [(0.0, 1.0), (12.0, 0.4)]
     assert "attention 3/5 escaped" in text and "log-rank p vs gateloop (Holm)" in text
 
@@ -210,7 +211,7 @@ def test_figures_exist_and_the_report_rebuilds_from_the_jsonl(tuned):
     for name in ("accuracy_by_model.png", "optimization_history.png", "best_so_far.png"):
         assert not (out / name).exists()  # v1's figures are for v1 studies
     trials, confirms = read_jsonl(out / "trials.jsonl"), read_jsonl(out / "confirm.jsonl")
-    assert (out / "report.md").read_text() == text == report_mod.report_markdown(trials, confirms, PREFIX)
+    assert (out / "report.md").read_text() == text == report_tables.report_markdown(trials, confirms, PREFIX)
     assert all(r["protocol"] == "v2" for r in trials + confirms)
     # What the lr figure plots: each finished trial's per-seed validation scores, as stored.
     study = load(url, f"{PREFIX}/mqar/gateloop")
@@ -222,19 +223,19 @@ def test_figures_exist_and_the_report_rebuilds_from_the_jsonl(tuned):
             r = next(r for r in trials if (r["model"], r["number"]) == ("gateloop", t.number))
             assert r["validation_scores"] == t.user_attrs["seed_values"]
     # Before confirmation (--final-seeds 0) the report says so, and shows the tuning side alone.
-    unconfirmed = report_mod.report_markdown(trials, [], PREFIX)
+    unconfirmed = report_tables.report_markdown(trials, [], PREFIX)
     assert "No confirm runs for this task" in unconfirmed and "0.1 **at bound**" in unconfirmed
     # The figures rebuild from the rows alone too.
     again = out.parent / "again"
     again.mkdir()
-    assert {p.name for p in report_mod.figures(trials, confirms, again)} == {
+    assert {p.name for p in report_figures.figures(trials, confirms, again)} == {
         "lr_sensitivity.png", "scores_by_model.png", "escape_survival.png"}
 
 
 def test_a_mix_of_protocols_is_refused():
     v1 = {"task": "a", "model": "gateloop"}
     v2 = {"task": "b", "model": "gateloop", "protocol": "v2"}
-    assert report_mod.protocol_of([v1], []) == "v1" and report_mod.protocol_of([v2], [v2]) == "v2"
+    assert report_tables.protocol_of([v1], []) == "v1" and report_tables.protocol_of([v2], [v2]) == "v2"
     with pytest.raises(ValueError, match="mix protocol v1 and v2 .*a/gateloop: v1, b/gateloop: v2"):
-        report_mod.protocol_of([v1], [v2])
+        report_tables.protocol_of([v1], [v2])
     assert json.loads(json.dumps(v2)) == v2

@@ -11,7 +11,10 @@ seeds, and report from the storage alone (`testbed tune`, `testbed report`). One
     jobs            tune_models, confirm, retrain_job: studies + objectives + the worker loop
     queries         read queries shared by every report (earliest trial per seed, best lr)
     lr_search       protocol v2's learning-rate rule
-    report          `testbed report`: rows, tables, figures
+    report_rows     the tuning report's rows: every trial and confirmed seed of a prefix (v1 and v2)
+    report_tables   the report's Markdown from those rows: v1 and v2 tables, comparisons, protocol header
+    report_figures  the report's figures from those rows (v1 and v2)
+    report          `testbed report`: load the rows, write the tables, the jsonl files and the figures
     cli             `testbed tune`
     optuna_private  every use of Optuna's private internals
 """

@@ -31,7 +31,8 @@ from studies.experiments.capability.seeds import floor
 from studies.experiments.capability.study import Study
 from studies.stats import bootstrap_ci, solve_rate
 from studies.tables import human_count, markdown_table
-from studies.tune.report import SOLVE_TARGET, load_rows, write_report
+from studies.tune.report import write_report
+from studies.tune.report_rows import SOLVE_TARGET, load_rows
 from studies.tune.storage import as_storage
 
 Rows = tuple[list[dict[str, Any]], list[dict[str, Any]]]
