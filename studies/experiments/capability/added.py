@@ -37,12 +37,11 @@ from studies.config import parse_fields, parse_overrides
 from studies.experiments.capability.design import ModelLabel
 from studies.experiments.capability.plan import dry_run, main_plan
 from studies.experiments.capability.report import build_capability_report
-from studies.experiments.capability.run import run_study
+from studies.experiments.capability.run import run_study, stopped_in_one_line
 from studies.experiments.capability.study import STUDIES, Study
-from studies.pool import WorkerDied, default_workers, run_parallel
+from studies.pool import default_workers, run_parallel
 from studies.suite.configs import check_configs
-from studies.tune.budget import stop_on_signals
-from studies.tune.storage import GRACE_PERIOD, open_storage
+from studies.tune.storage import open_storage
 
 ADDED = "added"  # the family of an added model, in every table beside the study's own families
 
@@ -256,16 +255,7 @@ def run(args: argparse.Namespace) -> int:
     if not target.exists():
         copy_storage(source, target)
     url = check_storage_url(f"sqlite:///{target}")
-    try:
-        with stop_on_signals():  # SIGTERM as Ctrl-C: one line, the workers stopped, a single worker's trial failed
-            train_added(extended, model, url, out, args.device, workers, progress=not args.quiet)
-    except KeyboardInterrupt:
-        raise SystemExit("testbed capability: interrupted (the trials it was running do not count: failed at "
-                         "once with one worker, by the heartbeat check of the next run with several); rerun the "
-                         "same command to resume") from None
-    except WorkerDied as death:  # killed (kill -9, the out-of-memory killer): the others were stopped with it
-        raise SystemExit(f"testbed capability: a worker died ({death.cause}) and the others were stopped; the trials "
-                         f"they were running are failed and trained again once their heartbeats are {GRACE_PERIOD} s "
-                         f"old: rerun the same command to resume") from None
+    with stopped_in_one_line():
+        train_added(extended, model, url, out, args.device, workers, progress=not args.quiet)
     print(build_capability_report(open_storage(url), extended, out))
     return 0

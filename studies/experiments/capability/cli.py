@@ -26,11 +26,10 @@ from studies.checks import check_at_least_one, check_device, check_out_dir, chec
 from studies.experiments.capability import added
 from studies.experiments.capability.plan import dry_run, family_table
 from studies.experiments.capability.report import build_capability_report
-from studies.experiments.capability.run import run_workers, snapshot
+from studies.experiments.capability.run import run_workers, snapshot, stopped_in_one_line
 from studies.experiments.capability.study import STUDIES, Study
-from studies.pool import WorkerDied, default_workers
-from studies.tune.budget import stop_on_signals
-from studies.tune.storage import GRACE_PERIOD, open_existing_storage, open_storage, storage_url
+from studies.pool import default_workers
+from studies.tune.storage import open_existing_storage, open_storage, storage_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,17 +99,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise SystemExit(f"testbed capability: {e}") from None
     print(f"capability study `{study.preset}`: {study.description}\n{family_table(study, args.device)}", flush=True)
-    try:
-        with stop_on_signals():  # SIGTERM as Ctrl-C: one line, the workers stopped, a single worker's trial failed
-            run_workers(study, url, out, args.device, args.only, workers, progress=not args.quiet)
-    except KeyboardInterrupt:
-        raise SystemExit("testbed capability: interrupted (the trials it was running do not count: failed at "
-                         "once with one worker, by the heartbeat check of the next run with several); rerun the "
-                         "same command to resume") from None
-    except WorkerDied as death:  # killed (kill -9, the out-of-memory killer): the others were stopped with it
-        raise SystemExit(f"testbed capability: a worker died ({death.cause}) and the others were stopped; the trials "
-                         f"they were running are failed and trained again once their heartbeats are {GRACE_PERIOD} s "
-                         f"old: rerun the same command to resume") from None
+    with stopped_in_one_line():
+        run_workers(study, url, out, args.device, args.only, workers, progress=not args.quiet)
     print(build_capability_report(open_storage(url), study, out))
     return 0
 

@@ -42,6 +42,8 @@ runs the same three parts thus:
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +54,11 @@ from studies.experiments.capability.design import TaskVariant
 from studies.experiments.capability.plan import PlannedRuns, ablation_plan, ablation_specs, sweep_plan
 from studies.experiments.capability.report import build_capability_report
 from studies.experiments.capability.study import Study
-from studies.pool import run_parallel
-from studies.tune.budget import work
+from studies.pool import WorkerDied, run_parallel
+from studies.tune.budget import stop_on_signals, work
 from studies.tune.jobs import confirm, retrain_job, tune_models
 from studies.tune.queries import best_lr, find_study
-from studies.tune.storage import open_storage, study_name
+from studies.tune.storage import GRACE_PERIOD, open_storage, study_name
 from studies.tune.study import CONFIRM_SEED_OFFSET, ModelSpec
 
 
@@ -193,3 +195,20 @@ def snapshot(url: str | None, out: Path) -> str:
         live.close()
     partial.replace(target)  # atomic: a reader never sees half a copy
     return f"sqlite:///{target}"
+
+
+@contextmanager
+def stopped_in_one_line() -> Iterator[None]:
+    """Around a command's study workers: Ctrl-C or SIGTERM (`stop_on_signals`: once, as Ctrl-C) and a worker's
+    death end the command in one line that says what happened to the running trials and how to resume."""
+    try:
+        with stop_on_signals():  # SIGTERM as Ctrl-C: one line, the workers stopped, a single worker's trial failed
+            yield
+    except KeyboardInterrupt:
+        raise SystemExit("testbed capability: interrupted (the trials it was running do not count: failed at "
+                         "once with one worker, by the heartbeat check of the next run with several); rerun the "
+                         "same command to resume") from None
+    except WorkerDied as death:  # killed (kill -9, the out-of-memory killer): the others were stopped with it
+        raise SystemExit(f"testbed capability: a worker died ({death.cause}) and the others were stopped; the trials "
+                         f"they were running are failed and trained again once their heartbeats are {GRACE_PERIOD} s "
+                         f"old: rerun the same command to resume") from None
