@@ -3,19 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
 
 
 def write_atomic(path: str | Path, text: str) -> None:
@@ -26,17 +17,25 @@ def write_atomic(path: str | Path, text: str) -> None:
 def write_atomic_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would have
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    while True:
+        # The temporary name is chosen before the file exists (tempfile.mkstemp returns it only after creating
+        # the file): a signal that stops the writer anywhere after the file is created still finds the name
+        # here, and the file is removed.
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # open()'s mode, less the umask
+            except FileExistsError:
+                continue  # another writer's temporary file (a 48-bit name taken): not ours to remove
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            return
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
