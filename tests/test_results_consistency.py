@@ -95,3 +95,19 @@ def test_every_committed_run_rebuilds_to_its_own_run_id():
     assert current  # runs of an older config version are refused as a whole (the manifest), not rebuilt
     for path, record in current:
         assert run_config_from_dict(record["config"]).run_id() == record["run_id"] == path.stem, path
+
+
+@pytest.mark.skipif(not (CAPABILITY / "studies.db").exists(), reason="no committed capability storage")
+def test_readme_count_of_edge_winners_is_the_storages():
+    """The README says how many of the v1 study's tuned learning rates sit at an edge of its 3-point grid:
+    recounted here from the committed storage (each main tuning study's best trial, studies.tune.queries)."""
+    import optuna
+
+    from studies.experiments.capability.study import CPU_STUDY
+    from studies.tune.queries import best_lr
+
+    url = f"sqlite:///{CAPABILITY / 'studies.db'}"
+    names = [n for n in optuna.get_all_study_names(url) if n.startswith(f"{CPU_STUDY.prefix}/") and n.count("/") == 2]
+    lrs = [best_lr(optuna.load_study(study_name=n, storage=url)) for n in names]
+    edges = sum(lr in (min(CPU_STUDY.lr_grid), max(CPU_STUDY.lr_grid)) for lr in lrs)
+    assert f"{edges} of {len(lrs)} winners at an edge" in README.read_text()
