@@ -107,7 +107,7 @@ class TaskData:
         raise RuntimeError(
             f"TaskData: after {MAX_REDRAW_ROUNDS} redraws some {what} still equal held-out sequences; "
             f"test_size={self.test_size} (with validation_size={self.validation_size}) covers nearly every sequence "
-            f"{self.task} can produce"
+            f"{self.task} can produce; make the task larger (e.g. a longer seq_len) or the held-out sets smaller"
         )
 
     def check_training_room(self) -> None:
@@ -121,7 +121,8 @@ class TaskData:
             raise ValueError(
                 f"{task.name}: at these knobs (seq_len={task.seq_len}) the task has so few distinct sequences that "
                 f"{1 - fresh:.0%} of training draws would be one of the test_size={self.test_size} held-out rows; "
-                f"make the task larger (e.g. a longer seq_len) or the held-out set smaller (train.test_size)"
+                f"make the task larger (e.g. a longer seq_len) or the held-out sets smaller (train.test_size, "
+                f"train.validation_size={self.validation_size})"
             )
 
     def train_batch(self, batch_size: int) -> Batch:

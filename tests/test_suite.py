@@ -290,7 +290,7 @@ def test_workers_take_the_longest_runs_first(tmp_path, monkeypatch, capsys):
     def fake_parallel(fn, jobs, workers, report, gpus=0):
         seen.extend(job[0] for job in jobs)
         for position in (2, 0, 1):  # completion order differs from the queue's
-            report(position, {"status": "completed", "accuracy": 0.0, "sequence_accuracy": 0.0, "steps": 0,
+            report(position, {"status": "completed", "score": 0.0, "steps": 0,
                               "wall_time": 0.0})
 
     monkeypatch.setattr(suite_run, "run_parallel", fake_parallel)

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from studies.ablate.ablations import ABLATIONS
 from studies.ablate.table import ablation_runs
 from studies.config import run_config_from_dict
+from studies.floors import metric_label
 from studies.train import build_model
 from tasks import TaskData
 
@@ -82,8 +83,9 @@ def gate_figure(out: Path, records: list[dict[str, Any]], path: Path, channels: 
         for c in chosen.tolist():
             ax_m.plot(magnitude[:, c].numpy(), marker=".", label=f"channel {c}")
             ax_p.plot(angle[:, c].numpy(), marker=".", label=f"channel {c}")
+        score = ablation_runs([record], {record["run_id"]: ["full"]})["full", config.task_name][record["run_id"]]
         ax_m.set(ylabel="|a_n|", title=f"{config.task_name}: layer-1 gates of the trained full GateLoop "
-                                       f"(accuracy {record['final'][str(config.task.seq_len)]['accuracy']:.2f})")
+                                       f"({metric_label(config.task.metric)} {score:.2f})")
         ax_p.set(ylabel="arg a_n (rad)", xlabel="input token at position n (one held-out sequence)")
         ax_m.set_xticks(range(len(labels)), [])
         ax_p.set_xticks(range(len(labels)), labels, fontsize=8, rotation=90)

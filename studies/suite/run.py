@@ -31,12 +31,11 @@ def _gpus(configs: Sequence[RunConfig]) -> int:
 
 def _default_workers(configs: Sequence[RunConfig]) -> int:
     """The pool's default for these runs: one per GPU on CUDA, else one per core over each run's threads."""
-    gpus = max(1, torch.cuda.device_count()) if _on_cuda(configs) else 0
+    gpus = max(1, _gpus(configs)) if _on_cuda(configs) else 0  # an explicit cuda:N is one GPU
     return default_workers(max([c.train.threads for c in configs] or [1]), gpus)
 
 
-def train_and_store(config: RunConfig, runs_dir: Path, keep: bool, labels: dict[str, Any],
-                    progress: bool = False) -> dict[str, Any]:
+def train_and_store(config: RunConfig, runs_dir: Path, keep: bool, progress: bool = False) -> dict[str, Any]:
     """Train one run and store it atomically as runs/<id>.json (weights first, as runs/<id>.pt, if kept);
     returns what a progress line shows."""
     run_id = config.run_id()
@@ -46,12 +45,8 @@ def train_and_store(config: RunConfig, runs_dir: Path, keep: bool, labels: dict[
         buffer = io.BytesIO()
         torch.save(result.model.state_dict(), buffer)
         write_atomic_bytes(runs_dir / f"{run_id}.pt", buffer.getvalue())
-    record = {**result_record(config, result), **labels}
-    write_atomic(runs_dir / f"{run_id}.json", json.dumps(record, default=str))
-    scores = result.final[min(result.final)] if result.final else {}
-    return {"status": result.status, "accuracy": scores.get("accuracy", 0.0),
-            "sequence_accuracy": scores.get("sequence_accuracy", 0.0), "steps": result.steps,
-            "wall_time": result.wall_time}
+    write_atomic(runs_dir / f"{run_id}.json", json.dumps(result_record(config, result), default=str))
+    return {"status": result.status, "score": result.score, "steps": result.steps, "wall_time": result.wall_time}
 
 
 def run_cost(config: RunConfig) -> float:
@@ -72,15 +67,13 @@ def run_configs(
     configs: Sequence[RunConfig],
     out: Path,
     progress: bool = True,
-    labels: Callable[[RunConfig], dict[str, Any]] | None = None,
     keep_model: Callable[[RunConfig], bool] | None = None,
     workers: int | None = None,
     describe: Callable[[RunConfig], str] | None = None,
 ) -> None:
     """Train every config whose run is not yet stored in out/runs; store each the moment it ends.
 
-    `labels(config)` adds fields to the stored record (e.g. the ablation name); where
-    `keep_model(config)` is true the trained weights are stored beside it as runs/<id>.pt.
+    Where `keep_model(config)` is true the trained weights are stored beside it as runs/<id>.pt.
     `workers` processes train in parallel (None: the pool's `default_workers`; 1: in this process, with
     progress bars); `describe(config)` names a run in progress lines (default: model, task and seed).
     A Ctrl-C stops every worker; finished runs are kept, and the same call resumes. A worker that dies
@@ -101,15 +94,15 @@ def run_configs(
         return describe(config) if describe else f"{config.model} on {config.task_name} seed {config.train.seed}"
 
     def outcome(config: RunConfig, summary: dict[str, Any]) -> str:
-        metric = config.task.metric  # what the table reports for this task (0 for a diverged run)
-        return (f"{summary['status']}: {metric_label(metric)} {summary[metric]:.3f} in {summary['steps']} steps, "
+        # the task's metric at the training length, what the table reports (0 for a diverged run)
+        return (f"{summary['status']}: {metric_label(config.task.metric)} {summary['score']:.3f} in {summary['steps']} steps, "
                 f"{summary['wall_time']:.1f}s")
 
     todo = [c for c in configs if not finished(c)]
     workers = min(workers or _default_workers(configs), max(1, len(todo)))
     print(f"{len(configs)} runs: {len(configs) - len(todo)} already finished in {out}, {len(todo)} to do"
           + (f", on {workers} workers" if workers > 1 else ""), flush=True)
-    jobs = [(c, runs_dir, keep_model is not None and keep_model(c), labels(c) if labels else {}) for c in todo]
+    jobs = [(c, runs_dir, keep_model is not None and keep_model(c)) for c in todo]
     count = 0
     try:
         if workers == 1:

@@ -152,7 +152,8 @@ def resolve_configs(args: argparse.Namespace, models: list[str]) -> list[RunConf
                              tuned_warmup=space.searches(WARMUP.target))
         if args.protocol == "v2" and not any(o.startswith("train.validation_size=") for o in args.overrides):
             args.overrides = [*args.overrides, f"train.validation_size={config.train.test_size}"]
-            config = base_config(args.task, model, args.preset, args.overrides, args.device)
+            config = base_config(args.task, model, args.preset, args.overrides, args.device,
+                                 tuned_warmup=space.searches(WARMUP.target))
         if args.protocol == "v2" and not config.train.validation_size:
             raise ValueError("train.validation_size=0 makes every decision read the test set, which is protocol "
                              "v1: give it a positive size (default: the test_size), or pass --protocol v1")
