@@ -314,7 +314,6 @@ CHECKS: tuple[Check, ...] = (
     Check("init", "its own init survives building the backbone", check_init, True),
     Check("bf16", "bf16 autocast", check_bf16, True),
 )
-CHECKS_BY_KEY = {c.key: c for c in CHECKS}
 
 
 def check_matching(name: str, target_params: int, lm_config: LMConfig, overrides: dict[str, Any] | None = None,
@@ -343,5 +342,5 @@ def check_matching(name: str, target_params: int, lm_config: LMConfig, overrides
     return config, describe(name, config, lm_config, target_params, seq_len)
 
 
-__all__ = ["CHECKS", "CHECKS_BY_KEY", "Check", "ContractViolation", "Subject", "cache_scalars", "check_class",
+__all__ = ["CHECKS", "Check", "ContractViolation", "Subject", "cache_scalars", "check_class",
            "check_matching"]

@@ -37,7 +37,7 @@ from studies.config import parse_fields, parse_overrides
 from studies.experiments.capability.design import ModelLabel
 from studies.experiments.capability.plan import dry_run, main_plan
 from studies.experiments.capability.report import build_capability_report
-from studies.experiments.capability.run import run_study, stopped_in_one_line
+from studies.experiments.capability.run import copy_sqlite, run_study, stopped_in_one_line
 from studies.experiments.capability.study import STUDIES, Study
 from studies.pool import default_workers, run_parallel
 from studies.suite.configs import check_configs
@@ -186,21 +186,6 @@ def check_out(out: Path, source: Path) -> Path:
     return out
 
 
-def copy_storage(source: Path, target: Path) -> None:
-    """`source` copied to `target` by SQLite's backup API, the source opened read-only (nothing can be written
-    to it), through a temporary file renamed into place (no half copy is ever at `target`)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.partial")
-    partial.unlink(missing_ok=True)
-    committed, copy = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True), sqlite3.connect(partial)
-    try:
-        committed.backup(copy)
-    finally:
-        copy.close()
-        committed.close()
-    partial.replace(target)
-
-
 def plan_lines(study: Study, model: ModelLabel, source: Path, target: Path, names: dict[str, int], out: Path,
                device: str | None) -> str:
     """What the command copies, reads and trains, and where the report goes."""
@@ -253,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         print(dry_run(extended, workers, args.device, only="main", labels=(model.label,)))
         return 0
     if not target.exists():
-        copy_storage(source, target)
+        copy_sqlite(source, target)
     url = check_storage_url(f"sqlite:///{target}")
     with stopped_in_one_line():
         train_added(extended, model, url, out, args.device, workers, progress=not args.quiet)

@@ -169,6 +169,22 @@ def run_workers(study: Study, url: str, out: Path, device: str | None, only: str
                  report=lambda position, result: None)
 
 
+def copy_sqlite(source: Path, target: Path) -> None:
+    """`source` copied to `target` by SQLite's backup API (a consistent copy even while workers write to it),
+    the source opened read-only (nothing can be written to it), through a temporary file renamed into place
+    (a reader never sees half a copy): the snapshot, and --add-model's copy of the committed storage."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.partial")
+    partial.unlink(missing_ok=True)
+    committed, copy = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True), sqlite3.connect(partial)
+    try:
+        committed.backup(copy)
+    finally:
+        copy.close()
+        committed.close()
+    partial.replace(target)
+
+
 def snapshot(url: str | None, out: Path) -> str:
     """Copy the SQLite study at `url` to out/studies.db with SQLite's backup API (a consistent copy even
     while workers write to it) and return the copy's URL. Where the live storage is not SQLite, or is
@@ -184,16 +200,7 @@ def snapshot(url: str | None, out: Path) -> str:
         raise ValueError(f"--storage {url!r}: no such file {source}")
     if source == target:
         raise ValueError(f"--storage is {target} itself; point --storage at the live study (e.g. under runs/)")
-    out.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".db.partial")
-    partial.unlink(missing_ok=True)
-    live, copy = sqlite3.connect(source), sqlite3.connect(partial)
-    try:
-        live.backup(copy)
-    finally:
-        copy.close()
-        live.close()
-    partial.replace(target)  # atomic: a reader never sees half a copy
+    copy_sqlite(source, target)
     return f"sqlite:///{target}"
 
 
