@@ -15,28 +15,41 @@ configured computation mode; decoding uses `gateloop_step` on the same gates and
 
 Ablation switches (`GateLoopConfig`), one component of the gate at a time:
     magnitude  "data"  |a_n| = σ(W_α x_n + b_α)            (GateLoop)
+               "data_head" |a_n| = σ(w_α,h · x_n + b_α,h): one data magnitude per head, shared by its K
+                       channels (Mamba-2's scalar decay per head; with a data phase per channel, the
+                       Mamba-3 layout on GateLoop's engine)
                "fixed" |a|   = σ(λ), λ ∈ R^{H×K} learned, independent of x
                "one"   |a|   = 1: no decay at all (with a data phase the state never forgets; that is
                        the point of the ablation)
     phase      "data"  arg a_n = W_β x_n + b_β              (GateLoop)
                "fixed" arg a   = θ ∈ R^{H×K} learned, independent of x
                "zero"  arg a   = 0: real gates
+               "sign"  arg a_n ∈ {0, π}: a signed real gate a_n = 2σ(W_α x_n + b_α) − 1 ∈ (−1, 1), its
+                       sign and magnitude from one pre-activation. This is Grazzi et al.'s range extension
+                       ("Unlocking state-tracking in linear RNNs through negative eigenvalues", ICLR 2025:
+                       a gate in (0, 1) mapped to 2·gate − 1), applied to GateLoop's sigmoid magnitude;
+                       it needs magnitude = "data". Computed as tanh(u/2), which equals 2σ(u) − 1 without
+                       the cancellation near a = 0.
     magnitude_param "sigmoid_of_modulus": one complex pre-activation z_n = W_z x_n + b_z with
                |a_n| = σ(|z_n|) and arg a_n = arg z_n, as in some public GateLoop code. It confines
                |a| to [0.5, 1) and couples magnitude and phase, so it is offered only with
                magnitude = phase = "data".
 Special cases: magnitude "fixed" + phase "fixed" is a learned complex diagonal (S4D/S5/LRU family; with
 one decay per head, RetNet retention); magnitude "data" + phase "zero" is GLA/Mamba-2-like gating;
-magnitude "one" + phase "zero" is causal linear attention. Because q, k, v are real and only Re(q S) is
-read out, conjugating one channel's gates at every step leaves y unchanged: the sign of a channel's
-phase is not identifiable (keep that in mind when inspecting learned gates).
+magnitude "one" + phase "zero" is causal linear attention; phase "sign" is the negative-eigenvalue gate
+of Grazzi et al. (a real a_n that can flip the state's sign: enough for parity, not for Z_3's rotation).
+Because q, k, v are real and only Re(q S) is read out, conjugating one channel's gates at every step
+leaves y unchanged: the sign of a channel's phase is not identifiable (keep that in mind when inspecting
+learned gates).
 
 Initialisation (our choice; the paper does not pin one down):
   - Magnitude: σ(b_α) is spread deterministically over the H·K channels from `magnitude_init_min` = 0.9
     to `magnitude_init_max` = 0.99, geometrically in 1 − |a|, i.e. memory timescales 1/(1 − |a|)
     log-spaced from 10 to 100 tokens. Long memory at init is what LRU (ring init, r_min ≈ 0.9 to
     r_max ≈ 0.999) and RetNet (γ_h = 1 − 2^(−5−h), also geometric in 1 − γ) do; spreading it gives the
-    model several timescales to choose from before any gate has learned to depend on x.
+    model several timescales to choose from before any gate has learned to depend on x. With phase
+    "sign" the bias is logit((1 + m)/2) for the same spread m, so that every gate variant starts from the
+    same |a| (the variants differ in one thing); with magnitude "data_head" the spread runs over the H heads.
   - Phase: b_β spread linearly over (0, `phase_init_max`], the fastest rotation on the fastest-decaying
     channel and the slowest on the longest memory, as rotary/RetNet frequencies are ordered. The
     default π/10 is LRU's small max_phase for long-range tasks: at init the gate is close to a real
@@ -69,8 +82,8 @@ from gateloop.mixer import MixerConfig, is_int, is_real, mark_transition
 from gateloop.real_form import fla_refusal
 from gateloop.scan import COMPILED_MODES, GPU_MODES, MODES, gateloop_scan, gateloop_step
 
-MAGNITUDES = ("data", "fixed", "one")
-PHASES = ("data", "fixed", "zero")
+MAGNITUDES = ("data", "data_head", "fixed", "one")
+PHASES = ("data", "fixed", "zero", "sign")
 MAGNITUDE_PARAMS = ("sigmoid", "sigmoid_of_modulus")
 
 
@@ -111,6 +124,11 @@ class GateLoopConfig(MixerConfig):
                 f"{name}: magnitude_param='sigmoid_of_modulus' derives magnitude and phase from one complex "
                 f"pre-activation, so it needs magnitude='data' and phase='data' "
                 f"(got magnitude={self.magnitude!r}, phase={self.phase!r})"
+            )
+        if self.phase == "sign" and self.magnitude != "data":
+            raise ValueError(
+                f"{name}: phase='sign' is the signed real gate 2σ(W_α x + b_α) − 1, whose sign and magnitude come "
+                f"from one data-controlled pre-activation, so it needs magnitude='data' (got {self.magnitude!r})"
             )
         for field in ("output_gate", "norm"):
             if not isinstance(getattr(self, field), bool):
@@ -160,8 +178,8 @@ class GateLoop(nn.Module):
 
     Parameters: `qkv` (W_q, W_k, W_v stacked), `gate` (W_g, if output_gate), `norm` (if norm), `out` (W_o),
     and the transition parameters, tagged with `mark_transition` (no weight decay), whichever the config
-    has: `magnitude_proj` (W_α, b_α) or `magnitude_logit` (λ, "fixed"); `phase_proj` (W_β, b_β) or
-    `phase_angle` (θ, "fixed"); `modulus_proj` (W_z, b_z, "sigmoid_of_modulus").
+    has: `magnitude_proj` (W_α, b_α; also for "data_head" and phase "sign") or `magnitude_logit` (λ, "fixed");
+    `phase_proj` (W_β, b_β) or `phase_angle` (θ, "fixed"); `modulus_proj` (W_z, b_z, "sigmoid_of_modulus").
     """
 
     config_class = GateLoopConfig
@@ -185,8 +203,12 @@ class GateLoop(nn.Module):
                 self.modulus_proj.bias.copy_(torch.cat([re.flatten(), im.flatten()]))
             mark_transition(self.modulus_proj.weight, self.modulus_proj.bias)
         else:
-            if config.magnitude == "data":
-                self.magnitude_proj = self._gate_projection(H * K)
+            if config.magnitude in ("data", "data_head"):
+                if config.magnitude == "data_head":  # one magnitude per head, spread over the H heads
+                    magnitude_bias = self._magnitude_logits(H)
+                elif config.phase == "sign":  # 2σ(b) − 1 = m: the same initial |a| as the other gates
+                    magnitude_bias = torch.logit((1.0 + torch.sigmoid(magnitude_bias.double())) / 2).float()
+                self.magnitude_proj = self._gate_projection(magnitude_bias.numel())
                 with torch.no_grad():
                     self.magnitude_proj.bias.copy_(magnitude_bias.flatten())
                 mark_transition(self.magnitude_proj.weight, self.magnitude_proj.bias)
@@ -209,14 +231,17 @@ class GateLoop(nn.Module):
 
     def _initial_gate_biases(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Magnitude logits and phases at init, spread over the H·K channels: (H, K) each."""
-        lo, hi = self.config.magnitude_init_min, self.config.magnitude_init_max
         channels = self.H * self.K
-        t = torch.linspace(0.0, 1.0, channels, dtype=torch.float64)
-        forget = (1.0 - lo) ** (1.0 - t) * (1.0 - hi) ** t  # 1 − |a|, geometric from 1 − lo to 1 − hi
-        magnitude_logit = torch.logit(1.0 - forget)
         # Fastest rotation on the fastest-forgetting channel; the longest memory rotates slowest.
         phase = self.config.phase_init_max * torch.arange(channels, 0, -1, dtype=torch.float64) / channels
-        return magnitude_logit.float().view(self.H, self.K), phase.float().view(self.H, self.K)
+        return self._magnitude_logits(channels).view(self.H, self.K), phase.float().view(self.H, self.K)
+
+    def _magnitude_logits(self, channels: int) -> torch.Tensor:
+        """logit |a| at init for `channels` gates: (channels,), |a| from min to max, geometric in 1 − |a|."""
+        lo, hi = self.config.magnitude_init_min, self.config.magnitude_init_max
+        t = torch.linspace(0.0, 1.0, channels, dtype=torch.float64)
+        forget = (1.0 - lo) ** (1.0 - t) * (1.0 - hi) ** t  # 1 − |a|, geometric from 1 − lo to 1 − hi
+        return torch.logit(1.0 - forget).float()
 
     def _gate_projection(self, out_features: int) -> nn.Linear:
         layer = nn.Linear(self.config.d_model, out_features)
@@ -240,8 +265,12 @@ class GateLoop(nn.Module):
                 scale = torch.sigmoid(modulus) / modulus.clamp_min(torch.finfo(x.dtype).tiny)
                 return torch.complex(scale * re, scale * im)
             if self.magnitude_proj is not None:
-                magnitude = torch.sigmoid(F.linear(x, self.magnitude_proj.weight.float(), self.magnitude_proj.bias.float()))
-                magnitude = magnitude.view(shape)
+                logit = F.linear(x, self.magnitude_proj.weight.float(), self.magnitude_proj.bias.float())
+                if self.config.phase == "sign":  # a = 2σ(u) − 1 = tanh(u/2) ∈ (−1, 1), exactly real
+                    signed = torch.tanh(0.5 * logit).view(shape)
+                    return torch.complex(signed, torch.zeros_like(signed))
+                # (..., H·K), or (..., H) for "data_head": one magnitude per head, broadcast over its K keys
+                magnitude = torch.sigmoid(logit).view(*x.shape[:-1], self.H, -1).expand(shape)
             elif self.magnitude_logit is not None:
                 magnitude = torch.sigmoid(self.magnitude_logit.float()).expand(shape)
             else:

@@ -15,6 +15,8 @@ D = 8
 HEADS = [None, 2]  # max-headed (H = 8, K = V = 1) and two wide heads (K = V = 4)
 ABLATIONS = [
     *({"magnitude": m, "phase": p} for m in ("data", "fixed", "one") for p in ("data", "fixed", "zero")),
+    {"magnitude": "data_head", "phase": "data"},
+    {"phase": "sign"},
     {"magnitude_param": "sigmoid_of_modulus"},
     {"output_gate": False, "norm": False},
 ]
@@ -97,6 +99,8 @@ def test_decode_matches_forward(num_heads, ablation, mode, device):
         {},
         {"magnitude": "fixed", "phase": "fixed"},
         {"magnitude": "one", "phase": "data"},
+        {"magnitude": "data_head", "phase": "data"},
+        {"phase": "sign"},
         {"magnitude_param": "sigmoid_of_modulus"},
     ],
     ids=ablation_id,
@@ -105,6 +109,10 @@ def test_decode_matches_forward(num_heads, ablation, mode, device):
 def test_modes_agree_with_recurrent(num_heads, ablation, mode, device):
     # L = 13 with chunk 4: the last chunk is partial.
     reference = make(num_heads=num_heads, mode="recurrent", chunk_size=4, **ablation).to(device)
+    if ablation.get("phase") == "sign":
+        with torch.no_grad():  # gates of both signs, and some near 0, through every engine
+            reference.magnitude_proj.bias.zero_()
+        assert (reference.gates(inputs(2, 13, D).to(device)).real < 0).any()
     other = with_mode(reference, mode)
     x = inputs(2, 13, D).to(device)
     cotangent = inputs(2, 13, D, seed=2).to(device)
@@ -162,6 +170,64 @@ def test_gate_formula_sigmoid_of_modulus():
     # Far from 0, σ(|z|) rounds to 1.0 in fp32 (|z| > ~17) and |a| to 1 within an ulp of a unit phasor.
     a_big = layer.gates(100 * x)
     assert (a_big.abs() >= 0.5).all() and (a_big.abs() <= 1 + 1e-6).all()
+
+
+def test_gate_formula_signed():
+    """phase "sign": a = 2σ(W_α x + b_α) − 1, real, in (−1, 1), both signs reached (Grazzi et al.)."""
+    layer = make(num_heads=2, phase="sign")
+    assert layer.phase_proj is None and layer.phase_angle is None
+    with torch.no_grad():
+        layer.magnitude_proj.bias.zero_()  # so that x alone sets the sign: both signs occur
+    x = inputs(3, 5, D)
+    m = layer.magnitude_proj
+    expected = (2 * torch.sigmoid(x.double() @ m.weight.double().T + m.bias.double()) - 1).view(3, 5, 2, 4)
+    a = layer.gates(x)
+    torch.testing.assert_close(a.real.double(), expected, atol=1e-6, rtol=1e-6)
+    assert torch.equal(a.imag, torch.zeros_like(a.imag))
+    assert (a.real.abs() < 1).all() and (a.real < 0).any() and (a.real > 0).any()
+
+
+def test_signed_gate_gradient_matches_float64_autograd():
+    """The signed gate's gradient (through tanh(u/2)) equals autograd of 2σ(u) − 1 in float64."""
+    layer = make(num_heads=2, phase="sign")
+    x = inputs(2, 4, D)
+    cotangent = inputs(2, 4, 2, 4, seed=3)
+    (layer.gates(x).real * cotangent).sum().backward()
+    w = layer.magnitude_proj.weight.detach().double().requires_grad_()
+    b = layer.magnitude_proj.bias.detach().double().requires_grad_()
+    ((2 * torch.sigmoid(x.double() @ w.T + b) - 1).view(2, 4, 2, 4) * cotangent.double()).sum().backward()
+    torch.testing.assert_close(layer.magnitude_proj.weight.grad.double(), w.grad, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(layer.magnitude_proj.bias.grad.double(), b.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_signed_gate_counts_parity_where_a_positive_gate_cannot():
+    """A gate of −1 on odd tokens and +1 on even ones keeps the running parity in the state's sign; a gate
+    in (0, 1) keeps the same sign whatever the tokens. Set by hand: W_α reads a parity feature of x."""
+    for phase, expected_flips in (("sign", True), ("zero", False)):
+        layer = make(randomise=False, num_heads=None, phase=phase, output_gate=False, norm=False)
+        with torch.no_grad():
+            layer.magnitude_proj.weight.zero_()
+            layer.magnitude_proj.bias.zero_()
+            layer.magnitude_proj.weight[:, 0] = -40.0  # x_0 = +1 (odd token): u = −40, a ≈ −1 (or ≈ 0)
+            layer.magnitude_proj.bias.fill_(20.0)  # x_0 = 0 (even token): u = +20, a ≈ +1
+        x = torch.zeros(1, 6, D)
+        x[0, [0, 2, 3], 0] = 1.0  # odd tokens at 0, 2, 3
+        a = layer.gates(x)[0, :, 0, 0].real  # one channel's gate at every step
+        signs = torch.cumprod(torch.sign(a), 0)
+        assert torch.equal(signs < 0, torch.tensor([True, True, False, True, True, True])) == expected_flips
+
+
+def test_head_shared_magnitude_is_one_per_head_with_a_phase_per_channel():
+    """magnitude "data_head": |a| is the same for the K channels of a head (Mamba-2/3's layout); the
+    phase still differs per channel; the magnitude projection has H outputs."""
+    layer = make(num_heads=2, magnitude="data_head")
+    assert layer.magnitude_proj.out_features == 2 and layer.phase_proj.out_features == D
+    x = inputs(3, 5, D)
+    a = layer.gates(x)  # (3, 5, 2, 4)
+    expected = torch.sigmoid(x.double() @ layer.magnitude_proj.weight.double().T
+                             + layer.magnitude_proj.bias.double())  # (3, 5, 2)
+    torch.testing.assert_close(a.abs().double(), expected.unsqueeze(-1).expand(3, 5, 2, 4), atol=1e-6, rtol=1e-6)
+    assert (a.angle()[..., 0] != a.angle()[..., 1]).all()
 
 
 @pytest.mark.parametrize("phase", ["data", "fixed", "zero"])
@@ -235,7 +301,8 @@ def test_magnitude_one_phase_zero_is_causal_linear_attention():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"num_heads": 2}, {"magnitude": "fixed", "phase": "fixed"}, {"magnitude_param": "sigmoid_of_modulus"}],
+    [{}, {"num_heads": 2}, {"magnitude": "fixed", "phase": "fixed"}, {"magnitude_param": "sigmoid_of_modulus"},
+     {"phase": "sign"}],
     ids=ablation_id,
 )
 def test_initial_gates_in_documented_range(kwargs):
@@ -249,6 +316,9 @@ def test_initial_gates_in_documented_range(kwargs):
     # Spread over the channels: from exactly 0.9 to exactly 0.99 (geometric in 1 − |a|).
     assert min(magnitude) == pytest.approx(0.9, abs=1e-5) and max(magnitude) == pytest.approx(0.99, abs=1e-5)
     assert len(set(magnitude)) == 64
+    if kwargs.get("phase") == "sign":  # the same |a| at init as every other gate, all positive, no phase
+        assert (a0.real > 0).all() and not a0.imag.any()
+        return
     assert phase.min() > 0 and phase.max().item() == pytest.approx(math.pi / 10, abs=1e-5)
     # The longest memory rotates slowest.
     assert phase[magnitude.index(max(magnitude))] == phase.min()
@@ -268,6 +338,9 @@ def test_initial_gates_in_documented_range(kwargs):
         ({"magnitude": "fixed", "phase": "fixed"}, {"magnitude_logit", "phase_angle"}),
         ({"magnitude": "one", "phase": "zero"}, set()),
         ({"magnitude_param": "sigmoid_of_modulus"}, {"modulus_proj.weight", "modulus_proj.bias"}),
+        ({"phase": "sign"}, {"magnitude_proj.weight", "magnitude_proj.bias"}),
+        ({"magnitude": "data_head"}, {"magnitude_proj.weight", "magnitude_proj.bias", "phase_proj.weight",
+                                      "phase_proj.bias"}),
     ],
     ids=lambda v: ablation_id(v) if isinstance(v, dict) else None,
 )
@@ -288,6 +361,8 @@ def test_transition_parameters_tagged(kwargs, expected):
         ({"phase": "random"}, "phase='random' must be one of"),
         ({"magnitude_param": "tanh"}, "magnitude_param='tanh'"),
         ({"magnitude_param": "sigmoid_of_modulus", "phase": "zero"}, "needs magnitude='data' and phase='data'"),
+        ({"phase": "sign", "magnitude": "fixed"}, "phase='sign' is the signed real gate"),
+        ({"phase": "sign", "magnitude": "data_head"}, "needs magnitude='data' (got 'data_head')"),
         ({"norm": 1}, "norm=1 must be a bool"),
         ({"output_gate": "yes"}, "output_gate='yes' must be a bool"),
         ({"mode": "fft"}, "mode='fft' must be one of"),
@@ -320,7 +395,8 @@ def test_gates_stay_fp32_under_autocast():
 
 
 @pytest.mark.skipif(bool(build_refusal("mode='chunked'")), reason="no C++ compiler or ninja")
-@pytest.mark.parametrize("ablation", [{}, {"phase": "zero"}, {"magnitude": "fixed", "phase": "fixed"}], ids=ablation_id)
+@pytest.mark.parametrize("ablation", [{}, {"phase": "zero"}, {"magnitude": "fixed", "phase": "fixed"}, {"phase": "sign"}],
+                         ids=ablation_id)
 def test_max_headed_layer_in_fused_mode_agrees_with_recurrent(ablation):
     """mode='fused' (C++, max-headed only): output, input and parameter gradients against the loop."""
     test_modes_agree_with_recurrent(None, ablation, "fused", "cpu")

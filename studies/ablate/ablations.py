@@ -13,6 +13,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "fixed_magnitude": {"magnitude": "fixed"},  # learned but input-independent |a|
     "unit_magnitude": {"magnitude": "one"},  # |a| = 1: no forgetting at all
     "real_gates": {"phase": "zero"},  # a real data-controlled gate in (0, 1) (GLA / Mamba-2-like)
+    "signed_gates": {"phase": "sign"},  # a real data-controlled gate in (−1, 1) (Grazzi et al. 2025)
+    "head_magnitude": {"magnitude": "data_head"},  # one data magnitude per head, data phase per channel (Mamba-3)
     "fixed_phase": {"phase": "fixed"},  # learned but input-independent rotation
     "modulus_sigmoid": {"magnitude_param": "sigmoid_of_modulus"},  # |a| = σ(|z|), arg a = arg z: |a| in [0.5, 1)
     "no_output_gate": {"output_gate": False},
