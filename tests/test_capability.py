@@ -61,7 +61,8 @@ def tiny_study(**changes) -> Study:
 def test_kv_family_shares_width_heads_and_state(study):
     plan = {item.label: item.config for item in main_plan(study, "cpu") if item.variant == study.variants[0].label}
     kv = [m.label for m in study.models if m.family == "kv"]
-    assert kv == ["gateloop_kv", "gateloop_kv_real", "gateloop_kv_fixed", "retnet"]
+    signed = ["gateloop_kv_signed"] if study.protocol == "v2" else []  # study v2 adds the signed real gate
+    assert kv == ["gateloop_kv", "gateloop_kv_real", *signed, "gateloop_kv_fixed", "retnet"]
     widths = {plan[label].mixer.d_model for label in kv}
     heads = {plan[label].mixer.num_heads for label in kv}
     states = {label: sizes(plan[label])[1] for label in kv}

@@ -357,3 +357,34 @@ def test_v1_cpu_study_plans_exactly_the_committed_runs():
         name = f"capability-ablate/{item.variant}/{item.label}"
         if name in stored:  # the ablations the committed storage has run so far
             assert same(item.config, stored[name]), name
+
+
+# ------------------------------------------------------------------------------------------------ study v2
+
+
+def test_study_v2_holds_what_issue_25_asks():
+    """The v2 study's data: every named model at matched state (signed real gates on GateLoop's engine, S4D, S5,
+    mamba's d_state 16 as a labelled reference), the (a)-(c) variants in priority order, 8 confirm seeds,
+    equal training wherever a prediction reads another length, the Mamba-2/3 layout among its ablations."""
+    from studies.experiments.capability.study import CPU_STUDY_V2 as V2
+
+    assert V2.protocol == "v2" and V2.prefix == "capability-v2" and V2.validation_size > 0
+    assert [m.label for m in V2.models] == [
+        "gateloop_kv", "gateloop_kv_real", "gateloop_kv_signed", "gateloop_kv_fixed", "retnet", "gateloop_max",
+        "gateloop_max_signed", "lru", "s4d", "s5", "mamba", "mamba_d16", "attention"]
+    assert dict(V2.model("gateloop_kv_signed").overrides)["phase"] == "sign"
+    assert dict(V2.model("gateloop_max_signed").overrides) == {"d_model": 48, "num_heads": None, "phase": "sign"}
+    assert V2.model("mamba_d16").family == "reference" and dict(V2.model("mamba_d16").overrides)["d_state"] == 16
+    assert [v.label for v in V2.variants] == ["parity", "z3", "selective_copy", "mqar_k4", "induction_heads", "s3"]
+    assert all(V2.confirm_seeds_for(v.label) >= 8 for v in V2.variants)
+    for p in V2.predictions:
+        if p.multiplier != 1:  # read beyond the training length: every model trains every step there
+            assert not any(V2.variant(v).early_stop for v in p.variants), p.name
+    assert "head_magnitude" in V2.ablations and set(V2.ablation_variants) == {"parity", "z3", "mqar_k4"}
+    # The plan builds: each model once per variant, each ablation a model of its own, no sweep.
+    main = main_plan(V2, "cpu")
+    assert len(main) == 13 * 6 and not sweep_plan(V2, "cpu")
+    signed = next(item.config for item in main if item.label == "gateloop_kv_signed")
+    assert signed.mixer.phase == "sign" and signed.mixer.num_heads == 4 and signed.train.validation_size > 0
+    labels = {item.label for item in ablation_plan(V2, "cpu")}
+    assert labels == {"gateloop_kv@head_magnitude", "gateloop_kv@fixed_magnitude", "gateloop_kv@fixed_phase"}

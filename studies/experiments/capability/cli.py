@@ -1,7 +1,7 @@
 """The capability study (issue 14): matched model families, trained until they learn, tuned on a grid.
 
-    testbed capability [--storage URL] [--out results/capability] [--workers N] [--device ...]
-                       [--preset capability|gpu] [--dry-run] [--only main|sweep|ablations] [--quiet]
+    testbed capability [--storage URL] [--out results/PREFIX] [--workers N] [--device ...]
+                       [--preset capability|v2|gpu] [--dry-run] [--only main|sweep|ablations] [--quiet]
                        [--snapshot]
 
 Everything the study is — which models, at which widths and state sizes; which task variants, at which
@@ -33,10 +33,13 @@ from studies.tune.storage import open_existing_storage, open_storage, storage_ur
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="capability", choices=sorted(STUDIES), help="which study (gpu: zoology's scale)")
+    parser.add_argument("--preset", default="capability", choices=sorted(STUDIES),
+                        help="which study (capability: v1, the committed record; v2: study v2 under protocol v2; "
+                             "gpu: zoology's scale)")
     parser.add_argument("--storage", default=None, help="SQLAlchemy URL (default: sqlite:///OUT/studies.db)")
     parser.add_argument("--out", default=None,
-                        help="report directory (default: results/capability; with --add-model the copy's directory)")
+                        help="report directory (default: results/PREFIX, the study's prefix: results/capability, "
+                             "results/capability-v2, results/capability-gpu; with --add-model the copy's directory)")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes on this machine sharing the storage (default: the usable CPU cores)")
     parser.add_argument("--device", default=None, help="auto | cpu | cuda (default: the preset's)")
@@ -47,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train nothing: copy the SQLite --storage consistently to OUT/studies.db (SQLite's "
                              "backup API, safe while the study runs) and rebuild OUT's report from that copy")
     added.add_arguments(parser)  # --add-model: one more model beside the committed study (added.py)
+
+
+def default_out(study: Study) -> str:
+    """Each study reports into its own folder, named by its prefix (v1's stays results/capability)."""
+    return f"results/{study.prefix}"
 
 
 def check_holds_study(url: str, study: Study) -> None:
@@ -75,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_at_least_one("--workers", workers)
         check_device(args.device)
-        out = check_out_dir(args.out if args.out is not None else "results/capability")
+        out = check_out_dir(args.out if args.out is not None else default_out(study))
         if args.storage is not None:  # before a dry run too: it takes minutes to measure
             # A snapshot only reads its storage, which may be a read-only archive; a run writes to it.
             check_storage_url(args.storage, must_exist=args.snapshot)

@@ -11,7 +11,7 @@ import numpy as np
 
 from studies.ablate.ablations import ABLATIONS
 from studies.experiments.capability.design import (ModelLabel, Prediction, TaskVariant, applicable, matched_models,
-                                                   predictions, task_variant)
+                                                   matched_models_v2, predictions, predictions_v2, task_variant)
 from studies.presets import get_preset
 from studies.tune.lr_search import LrSearch
 
@@ -284,4 +284,56 @@ GPU_STUDY = dataclasses.replace(
     budget_hours=1.0,
 )
 
-STUDIES: dict[str, Study] = {"capability": CPU_STUDY, "gpu": GPU_STUDY}
+# Study v2 (issue 25): the whole question under protocol v2, on this 2-core machine, beside v1 (whose storage
+# and report stay as the record). Its predictions (design.predictions_v2) were committed before any of its
+# runs. What it is:
+# - models: v1's families with a signed real gate added to each (gateloop_kv_signed, gateloop_max_signed),
+#   S4D and S5 (v1 left them out for cost), mamba at d_state 16 as a labelled reference row; attention.
+# - variants, in the order they run (the issue's priorities): (a) v1's four; (b) induction heads; (c) S3.
+#   Left out, priority (d) memory_horizon (its best model needs > 11k steps at L=64, results/pilot and
+#   pilot2) and (e) the state-size sweep: see the dry run (results/capability-v2/dry-run.txt) for the cost.
+# - budgets: v1's four from v1's measured curves of the same configs (results/capability: the best model
+#   reached 0.99 in every confirm seed within them; results/pilot2); induction heads and S3 from this
+#   study's own pilot curves (results/pilot-v2-budgets).
+# - escape windows (no pruning rung before): from the same curves, the step by which the slowest learning
+#   seed had left its floor, rounded up to a rung. MQAR's seeds left the 0.25 plateau between ~1.2k and
+#   ~6k steps in v1, so no rung prunes there at all (the protocol forbids pruning a learner on its plateau).
+# - confirm seeds: 8 wherever v1's seeds split at a length a prediction reads (all but none: parity and z3
+#   at 2×, selective copy and MQAR at 1×), so 8 everywhere.
+# - early stopping only where every prediction reads 1× (selective copy, MQAR); elsewhere every run trains
+#   every step, so that scores beyond the training length compare equal training.
+# - ablations of gateloop_kv, tuned like models, on parity, z3 and MQAR: the head-shared data magnitude with
+#   a per-channel data phase (the Mamba-2/3 layout, layer.py's magnitude "data_head"), the fixed magnitude and
+#   the fixed phase; the positive-real, signed-real and fixed gates are models of the main part.
+V2_CONFIRM_SEEDS = 8
+V2_IH_STEPS, V2_S3_STEPS = 3000, 3000  # provisional until results/pilot-v2-budgets says (before their first run)
+_V2_VARIANTS = (
+    task_variant("parity", "state_tracking", PARITY_STEPS, "Z_2, final position, lengths uniform in [L/2, L]",
+                 no_prune_before=1000, early_stop=False, group="cyclic", modulus=2, **_ST),
+    task_variant("z3", "state_tracking", Z3_STEPS, "Z_3 (sum mod 3): a rotation by 2π/3, no real eigenvalue",
+                 no_prune_before=1500, early_stop=False, group="cyclic", modulus=3, **_ST),
+    task_variant("selective_copy", "selective_copy", COPY_STEPS, "8 tokens at random places, exact match",
+                 no_prune_before=1500, seq_len=32, vocab=16, num_tokens=8),
+    task_variant("mqar_k4", "mqar", MQAR_STEPS, "4 pairs", no_prune_before=6000, num_kv_pairs=4, **_MQAR),
+    task_variant("induction_heads", "induction_heads", V2_IH_STEPS, "one trigger, recalled at the end; read at 4×",
+                 no_prune_before=V2_IH_STEPS // 2, early_stop=False, seq_len=32, vocab=8),
+    task_variant("s3", "state_tracking", V2_S3_STEPS, "S3 (non-abelian, solvable), final position",
+                 no_prune_before=V2_S3_STEPS // 2, early_stop=False, group="S3", **_ST),
+)
+CPU_STUDY_V2 = Study(
+    preset="capability",
+    description="study v2 on 2 CPU cores (issue 25): d_model 48, length 32, batch 32, protocol v2",
+    models=matched_models_v2(48),
+    variants=_V2_VARIANTS,
+    predictions=predictions_v2(),
+    sweep_variant="mqar_k4",
+    sweep=(),  # priority (e), left out
+    ablation_variants=("parity", "z3", "mqar_k4"),
+    ablations=("head_magnitude", "fixed_magnitude", "fixed_phase"),
+    confirm_seeds=V2_CONFIRM_SEEDS,
+    budget_hours=20.0,  # 40 device-hours on 2 cores (issue 25)
+    prefix="capability-v2",
+    protocol="v2",
+)
+
+STUDIES: dict[str, Study] = {"capability": CPU_STUDY, "gpu": GPU_STUDY, "v2": CPU_STUDY_V2}
