@@ -105,9 +105,15 @@ def _concat(batches: list[Batch]) -> Batch:
 
 
 def held_out_batch(task: Task, test_size: int, seeds: tuple[int, ...] = AUDIT_SEEDS,
-                   seq_len: int | None = None) -> Batch:
+                   seq_len: int | None = None, validation_size: int = 0) -> Batch:
     """The held-out sets of `TaskData(task, seed, test_size)` for each seed, as one batch: at the
-    training length its test set, at another `seq_len` the held-out set a run is evaluated on there."""
+    training length its test set, at another `seq_len` the held-out set a run is evaluated on there. With
+    `validation_size`, the validation rows of `TaskData(task, seed, test_size, validation_size)` instead:
+    the rows a run's decisions read (training length only)."""
+    if validation_size:
+        if seq_len is not None and seq_len != task.seq_len:
+            raise ValueError(f"validation rows exist at the training length {task.seq_len} only, not {seq_len}")
+        return _concat([TaskData(task, seed, test_size, validation_size).validation for seed in seeds])
     if seq_len is None or seq_len == task.seq_len:
         return _concat([TaskData(task, seed, test_size).test for seed in seeds])
     return _concat([TaskData(task, seed, test_size).test_at_length(seq_len, test_size) for seed in seeds])
@@ -147,12 +153,13 @@ def best_baseline(task: Task, batch: Batch) -> tuple[str, float]:
 
 @functools.cache
 def floor(task: Task, test_size: int, seeds: tuple[int, ...] = AUDIT_SEEDS,
-          seq_len: int | None = None) -> tuple[str, float, str]:
+          seq_len: int | None = None, validation_size: int = 0) -> tuple[str, float, str]:
     """(best baseline's name, its score, the metric) on the test sets a suite run of `task` with
     `test_size` evaluates on, one per seed — at the training length, or at `seq_len` with the baselines
-    of the task posed there. Cached: tasks are frozen, so equal configs share it."""
+    of the task posed there; with `validation_size`, on the runs' validation rows (what a decision such as
+    pruning may read). Cached: tasks are frozen, so equal configs share it."""
     at = task if seq_len is None else task.at_length(seq_len)
-    name, score = best_baseline(at, held_out_batch(task, test_size, seeds, seq_len))
+    name, score = best_baseline(at, held_out_batch(task, test_size, seeds, seq_len, validation_size))
     return name, score, task.metric
 
 

@@ -76,6 +76,28 @@ def test_sha_tuning_records_the_floor_it_prunes_against(tmp_path):
     assert study.user_attrs["pruner"]["plateau_margin"] == 0.1
 
 
+def test_under_v2_the_pruners_floor_reads_the_validation_rows_and_an_older_study_keeps_its_own(tmp_path):
+    """No decision reads the rows that report: with a validation set the floor is the best baseline on the
+    trials' validation rows (and the study says so); a v2 study stored before that (no "floor_rows") reopens
+    with the test-row floor it ran with, so that it resumes unchanged."""
+    storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    args = (storage, "v", "state_tracking", "gateloop", "smoke", ["train.steps=16", "train.validation_size=100"], None, 2)
+    study, config, _ = open_tuning_study(*args, sampler="lr_rule", pruner="safe_sha", no_prune_before=8)
+    on_validation = floor(config.task, config.train.test_size, (0, 1), validation_size=100)[1]
+    on_test = floor(config.task, config.train.test_size, (0, 1))[1]
+    assert on_validation != on_test  # different rows, so the check below can tell them apart
+    assert study.pruner.floor == on_validation and study.user_attrs["pruner"]["floor"] == round(on_validation, 6)
+    assert study.user_attrs["floor_rows"] == "validation rows of the trials' seeds"
+    # An older v2 study: its stored attrs as they were, with the test rows' floor and no floor_rows.
+    old = optuna.create_study(storage=storage, study_name="old/state_tracking/gateloop", direction="maximize")
+    for key, value in study.user_attrs.items():
+        if key != "floor_rows":
+            old.set_user_attr(key, {**value, "floor": round(on_test, 6)} if key == "pruner" else value)
+    reopened, _, _ = open_tuning_study(*((storage, "old") + args[2:]), sampler="lr_rule", pruner="safe_sha",
+                                       no_prune_before=8)
+    assert reopened.pruner.floor == on_test and "floor_rows" not in reopened.user_attrs
+
+
 def test_halving_prunes_only_beyond_the_margin():
     """Rungs at 4 and 8 of a 16-step run: a trial more than 0.02 below the rung's top half stops there;
     one within the margin (plateau noise) continues; nothing is pruned at the last step."""

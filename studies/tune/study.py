@@ -35,7 +35,7 @@ from studies.config import CONFIG_VERSION, RunConfig, TrainConfig, as_stored
 from studies.presets import get_preset
 from studies.suite.configs import build_configs
 from studies.tune.lr_search import LrSearch
-from studies.tune.queries import best_trial
+from studies.tune.queries import best_trial, find_study
 from studies.tune.pruners import PRUNERS, make_pruner, make_safe_sha_pruner, make_sha_pruner
 from studies.tune.samplers import SAMPLERS, LrRuleSampler, make_grid_sampler, make_sampler
 from studies.tune.search_spaces import SEARCH_SPACE_VERSION, WARMUP, Knob, SearchSpace, get_search_space
@@ -197,11 +197,17 @@ def open_tuning_study(storage: optuna.storages.BaseStorage, prefix: str, task: s
     config = base_config(task, model, preset, overrides, device, tuned_warmup=space.searches(WARMUP.target))
     name = study_name(prefix, task_label or task, label or model)
     steps = config.train.steps
-    # The halving pruner's floor: the best no-solve baseline on the held-out sets of the trials' seeds,
-    # pooled, on the task's metric (the values the trials report are those seeds' mean).
-    floor = (shortcut_floor(config.task, config.train.test_size,
-                            tuple(config.train.seed + i for i in range(seeds)))[1] if pruner in ("sha", "safe_sha")
-             else None)
+    # The halving pruner's floor: the best no-solve baseline on the held-out rows the trials decide on (their
+    # validation rows under protocol v2, else their test sets), of the trials' seeds pooled, on the task's
+    # metric (the values the trials report are those seeds' mean). A study stored before floors were read
+    # on validation rows (no "floor_rows" attr) keeps its test-row floor, so that it resumes unchanged.
+    existing = find_study(storage, name)
+    floor_rows = ("validation" if config.train.validation_size
+                  and (existing is None or "floor_rows" in existing.user_attrs or "pruner" not in existing.user_attrs)
+                  else "test")
+    floor = (shortcut_floor(config.task, config.train.test_size, tuple(config.train.seed + i for i in range(seeds)),
+                            validation_size=config.train.validation_size if floor_rows == "validation" else 0)[1]
+             if pruner in ("sha", "safe_sha") else None)
     samplers = {"grid": lambda: make_grid_sampler(grid, sampler_seed), "tpe": lambda: make_sampler(sampler_seed, trials),
                 "lr_rule": lambda: LrRuleSampler(lr_search or LrSearch())}
     pruners = {"sha": lambda: make_sha_pruner(steps, floor), "median": lambda: make_pruner(steps),
@@ -218,6 +224,8 @@ def open_tuning_study(storage: optuna.storages.BaseStorage, prefix: str, task: s
     }
     if config.train.validation_size:  # absent from v1 studies, which must resume unchanged
         expected["decision_rows"] = decision_rows(config)
+    if floor is not None and floor_rows == "validation":
+        expected["floor_rows"] = "validation rows of the trials' seeds"
     stored = study.user_attrs
     for key, value in expected.items():
         if key in stored and jsonable(stored[key]) != jsonable(value):
