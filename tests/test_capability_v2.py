@@ -381,10 +381,26 @@ def test_study_v2_holds_what_issue_25_asks():
         if p.multiplier != 1:  # read beyond the training length: every model trains every step there
             assert not any(V2.variant(v).early_stop for v in p.variants), p.name
     assert "head_magnitude" in V2.ablations and set(V2.ablation_variants) == {"parity", "z3", "mqar_k4"}
-    # The plan builds: each model once per variant, each ablation a model of its own, no sweep.
+    # The plan builds: each variant's models once, each ablation a model of its own, no sweep.
     main = main_plan(V2, "cpu")
-    assert len(main) == 13 * 6 and not sweep_plan(V2, "cpu")
+    assert len(main) == sum(len(V2.models_for(v.label)) for v in V2.variants) and not sweep_plan(V2, "cpu")
+    for v in ("parity", "z3", "selective_copy", "mqar_k4"):  # priority (a): every matched model
+        assert {m.label for m in V2.models if m.family != "reference"} <= {m.label for m in V2.models_for(v)}
+    assert "mamba_d16" in {m.label for m in V2.models_for("mqar_k4")}
     signed = next(item.config for item in main if item.label == "gateloop_kv_signed")
     assert signed.mixer.phase == "sign" and signed.mixer.num_heads == 4 and signed.train.validation_size > 0
     labels = {item.label for item in ablation_plan(V2, "cpu")}
     assert labels == {"gateloop_kv@head_magnitude", "gateloop_kv@fixed_magnitude", "gateloop_kv@fixed_phase"}
+
+
+def test_a_variant_runs_only_its_declared_models_and_a_prediction_only_compares_those():
+    study = tiny_v2(variants=(dataclasses.replace(PARITY, models=("gateloop_kv",)), MQAR),
+                    predictions=(Prediction("kv_beats_max", "beats", ("mqar_tiny",), ("gateloop_kv",), ("gateloop_max",),
+                                            1, "t"),))
+    assert [m.label for m in study.models_for("parity")] == ["gateloop_kv"]
+    assert [(i.variant, i.label) for i in main_plan(study, "cpu")] == [
+        ("parity", "gateloop_kv"), ("mqar_tiny", "gateloop_kv"), ("mqar_tiny", "gateloop_max")]
+    with pytest.raises(ValueError, match=r"compares \['gateloop_max'\] on parity, which does not run them"):
+        tiny_v2(variants=(dataclasses.replace(PARITY, models=("gateloop_kv",)), MQAR))
+    with pytest.raises(ValueError, match=r"variant parity runs unknown models \['nosuch'\]"):
+        tiny_v2(variants=(dataclasses.replace(PARITY, models=("nosuch",)), MQAR))

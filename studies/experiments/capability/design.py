@@ -129,6 +129,7 @@ class TaskVariant:
     no_prune_before: int = 0
     confirm_seeds: int | None = None  # None: the study's
     early_stop: bool = True  # False: every run trains all `steps` (no stop at the preset's target)
+    models: tuple[str, ...] = ()  # the model labels run on this variant, in the study's order; (): every one
 
     def __post_init__(self) -> None:
         if not 0 <= self.no_prune_before <= self.steps:
@@ -152,8 +153,10 @@ class TaskVariant:
 
 
 def task_variant(label: str, task: str, steps: int, note: str, *, no_prune_before: int = 0,
-                 confirm_seeds: int | None = None, early_stop: bool = True, **knobs: Any) -> TaskVariant:
-    return TaskVariant(label, task, tuple(knobs.items()), steps, note, no_prune_before, confirm_seeds, early_stop)
+                 confirm_seeds: int | None = None, early_stop: bool = True, models: tuple[str, ...] = (),
+                 **knobs: Any) -> TaskVariant:
+    return TaskVariant(label, task, tuple(knobs.items()), steps, note, no_prune_before, confirm_seeds, early_stop,
+                       models)
 
 
 # ------------------------------------------------------------------------------------------- predictions

@@ -51,12 +51,12 @@ def rule_detail(study: Study, variant: str) -> tuple[int, str]:
 def main_plan(study: Study, device: str | None = None) -> list[PlannedRuns]:
     if study.protocol == "v2":
         return [PlannedRuns("main", v.label, m.label, run_config(study, v, m.mixer, m.override_strings(), device),
-                            *rule_detail(study, v.label)) for v in study.variants for m in study.models]
+                            *rule_detail(study, v.label)) for v in study.variants for m in study.models_for(v.label)]
     grid = len(study.lr_grid)
     return [PlannedRuns("main", v.label, m.label, run_config(study, v, m.mixer, m.override_strings(), device),
                         grid * study.tuning_seeds + study.confirm_seeds,
                         f"{grid} grid trials × {study.tuning_seeds} seeds + {study.confirm_seeds} confirm seeds")
-            for v in study.variants for m in study.models]
+            for v in study.variants for m in study.models_for(v.label)]
 
 
 def sweep_plan(study: Study, device: str | None = None, lrs: dict[str, float] | None = None) -> list[PlannedRuns]:

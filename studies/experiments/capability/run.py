@@ -76,9 +76,9 @@ def tuned_lrs(storage: optuna.storages.BaseStorage, study: Study, variant: str, 
     return lrs
 
 
-def model_specs(study: Study) -> list[ModelSpec]:
-    """The study's models as tune's model specs: a label, a mixer and its overrides."""
-    return [ModelSpec(m.label, m.mixer, tuple(m.override_strings())) for m in study.models]
+def model_specs(study: Study, variant: str) -> list[ModelSpec]:
+    """The models run on `variant` as tune's model specs: a label, a mixer and its overrides."""
+    return [ModelSpec(m.label, m.mixer, tuple(m.override_strings())) for m in study.models_for(variant)]
 
 
 def _seed_jobs(storage: optuna.storages.BaseStorage, study: Study, part: str, plan: list[PlannedRuns],
@@ -112,7 +112,7 @@ def run_variant(study: Study, storage: optuna.storages.BaseStorage, variant: Tas
                 progress: bool) -> None:
     """The main part on one task variant: every model tuned on the lr grid, its best re-trained on the
     confirm seeds (resumable: what the storage holds is not trained again)."""
-    specs = model_specs(study)
+    specs = model_specs(study, variant.label)
     if study.protocol == "v2":
         tune_and_confirm_v2(study, storage, variant, specs, study.prefix, device, progress)
         return
