@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Study v2's long run (issue 25), in the background, resumable: rerunning this script continues where the
+# storage stopped (a killed worker's running trials are trained again). Snapshots for commits:
+#   testbed capability --preset v2 --snapshot --storage sqlite:///runs/capability-v2/studies.db
+# which copies the live storage to results/capability-v2/studies.db and rebuilds the report from the copy.
+set -u
+cd "$(dirname "$0")/../.."
+. .venv/bin/activate
+mkdir -p runs/capability-v2
+exec testbed capability --preset v2 --storage sqlite:///runs/capability-v2/studies.db --workers 2 --quiet \
+    >> runs/capability-v2/run.log 2>&1
