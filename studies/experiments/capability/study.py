@@ -273,7 +273,9 @@ GPU_STUDY = dataclasses.replace(
     CPU_STUDY,
     preset="gpu",
     lr_grid=Study.__dataclass_fields__["lr_grid"].default,
-    ablations=Study.__dataclass_fields__["ablations"].default,
+    # The default ablations but max_heads, which is the main part's gateloop_max (and which the ablation
+    # builder refuses on the 4-head base, whose num_heads it would override).
+    ablations=tuple(a for a in Study.__dataclass_fields__["ablations"].default if a != "max_heads"),
     ablations_by_variant=(),
     prefix="capability-gpu",  # its own studies: one storage may hold both studies without clashing
     description="one GPU, < 1 h (unverified: estimated, never run on a GPU): d_model 128, lengths up to 256, "
