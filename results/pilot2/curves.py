@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from studies.experiments.capability import CPU_STUDY, _config
+from studies.experiments.capability.plan import run_config as _config
+from studies.experiments.capability.study import CPU_STUDY
 from tasks.shortcuts import floor
 
 sys.path.insert(0, str(Path(__file__).parent))

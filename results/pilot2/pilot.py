@@ -9,7 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-from studies.experiments.capability import CPU_STUDY, TaskVariant, _config, _variant
+from studies.experiments.capability.design import TaskVariant, task_variant as _variant
+from studies.experiments.capability.plan import run_config as _config
+from studies.experiments.capability.study import CPU_STUDY
 from studies.train import train
 
 # Variants piloted while they were in the CPU study and cut from it since (their knobs then; the step
