@@ -17,6 +17,7 @@ from studies.config import RunConfig
 from studies.experiments.capability.design import TaskVariant
 from studies.experiments.capability.study import Study, is_main_size
 from studies.presets import get_preset
+from studies.pool import run_parallel
 from studies.tables import human_count, markdown_table
 from studies.train import build_model, make_optimizer, resolve_device, train_step
 from studies.tune.study import ModelSpec, base_config
@@ -196,11 +197,28 @@ def family_table(study: Study, device: str | None = None) -> str:
                            "what it is"), rows)
 
 
-def dry_run(study: Study, workers: int, device: str | None = None, measure_steps: int = 3,
+def _measure(config: RunConfig, steps: int) -> float | None:
+    return step_ms(config, steps)
+
+
+def measured_ms(configs: list[RunConfig], workers: int, steps: int) -> list[float | None]:
+    """ms/step of every config, measured as the study runs them: on `workers` processes at once (one job per
+    process, each config timed while the other processes time theirs), so that the cores' contention is in
+    the number. On this 2-core machine a step timed alone was about 1.5× faster than in the study's two workers
+    (study v2's first trial, gateloop_kv on parity: 188 s for 2 × 2000 steps with their evaluations, 46 ms a
+    step, where the dry run had timed 30-31 ms alone)."""
+    if workers <= 1 or len(configs) <= 1:
+        return [step_ms(c, steps) for c in configs]
+    found: dict[int, float | None] = {}
+    run_parallel(_measure, [(c, steps) for c in configs], workers, report=found.__setitem__)
+    return [found[i] for i in range(len(configs))]
+
+
+def dry_run(study: Study, workers: int, device: str | None = None, measure_steps: int = 10,
             only: str | None = None, labels: tuple[str, ...] | None = None) -> str:
     """The whole plan (or the part `only`, or only the models `labels` name) as text: every (task, model) with
     its state, parameters, runs and step budget, and the estimated wall time from a measured ms/step of each
-    config on `workers` workers."""
+    config on `workers` workers (`measured_ms`: timed on that many processes at once)."""
     if study.protocol == "v2":
         lines = [f"capability study `{study.preset}`, protocol v2: {study.description}", "",
                  family_table(study, device), *protocol_v2_lines(study, device)]
@@ -218,13 +236,13 @@ def dry_run(study: Study, workers: int, device: str | None = None, measure_steps
     parts = {"main": main_plan, "sweep": sweep_plan, "ablations": ablation_plan}
     plan = [item for part, make in parts.items() if only in (None, part) for item in make(study, device)
             if labels is None or item.label in labels]
-    for item in plan:
+    timed = measured_ms([item.config for item in plan], workers, measure_steps)
+    for item, ms in zip(plan, timed):
         params, state = sizes(item.config)
         try:
             devices.add(resolve_device(item.config.train.device).type)
         except ValueError:  # e.g. cuda on a machine without it
             devices.add(item.config.train.device)
-        ms = step_ms(item.config, measure_steps)
         if ms is None:
             unmeasured += 1
             ms_text = hours_text = "–"
@@ -249,14 +267,14 @@ def dry_run(study: Study, workers: int, device: str | None = None, measure_steps
     lines.append("estimated device-hours: " + ", ".join(f"{part} {h:.1f}" for part, h in totals.items())
                  + f"; total {total:.1f}; wall on {workers} worker(s): {wall:.1f} h")
     if study.protocol == "v2":
-        lines.append(f"(ms/step measured in this process on {sorted(devices)}, {measure_steps} steps after 1 warm-up "
-                     f"per config, on a possibly busy machine; an upper bound: every run is assumed to use its full "
+        lines.append(f"(ms/step: the median of {measure_steps} steps after 1 warm-up per config on {sorted(devices)}, "
+                     f"timed on {workers} processes at once as the study runs them; an upper bound: every run is assumed to use its full "
                      f"step budget and every tuned model or ablation the rule's most trials, "
                      f"{study.lr_search.max_trials()}, so early stopping, pruning and a rule that ends sooner only "
                      f"shorten it)")
     else:
-        lines.append(f"(ms/step measured in this process on {sorted(devices)}, {measure_steps} steps after 1 warm-up "
-                     f"per config, on a possibly busy machine; every run is assumed to use its full step budget, so "
+        lines.append(f"(ms/step: the median of {measure_steps} steps after 1 warm-up per config on {sorted(devices)}, "
+                     f"timed on {workers} processes at once as the study runs them; every run is assumed to use its full step budget, so "
                      f"early stopping at {study_target(study):.2f} and pruning only shorten it)")
     if wall > study.budget_hours:
         lines.append(f"WARNING: the estimate, {wall:.1f} h, exceeds the {study.budget_hours:g} h budget; shorten step "
