@@ -187,7 +187,7 @@ def test_confirm_seeds_and_equal_training_per_variant(ran):
 
 def test_report_shows_per_seed_scores_solve_rates_and_the_v2_verdicts(ran):
     _, _, out, text, _ = ran
-    assert text.startswith("# Capability study `capability` (protocol v2)")
+    assert text.startswith("# Capability study `cap-v2` (protocol v2, preset `capability`)")
     assert "| parity | state_tracking | 500 | 400 | 6 | every step (equal training) | full, fixed_phase |" in text
     assert "| mqar_tiny | mqar | 500 | 200 | 5 | stops at 0.99 | – |" in text
     assert "## Main part" in text and "### Tuning report: `cap-v2`" in text

@@ -127,7 +127,7 @@ def build_capability_report_v2(storage: str | optuna.storages.BaseStorage, study
     out.mkdir(parents=True, exist_ok=True)
     variants = {v.label for v in study.variants}
     main_trials, main_confirms = _rows(storage, study.prefix, variants, {m.label for m in study.models})
-    lines = [f"# Capability study `{study.preset}` (protocol v2)", "", study.description, "",
+    lines = [f"# Capability study `{study.prefix}` (protocol v2, preset `{study.preset}`)", "", study.description, "",
              "Protocol v2 (design §6.1, issue 24): decisions never read the rows that report; one learning-rate rule "
              "for every model and ablation; no pruning on a plateau; equal training where other lengths are read; "
              "statistics for bounded, bimodal, paired scores. Each variant declares:", "", variant_table(study), "",
