@@ -79,10 +79,11 @@ def check_class(cls: Any, where: str) -> None:
         config_class()
     except Exception as e:  # its own validation refuses its own defaults
         raise ValueError(f"mixer {where!r}: {config_class.__name__}() with its defaults raises "
-                         f"{type(e).__name__}: {_first_line(e)}") from None
+                         f"{type(e).__name__}: {first_line(e)}") from None
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """An exception's message in one line (its first), for one-line refusals."""
     text = str(e).strip()
     return text.splitlines()[0] if text else "(no message)"
 
@@ -330,7 +331,7 @@ def check_matching(name: str, target_params: int, lm_config: LMConfig, overrides
     try:
         config = match_width(name, target_params, lm_config, overrides)
     except ValueError as e:
-        raise ContractViolation(_first_line(e)) from None
+        raise ContractViolation(first_line(e)) from None
     _require(torch.equal(torch.get_rng_state(), rng_before), "matching consumed the global RNG (building the mixer "
                                                              "must draw from torch's generator, which matching forks)")
     _require(isinstance(config, cls.config_class) and

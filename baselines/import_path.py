@@ -26,7 +26,7 @@ from pathlib import Path
 
 from torch import nn
 
-from baselines.contract import check_class
+from baselines.contract import check_class, first_line
 
 ENTRY_POINT_GROUP = "testbed.mixers"
 IMPORT_PATH_FORMS = "pkg.module:Class or path/to/file.py:Class"
@@ -75,15 +75,10 @@ def load_mixer(name: str, registered: list[str]) -> type[nn.Module]:
             cls = entry.load()
         except Exception as e:
             raise ValueError(f"mixer {name!r} (entry point {entry.value}): importing it failed: "
-                             f"{type(e).__name__}: {_first_line(e)}") from None
+                             f"{type(e).__name__}: {first_line(e)}") from None
     check_class(cls, name)
     _LOADED[name] = cls
     return cls
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else "(no message)"
 
 
 def _import_module(target: str, name: str):
@@ -99,9 +94,9 @@ def _import_module(target: str, name: str):
         if e.name is not None and target.startswith(e.name):
             raise ValueError(f"mixer {name!r}: no module named {e.name!r} (from {os.getcwd()!r}); for a file outside "
                              f"any package use path/to/file.py:Class") from None
-        raise ValueError(f"mixer {name!r}: importing {target} failed: {type(e).__name__}: {_first_line(e)}") from None
+        raise ValueError(f"mixer {name!r}: importing {target} failed: {type(e).__name__}: {first_line(e)}") from None
     except Exception as e:
-        raise ValueError(f"mixer {name!r}: importing {target} failed: {type(e).__name__}: {_first_line(e)}") from None
+        raise ValueError(f"mixer {name!r}: importing {target} failed: {type(e).__name__}: {first_line(e)}") from None
 
 
 def _import_file(target: str, name: str):
@@ -132,7 +127,7 @@ def _import_file(target: str, name: str):
         return importlib.import_module(module_name)
     except Exception as e:
         sys.modules.pop(module_name, None)
-        raise ValueError(f"mixer {name!r}: importing {target} failed: {type(e).__name__}: {_first_line(e)}") from None
+        raise ValueError(f"mixer {name!r}: importing {target} failed: {type(e).__name__}: {first_line(e)}") from None
 
 
 __all__ = ["ENTRY_POINT_GROUP", "installed_mixers", "is_import_path", "load_mixer", "mixer_label"]
