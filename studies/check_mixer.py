@@ -26,7 +26,7 @@ from baselines.contract import CHECKS, ContractViolation, Subject
 from baselines.contract import check_matching as match_to_budget
 from gateloop import LMConfig
 from studies.checks import check_device
-from studies.config import parse_fields, parse_overrides
+from studies.config import parse_fields, parse_mixer_overrides
 from studies.presets import PRESETS, get_preset
 
 PASS, FAIL, SKIP = "✓", "✗", "–"
@@ -56,10 +56,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.path
     try:
         preset = get_preset(args.preset)
-        parsed = parse_overrides(list(args.overrides))
-        others = [f"{section}.{key}" for section, items in parsed.items() if section != "mixer" for key in items]
-        if others:
-            raise ValueError(f"{', '.join(others)}: check-mixer takes mixer.key=value overrides only")
+        mixer_overrides = parse_mixer_overrides(list(args.overrides), "check-mixer takes mixer.key=value overrides only")
         if args.device == "cuda":
             check_device("cuda")
     except ValueError as e:
@@ -84,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     report(PASS, "loads", f"class {cls.__name__} (an nn.Module with forward, init_cache, step, state_size); config "
                           f"{cls.config_class.__name__}, frozen, a default for every field ({', '.join(fields)})")
     try:
-        fixed = {**preset.mixer.get(name, {}), **parse_fields(cls.config_class, parsed["mixer"], f"mixer ({name})")}
+        fixed = {**preset.mixer.get(name, {}), **parse_fields(cls.config_class, mixer_overrides, f"mixer ({name})")}
         cls.config_class(**fixed)  # the overrides' own complaint (a width matching would otherwise hunt for)
     except (ValueError, TypeError) as e:
         raise SystemExit(f"testbed check-mixer: {e}") from None

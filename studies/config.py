@@ -283,6 +283,16 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def parse_mixer_overrides(items: list[str], why: str) -> dict[str, str]:
+    """The `mixer.key=value` (or `model.key=value`) settings of `items`; ValueError naming every key of another
+    section, followed by `why` (where only the mixer's own settings are accepted)."""
+    parsed = parse_overrides(items)
+    others = [f"{section}.{key}" for section, names in parsed.items() if section != "mixer" for key in names]
+    if others:
+        raise ValueError(f"{', '.join(others)}: {why}")
+    return parsed["mixer"]
+
+
 def stored_knobs(cls: type | None, knobs: dict[str, Any]) -> dict[str, Any]:
     """The knobs of a stored task or mixer config of class `cls`, with every knob added later that it
     lacks at the value its absence means (`knobs_added_later`), which need not be today's default."""

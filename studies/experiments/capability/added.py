@@ -33,7 +33,7 @@ from sqlalchemy.engine import make_url
 from baselines import get_mixer
 from baselines.import_path import mixer_label
 from studies.checks import check_at_least_one, check_device, check_out_dir, check_storage_url
-from studies.config import parse_fields, parse_overrides
+from studies.config import parse_fields, parse_mixer_overrides
 from studies.experiments.capability.design import ModelLabel
 from studies.experiments.capability.plan import dry_run, main_plan
 from studies.experiments.capability.report import build_capability_report
@@ -69,12 +69,9 @@ def added_model(study: Study, spec: str, label: str | None, overrides: list[str]
     if label in {m.label for m in study.models}:
         raise ValueError(f"--label {label!r} is a model the study `{study.preset}` already has; give the added model "
                          f"another --label")
-    parsed = parse_overrides(overrides)
-    others = [f"{section}.{key}" for section, items in parsed.items() if section != "mixer" for key in items]
-    if others:
-        raise ValueError(f"{', '.join(others)}: the added model trains on the study's tasks, steps and backbone; "
-                         f"only mixer.key=value settings are its own")
-    fields = parse_fields(cls.config_class, parsed["mixer"], f"mixer ({spec})")
+    mixer_overrides = parse_mixer_overrides(overrides, "the added model trains on the study's tasks, steps and "
+                                            "backbone; only mixer.key=value settings are its own")
+    fields = parse_fields(cls.config_class, mixer_overrides, f"mixer ({spec})")
     if "d_model" not in fields:
         fields = {"d_model": shared_width(study), **fields}
     cls.config_class(**fields)  # the config's own validation, before anything is created

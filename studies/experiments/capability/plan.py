@@ -8,12 +8,13 @@ import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from studies.ablate.ablations import ABLATIONS
 from studies.ablate.configs import build_ablation_configs
-from studies.config import RunConfig
+from studies.config import RunConfig, run_config_from_dict
 from studies.experiments.capability.design import TaskVariant
 from studies.experiments.capability.study import Study, is_main_size
 from studies.presets import get_preset
@@ -197,8 +198,10 @@ def family_table(study: Study, device: str | None = None) -> str:
                            "what it is"), rows)
 
 
-def _measure(config: RunConfig, steps: int) -> float | None:
-    return step_ms(config, steps)
+def _measure(config: dict[str, Any], steps: int) -> float | None:
+    # The config travels as data and is rebuilt here: a mixer loaded from a file path (--add-model) is found
+    # again by its path, where an unpickled config class would be looked up by a module name the worker lacks.
+    return step_ms(run_config_from_dict(config), steps)
 
 
 def measured_ms(configs: list[RunConfig], workers: int, steps: int) -> list[float | None]:
@@ -210,7 +213,7 @@ def measured_ms(configs: list[RunConfig], workers: int, steps: int) -> list[floa
     if workers <= 1 or len(configs) <= 1:
         return [step_ms(c, steps) for c in configs]
     found: dict[int, float | None] = {}
-    run_parallel(_measure, [(c, steps) for c in configs], workers, report=found.__setitem__)
+    run_parallel(_measure, [(c.to_dict(), steps) for c in configs], workers, report=found.__setitem__)
     return [found[i] for i in range(len(configs))]
 
 
