@@ -79,7 +79,9 @@ CASES = [
      "--tasks 'mqar,,state_tracking' has an empty entry", 2),
     # Clashes and flags that would be ignored.
     ([*A, "model.magnitude=fixed"],
-     "clashes with ablation(s) unit_magnitude (sets magnitude='one'); modulus_sigmoid", 1),
+     "clashes with ablation(s) unit_magnitude (sets magnitude='one'); signed_gates (GateLoopConfig: phase='sign' is "
+     "the signed real gate", 1),
+    ([*A, "model.magnitude=fixed"], "head_magnitude (sets magnitude='data_head'); modulus_sigmoid", 1),
     ([*A, "model.magnitude=fixed"],
      "drop the override, or keep to the ablations it leaves alone: --ablations full,", 1),
     ([*A, "--lr-study-prefix", "mine"], "--lr-study-prefix 'mine' is read only with --lr-from-storage", 1),
