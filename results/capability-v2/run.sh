@@ -3,9 +3,12 @@
 # storage stopped (a killed worker's running trials are trained again). Snapshots for commits:
 #   testbed capability --preset v2 --snapshot --storage sqlite:///runs/capability-v2/studies.db
 # which copies the live storage to results/capability-v2/studies.db and rebuilds the report from the copy.
+# The live run reports into runs/capability-v2 (--out), so that results/ only ever holds a snapshot's report
+# beside the storage copy it was built from.
 set -u
 cd "$(dirname "$0")/../.."
 . .venv/bin/activate
 mkdir -p runs/capability-v2
-exec testbed capability --preset v2 --storage sqlite:///runs/capability-v2/studies.db --workers 2 --quiet \
+exec testbed capability --preset v2 --storage sqlite:///runs/capability-v2/studies.db --out runs/capability-v2 \
+    --workers 2 --quiet \
     >> runs/capability-v2/run.log 2>&1
