@@ -44,7 +44,7 @@ import math
 
 import torch
 
-from gateloop._inputs import check_scan_inputs
+from gateloop._inputs import check_scan_inputs, log_polar
 
 
 def _next_power_of_two(n: int) -> int:
@@ -226,7 +226,7 @@ def chunked_form(a: torch.Tensor, chunk_size: int = 64) -> str:
     """The within-chunk form gateloop_scan_chunked(..., form="auto") takes for gates a (B, L, H, K)."""
     B, L, H, K = a.shape
     C = min(chunk_size, L)
-    log_mag = torch.nn.functional.pad(torch.log(a.abs()), (0, 0, 0, 0, 0, -(-L // C) * C - L))
+    log_mag = torch.nn.functional.pad(log_polar(a)[0], (0, 0, 0, 0, 0, -(-L // C) * C - L))
     log_mag = log_mag.reshape(B, -1, C, H, K).transpose(2, 3)  # (B, nc, H, C, K)
     return "split" if _direct_form_refusal(log_mag, log_mag.to(torch.float64).sum(-2)) else "direct"
 
@@ -269,12 +269,10 @@ def gateloop_scan_chunked(
         return torch.nn.functional.pad(x, (0, 0, 0, Cp - C)) if Cp > C else x
 
     q, k, v = chunks(q.to(real)), chunks(k.to(real)), chunks(v.to(real))
-    # log|a| and arg a from contiguous real and imaginary planes: on strided views of the complex tensor
-    # log and atan2 run several times slower.
-    re, im = torch.view_as_real(a).movedim(-1, 0).contiguous()  # (B, L, H, K) each
-    log_mag = chunks(0.5 * torch.log(re.square() + im.square()))  # (B, H, nc, Cp, K), ≤ 0
+    log_abs, angle = log_polar(a)  # (B, L, H, K) each; a vanishing gate reads as |a| = 1.1e-19 (log_polar)
+    log_mag = chunks(log_abs)  # (B, H, nc, Cp, K), ≤ 0
     # One float64 copy of each, so that the gradient contributions meant to cancel do so in float64.
-    log_mag64, phase = log_mag.to(torch.float64), chunks(torch.atan2(im, re)).to(torch.float64)
+    log_mag64, phase = log_mag.to(torch.float64), chunks(angle).to(torch.float64)
     G, P = log_mag64.cumsum(-2), phase.cumsum(-2)  # G non-increasing within each chunk
     # Chunk totals as sums of their own (not the last cumulative entries: selecting those would cost a
     # zero-filled full-size gradient each in backward). A_C = e^{G_C + i P_C} is the chunk's transition.

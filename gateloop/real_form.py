@@ -39,16 +39,15 @@ from collections.abc import Callable
 
 import torch
 
-from gateloop._inputs import check_scan_inputs
+from gateloop._inputs import check_scan_inputs, log_polar
 
 GLA = Callable[..., tuple[torch.Tensor, torch.Tensor]]  # (q, k, v, g, initial_state) -> (y, final_state)
 
 
 def log_gates(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log|a| in a's real precision and the global cumulative phase P (float64), both (B, L, H, K)."""
-    # From contiguous real and imaginary planes: log and atan2 on strided views of a complex tensor are slow.
-    re, im = torch.view_as_real(a).movedim(-1, 0).contiguous()
-    return 0.5 * torch.log(re.square() + im.square()), torch.atan2(im, re).to(torch.float64).cumsum(1)
+    log_abs, angle = log_polar(a)  # a vanishing gate reads as |a| = 1.1e-19 (log_polar)
+    return log_abs, angle.to(torch.float64).cumsum(1)
 
 
 def to_real_form(

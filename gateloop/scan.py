@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import torch
 
-from gateloop._inputs import check_scan_inputs
+from gateloop._inputs import check_scan_inputs, log_polar
 from gateloop.chunked import gateloop_scan_chunked
 from gateloop.elementwise import gateloop_scan_elementwise
 from gateloop.fused import gateloop_scan_fused
@@ -126,8 +126,9 @@ def gateloop_scan_attention(
     out_dtype, real = q.dtype, a.real.dtype
     q, k, v = q.to(real), k.to(real), v.to(real)
     L = q.shape[1]
-    G = torch.log(a.abs()).to(torch.float64).cumsum(1)  # (B, L, H, K), non-increasing
-    P = torch.angle(a).to(torch.float64).cumsum(1)
+    log_abs, angle = log_polar(a)  # a vanishing gate reads as |a| = 1.1e-19 (log_polar)
+    G = log_abs.to(torch.float64).cumsum(1)  # (B, L, H, K), non-increasing
+    P = angle.to(torch.float64).cumsum(1)
     causal = torch.ones(L, L, dtype=torch.bool, device=a.device).tril()[None, :, :, None, None]  # (1, n, m, 1, 1)
     # Magnitudes: the float64 difference of cumulative log-gates, masked before exp (≤ 0 where kept).
     log_D = (G[:, :, None] - G[:, None, :]).to(real).masked_fill(~causal, -torch.inf)  # (B, n, m, H, K)

@@ -377,3 +377,39 @@ def test_bad_inputs_raise() -> None:
         gateloop_scan(q, k, v, a, s0[..., :2])
     with pytest.raises(ValueError, match="chunk_size"):
         gateloop_scan(q, k, v, a, chunk_size=0)
+
+
+@pytest.mark.parametrize("shape", (MATRIX, ELEMENTWISE), ids=("matrix", "max-headed"))
+@pytest.mark.parametrize("mode", sorted(FAST_MODES))
+def test_vanishing_and_zero_gates_stay_finite_and_match_the_loop(mode: str, shape: tuple[int, ...]) -> None:
+    """A real gate that crosses 0 (the signed gate 2σ(u) − 1 does, and in float32 u lands exactly on 0 about
+    once in 10^7 sums) once turned the log-space engines' output and gradients into NaN (log 0 = −inf, atan2's
+    0/0): study v2's signed-gate runs diverged after they had learned parity. Gates exactly 0 and below
+    float32's smallest normal |a|² now give the loop's output, finite gradients, and the loop's gradients in
+    q, k, v; the gradient in those gates themselves is 0 (log_polar), in every other gate the loop's."""
+    B, H, K, V = shape
+    L = 13
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(B, L, H, n, generator=g) for n in (K, K, V))
+    u = 2 * torch.rand(B, L, H, K, generator=g) - 1  # real gates of both signs
+    vanishing = torch.zeros(B, L, H, K, dtype=torch.bool)
+    for (b, n, h, j), value in zip(((0, 2, 0, 0), (B - 1, 6, H - 1, K - 1), (0, 11, H - 1, 0)), (0.0, -1e-30, 1e-25)):
+        u[b, n, h, j] = value
+        vanishing[b, n, h, j] = True
+    results = []
+    for run in ("recurrent", mode):
+        inputs = [x.clone().requires_grad_() for x in (q, k, v, u)]
+        a = torch.complex(inputs[3], torch.zeros_like(inputs[3]))
+        y, state = (gateloop_scan_ref(*inputs[:3], a) if run == "recurrent"
+                    else gateloop_scan(*inputs[:3], a, mode=mode, chunk_size=4))
+        (y * torch.cos(torch.arange(y.numel()).view(y.shape))).sum().add(state.real.sum()).backward()
+        results.append((y.detach(), state.detach(), *(x.grad for x in inputs)))
+    (y_ref, s_ref, *g_ref), (y_got, s_got, *g_got) = results
+    for got in (y_got, s_got, *g_got):
+        assert torch.isfinite(torch.view_as_real(got) if got.is_complex() else got).all(), mode
+    torch.testing.assert_close(y_got, y_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(s_got, s_ref, atol=1e-5, rtol=1e-5)
+    for got, ref in zip(g_got[:3], g_ref[:3]):  # q, k, v
+        torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+    keep = ~vanishing
+    torch.testing.assert_close(g_got[3][keep], g_ref[3][keep], atol=1e-4, rtol=1e-4)
