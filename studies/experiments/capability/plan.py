@@ -207,9 +207,7 @@ def _measure(config: dict[str, Any], steps: int) -> float | None:
 def measured_ms(configs: list[RunConfig], workers: int, steps: int) -> list[float | None]:
     """ms/step of every config, measured as the study runs them: on `workers` processes at once (one job per
     process, each config timed while the other processes time theirs), so that the cores' contention is in
-    the number. On this 2-core machine a step timed alone was about 1.5× faster than in the study's two workers
-    (study v2's first trial, gateloop_kv on parity: 188 s for 2 × 2000 steps with their evaluations, 46 ms a
-    step, where the dry run had timed 30-31 ms alone)."""
+    the number (the study's two workers share the machine's memory bandwidth and caches)."""
     if workers <= 1 or len(configs) <= 1:
         return [step_ms(c, steps) for c in configs]
     found: dict[int, float | None] = {}
