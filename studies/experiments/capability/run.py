@@ -123,6 +123,16 @@ def run_variant(study: Study, storage: optuna.storages.BaseStorage, variant: Tas
             task_label=variant.label)
 
 
+def partial_report(storage: optuna.storages.BaseStorage, study: Study, out: Path) -> None:
+    """The report of a study in progress. Another worker may still be training a variant's last confirm seeds,
+    and the report refuses models whose seeds differ (their floors, so their escape thresholds, differ): a
+    refusal here is printed in one line and the run goes on; the last report, after every worker, is whole."""
+    try:
+        build_capability_report(storage, study, out)
+    except ValueError as e:
+        print(f"partial report not rebuilt yet ({e}); the next one will be", flush=True)
+
+
 def run_study(study: Study, url: str, out: Path, device: str | None, only: str | None, progress: bool,
               report: bool = True) -> None:
     """Main, sweep and ablations (or only one part), resumable; the report after every variant and part."""
@@ -132,12 +142,12 @@ def run_study(study: Study, url: str, out: Path, device: str | None, only: str |
         for variant in study.variants:
             run_variant(study, storage, variant, device, progress)
             if report:
-                build_capability_report(storage, study, out)  # partial results after every variant
+                partial_report(storage, study, out)  # partial results after every variant
     if only in (None, "sweep"):
         lrs = tuned_lrs(storage, study, study.sweep_variant, sorted({p.label for p in study.sweep}))
         work(_seed_jobs(storage, study, "sweep", sweep_plan(study, device, lrs), progress))
         if report:
-            build_capability_report(storage, study, out)
+            partial_report(storage, study, out)
     if only in (None, "ablations"):
         if study.protocol == "v2":  # tuned like models, each by the rule
             for label in study.ablation_variants:
@@ -150,7 +160,7 @@ def run_study(study: Study, url: str, out: Path, device: str | None, only: str |
                    for v in study.ablation_variants}
             work(_seed_jobs(storage, study, "ablations", ablation_plan(study, device, lrs), progress))
         if report:
-            build_capability_report(storage, study, out)
+            partial_report(storage, study, out)
 
 
 def _worker_run(study: Study, url: str, out: str, device: str | None, only: str | None, index: int) -> None:
