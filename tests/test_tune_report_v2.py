@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
+import sqlite3
 from pathlib import Path
 
 import optuna
@@ -24,7 +26,7 @@ from studies.stats import holm, paired_permutation, solve_rate, solve_rate_test
 from studies.train import EvalRecord, TrainResult
 from studies.tune import objectives, queries, samplers
 from studies.tune import report as report_mod
-from studies.tune import report_figures, report_tables
+from studies.tune import report_figures, report_rows, report_tables
 from studies.tune.study import CONFIRM_SEED_OFFSET
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -239,3 +241,28 @@ def test_a_mix_of_protocols_is_refused():
     with pytest.raises(ValueError, match="mix protocol v1 and v2 .*a/gateloop: v1, b/gateloop: v2"):
         report_tables.protocol_of([v1], [v2])
     assert json.loads(json.dumps(v2)) == v2
+
+
+def test_a_report_mid_study_reads_every_model_against_one_floor(tuned, tmp_path, monkeypatch):
+    """While a study runs, one model may have confirmed fewer seeds than another: the floor (and the escape
+    threshold read from it) is computed on the task's confirm seeds together, the same for every model, and
+    the report builds (it refused, the models' escape thresholds differing, when each read its own seeds)."""
+    url, _, _ = tuned
+    copy = tmp_path / "mid.db"
+    shutil.copy(url.removeprefix("sqlite:///"), copy)
+    with sqlite3.connect(copy) as db:  # attention's last two confirm seeds back to "still training"
+        db.execute("""UPDATE trials SET state = 'RUNNING' WHERE study_id =
+                          (SELECT study_id FROM studies WHERE study_name = ?)
+                      AND trial_id IN (SELECT trial_id FROM trial_user_attributes
+                                       WHERE key = 'seed' AND value_json IN ('1003', '1004'))""",
+                   (f"{PREFIX}/mqar/attention/confirm",))
+    asked = []
+    floor = report_rows.stored_floor
+    monkeypatch.setattr(report_rows, "stored_floor",
+                        lambda config, seeds, n=None: (asked.append(seeds), floor(config, seeds, n))[1])
+    _, confirms = report_rows.load_rows(optuna.storages.RDBStorage(f"sqlite:///{copy}"), PREFIX)
+    assert sorted(r["seed"] for r in confirms if r["model"] == "attention") == SEEDS[:3]
+    assert set(asked) == {tuple(SEEDS)}  # every model's floor on all five seeds, attention's included
+    assert len({(r["floor"], r["escape_threshold"]) for r in confirms}) == 1
+    text = report_mod.build_report(f"sqlite:///{copy}", PREFIX, tmp_path / "report")
+    assert table_rows(text)["attention"]["per seed (seeds 1000–1004)"].endswith("–, –")

@@ -32,30 +32,35 @@ def load_rows(storage: optuna.storages.BaseStorage, prefix: str) -> tuple[list[d
     (`is_v2`) carry `"protocol": "v2"` and what the v2 tables and figures read besides (see `_v2_trial_fields`
     and `_v2_confirm_fields`); v1 rows are as they always were."""
     trial_rows, confirm_rows = [], []
-    names = optuna.get_all_study_names(storage)
     pattern = re.compile(rf"^{re.escape(prefix)}/([^/]+)/([^/]+)(/confirm)?$")
-    for name in sorted(names):
-        match = pattern.match(name)
-        if not match:
-            continue
-        task, model, is_confirm = match.groups()
-        study = optuna.load_study(study_name=name, storage=storage)
+    studies = {}
+    for name in sorted(optuna.get_all_study_names(storage)):
+        if match := pattern.match(name):
+            studies[name] = (*match.groups(), optuna.load_study(study_name=name, storage=storage))
+    # The confirm seeds of a task: every model's, together. While a study runs, one model may have confirmed
+    # more seeds than another; the floor (and the escape threshold read from it) is the same for all of them.
+    task_seeds: dict[str, set[int]] = {}
+    for task, _, is_confirm, study in studies.values():
+        if is_confirm:
+            task_seeds.setdefault(task, set()).update(earliest_by_seed(study))
+    for task, model, is_confirm, study in studies.values():
         trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
         if is_confirm:
             # Rows in the order the runs were made (trial numbers), as the committed reports were written.
             by_seed = dict(sorted(earliest_by_seed(study).items(), key=lambda item: item[1].number))
             if not by_seed:
                 continue
-            # One floor per study: the best baseline on all its seeds' held-out sets pooled, as the suite,
+            # One floor per task: the best baseline on all its confirm seeds' held-out sets pooled, as the suite,
             # the audit and the ablation table compute it (a mean of per-seed bests would be biased up).
             # Runs stored under another config version were made with other task generators: no floor.
             config = next(iter(by_seed.values())).user_attrs["config"]
-            floor = stored_floor(config, tuple(by_seed))
+            seeds = tuple(sorted(task_seeds[task]))
+            floor = stored_floor(config, seeds)
             metric = stored_metric(config) if floor is None else floor[2]
             floor_name, floor_score = (None, None) if floor is None else floor[:2]
             tuning = find_study(storage, f"{prefix}/{task}/{model}")
             v2 = tuning is not None and is_v2(tuning)
-            floors_at = _floors_at_lengths(config, tuple(by_seed), trials) if v2 and floor is not None else {}
+            floors_at = _floors_at_lengths(config, seeds, trials) if v2 and floor is not None else {}
             for seed, t in by_seed.items():
                 row = {
                     "task": task, "model": model, "seed": seed, "accuracy": float(t.value),
