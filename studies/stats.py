@@ -141,6 +141,8 @@ def paired_permutation(a: Sequence[float], b: Sequence[float], resamples: int = 
         return math.nan
     if not d.any():
         return 1.0
+    if d.size == 1:  # two sign patterns, +d and -d (scipy asks for two observations): |±d| are equally extreme
+        return 1.0 if alternative == "two-sided" else 0.5 if (d[0] > 0) == (alternative == "greater") else 1.0
     exact = d.size <= 16
     result = stats.permutation_test((d,), lambda x, axis: np.mean(x, axis=axis), permutation_type="samples",
                                     n_resamples=np.inf if exact else resamples, alternative=alternative,

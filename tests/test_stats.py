@@ -71,6 +71,11 @@ def test_paired_permutation_is_the_exact_sign_flip_test():
     a = np.array([0.2, 0.5, 0.9, 0.3, 0.7, 0.4, 0.8, 0.6])
     assert paired_permutation(a + 0.01, a) == pytest.approx(2 / 256)
     assert paired_permutation(a, a) == 1.0
+    # One pair (a study's first confirm seed): two sign patterns, +d and -d.
+    assert paired_permutation([0.9], [0.5]) == 1.0
+    assert paired_permutation([0.9], [0.5], alternative="greater") == 0.5
+    assert paired_permutation([0.9], [0.5], alternative="less") == 1.0
+    assert paired_permutation([0.5], [0.9], alternative="less") == 0.5
 
 
 def test_one_sided_tests_for_a_direction_stated_beforehand():
