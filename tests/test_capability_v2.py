@@ -25,8 +25,10 @@ from studies.experiments.capability.design import Prediction, judge_v2, model_la
 from studies.experiments.capability.plan import ablation_plan, ablation_specs, dry_run, main_plan, sweep_plan
 from studies.experiments.capability.report import build_capability_report
 from studies.experiments.capability.run import run_study
+from studies.experiments.capability.seeds import floor
 from studies.experiments.capability.study import CPU_STUDY, Study, SweepPoint
 from studies.stats import solve_rate, solve_rate_test
+from studies.tables import human_count
 from studies.train import EvalRecord, TrainResult
 from studies.tune import objectives
 from studies.tune.lr_search import LrSearch, same_lr
@@ -209,6 +211,28 @@ def test_report_shows_per_seed_scores_solve_rates_and_the_v2_verdicts(ran):
             assert (out / part / name).stat().st_size > 0, (part, name)
         assert f"![lr_sensitivity]({part}/lr_sensitivity.png)" in text
     assert (out / "report.md").read_text() == text
+
+
+def test_at_a_glance_reads_each_length_a_prediction_reads_with_its_floor(ran):
+    study, url, out, text, _ = ran
+    section = text[text.index("## At a glance"):text.index("## Pre-registered predictions")]
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    # kv_beats_max reads parity and MQAR at 1×, max_fails_at_2x parity at 2×: three columns, variants in order.
+    assert table[0] == "| model | family | state | params | parity @1×L | parity @2×L | mqar_tiny @1×L |"
+    rows = {line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ") for line in table[2:]}
+    max_scores = [confirm_scores("gateloop_max", seed)[0] for seed in range(CONFIRM_SEED_OFFSET, CONFIRM_SEED_OFFSET + 6)]
+    assert rows["gateloop_kv"][4:] == ["6/6 · 1.00", f"6/6 · {0.995:.2f}", "5/5 · 1.00"]
+    assert rows["gateloop_max"][4:] == [f"0/6 · {sum(max_scores) / 6:.2f}", "0/6 · 0.30",
+                                        f"0/5 · {sum(max_scores[:5]) / 5:.2f}"]
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as db:  # state and parameters as the runs stored them
+        stored = dict(db.execute("SELECT key, value_json FROM trial_user_attributes WHERE key IN "
+                                 "('state_size', 'num_parameters') AND trial_id = (SELECT MIN(trial_id) FROM trials "
+                                 "JOIN studies USING (study_id) WHERE study_name = 'cap-v2/parity/gateloop_max')"))
+    assert rows["gateloop_max"][2] == human_count(int(stored["state_size"]))
+    assert rows["gateloop_max"][3].split("–")[0] == human_count(int(stored["num_parameters"]))
+    floors = [floor(study, "parity", 1, 6)[1], floor(study, "parity", 2, 6)[1], floor(study, "mqar_tiny", 1, 5)[1]]
+    assert rows["*floor*"][4:] == [f"{f:.2f}" for f in floors]
+    assert (out / "headline.png").stat().st_size > 10_000 and "![headline](headline.png)" in section
 
 
 def test_a_rerun_trains_nothing(ran, monkeypatch, tmp_path):

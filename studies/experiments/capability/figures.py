@@ -4,6 +4,8 @@
   step, per variant and model, the floor dashed. A seed that stopped at the target keeps its last value.
 - state_size.png: the sweep's accuracy against state size, one line per model, the floor dashed.
 - extrapolation.png: state-tracking variants at 1×, 2×, 4×, 8× the training length, the floors dashed.
+Protocol v2's study adds `headline_figure` (headline.png): every confirm seed's test score at each length a
+prediction reads, the mean with its bootstrap interval, floor and solve target.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 from studies.experiments.capability.design import ci_bounds
 from studies.experiments.capability.seeds import Seeds, floor
 from studies.experiments.capability.study import Study
+from studies.stats import bootstrap_ci
 from studies.presets import get_preset
 
 
@@ -121,3 +124,53 @@ def write_figures(study: Study, main: dict[tuple[str, str], Seeds], sweep_rows: 
         grid.savefig(paths[-1], dpi=110, bbox_inches="tight")
         plt.close(grid.figure)
     return paths
+
+
+def headline_figure(study: Study, rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """One panel per column of `report_v2.headline_rows` (a variant at a length a prediction reads), the
+    models down the side in the study's order: every confirm seed's test score as a point, ◆ the mean with its
+    95 % bootstrap interval, the floor dashed, the solve target dotted. None (nothing drawn) without rows."""
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import seaborn as sns
+
+    columns = list(dict.fromkeys(r["column"] for r in rows))
+    models = [m.label for m in study.models]
+    colors = dict(zip(models, sns.color_palette(n_colors=len(models))))
+    ncols = min(4, len(columns))
+    nrows = -(-len(columns) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols + 1.2, 0.3 * len(models) * nrows + 1.0),
+                             sharey=True, squeeze=False)
+    for ax, column in zip(axes.flat, columns):
+        mine = [r for r in rows if r["column"] == column]
+        for y, model in enumerate(models):
+            scores = [r["score"] for r in mine if r["model"] == model]  # in seed order (headline_rows sorts)
+            if not scores:
+                continue
+            # Seeds spread top to bottom in seed order (deterministic, unlike a random jitter).
+            offsets = np.linspace(-0.25, 0.25, len(scores)) if len(scores) > 1 else [0.0]
+            ax.scatter(scores, y + np.asarray(offsets), color=colors[model], s=9, zorder=3)
+            mean, low, high = bootstrap_ci(scores)
+            ax.errorbar([mean], [y], xerr=[[mean - low], [high - mean]], fmt="D", color="black", ms=3.5, capsize=2,
+                        zorder=4)
+        if mine[0]["floor"] is not None:
+            ax.axvline(mine[0]["floor"], color="black", ls="--", lw=1)
+        ax.axvline(mine[0]["target"], color="grey", ls=":", lw=1)
+        ax.set(xlim=(-0.02, 1.02), title=column, ylim=(len(models) - 0.5, -0.5))
+        ax.set_yticks(range(len(models)), models)
+        ax.grid(axis="y", lw=0.3, alpha=0.5)
+    for ax in list(axes.flat)[len(columns):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("test score")
+    fig.suptitle("Confirm seeds' test scores at the lengths the predictions read: each seed a point, ◆ mean with "
+                 "95% bootstrap CI; dashed: floor; dotted: solve target")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

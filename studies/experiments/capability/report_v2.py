@@ -4,6 +4,8 @@
 
 `build_capability_report` (report.py) calls it for a study with `protocol="v2"`. out/report.md holds:
 - the study's description and what each variant declares (steps, escape window, confirm seeds, early stop);
+- at a glance (what the README quotes): per model and per length a prediction reads, the confirm seeds
+  solved and their mean test score, state, parameters and the floor; out/headline.png draws every seed;
 - the pre-registered predictions, each judged by `RULE_V2` (design.py: solve rates with exact intervals
   and Boschloo's test where seeds split, the exact paired sign-flip test otherwise, one-sided in the
   registered direction) on the confirm seeds' test scores;
@@ -25,6 +27,7 @@ import optuna
 
 from studies.atomic_io import write_atomic
 from studies.experiments.capability.design import RULE_V2, judge_v2
+from studies.experiments.capability.figures import headline_figure
 from studies.experiments.capability.plan import variant_table
 from studies.experiments.capability.parts import cost_lines, per_seed, sweep_rows
 from studies.experiments.capability.seeds import floor
@@ -68,6 +71,64 @@ def _floor_at(confirm_rows: list[dict[str, Any]], variant: str, multiplier: int)
         if r["task"] == variant and r.get("floor") is not None:
             return r["floor"] if multiplier == 1 else r["floor_by_length"].get(str(multiplier * r["train_length"]))
     return None
+
+
+def headline_columns(study: Study) -> list[tuple[str, int]]:
+    """(variant, multiplier) of every length a registered prediction reads, in the study's variant order
+    (the training length, 1×, for a variant no prediction reads)."""
+    return [(v.label, k) for v in study.variants
+            for k in sorted({p.multiplier for p in study.predictions if v.label in p.variants}) or [1]]
+
+
+def headline_rows(study: Study, confirm_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (column of `headline_columns`, model, confirm seed): its test score at that length, the
+    variant's floor there and its solve target; what the headline table and figure read."""
+    out = []
+    for variant, k in headline_columns(study):
+        floor_at = _floor_at(confirm_rows, variant, k)
+        target = next((r["target"] for r in confirm_rows if r["task"] == variant), SOLVE_TARGET)
+        for m in study.models_for(variant):
+            for seed, score in sorted(prediction_scores(confirm_rows, variant, m.label, k).items()):
+                out.append({"column": f"{variant} @{k}×L", "model": m.label, "seed": seed, "score": score,
+                            "floor": floor_at, "target": target})
+    return out
+
+
+def _span(values: set[int]) -> str:
+    """'47.2k' for one value, '46.9k–48.1k' for several (vocabularies differ between tasks)."""
+    return "–" if not values else "–".join(dict.fromkeys(human_count(v) for v in (min(values), max(values))))
+
+
+def headline_lines(study: Study, trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]]) -> list[str]:
+    """The study at a glance: per model and per length a prediction reads, the confirm seeds solved and their
+    mean test score, the floor beneath; the README quotes it."""
+    rows = headline_rows(study, confirm_rows)
+    columns = [f"{variant} @{k}×L" for variant, k in headline_columns(study)]
+    body = []
+    for m in study.models:
+        sized = [r for r in (*trial_rows, *confirm_rows) if r["model"] == m.label]
+        cells = []
+        for column, (variant, _) in zip(columns, headline_columns(study)):
+            scores = [r["score"] for r in rows if (r["column"], r["model"]) == (column, m.label)]
+            target = next((r["target"] for r in rows if r["column"] == column), SOLVE_TARGET)
+            if m not in study.models_for(variant):
+                cells.append("not run")
+            elif not scores:
+                cells.append("–")
+            else:
+                rate = solve_rate(scores, target)
+                cells.append(f"{rate.k}/{rate.n} · {sum(scores) / len(scores):.2f}")
+        body.append((m.label, m.family, _span({r["state_size"] for r in sized if r.get("state_size")}),
+                     _span({r["num_parameters"] for r in sized if r.get("num_parameters")}), *cells))
+    floors = [next((r["floor"] for r in rows if r["column"] == c and r["floor"] is not None), None) for c in columns]
+    body.append(("*floor*", "–", "–", "–", *["–" if f is None else f"{f:.2f}" for f in floors]))
+    return ["## At a glance", "",
+            f"Per model, at each length a registered prediction reads: confirm seeds solved (test score ≥ "
+            f"{SOLVE_TARGET:g} at that length) · their mean test score; `–`: not confirmed yet; floor: the best "
+            f"no-solve baseline on the same test rows. State and parameters over the variants the model ran "
+            f"(vocabularies differ). Every seed, intervals and tests: the main part's tables; figure: headline.png.",
+            "", markdown_table(("model", "family", "state", "params", *columns), body), "",
+            *(["![headline](headline.png)", ""] if rows else [])]
 
 
 def prediction_lines(study: Study, confirm_rows: list[dict[str, Any]]) -> list[str]:
@@ -131,7 +192,8 @@ def build_capability_report_v2(storage: str | optuna.storages.BaseStorage, study
              "Protocol v2 (design §6.1, issue 24): decisions never read the rows that report; one learning-rate rule "
              "for every model and ablation; no pruning on a plateau; equal training where other lengths are read; "
              "statistics for bounded, bimodal, paired scores. Each variant declares:", "", variant_table(study), "",
-             *prediction_lines(study, main_confirms)]
+             *headline_lines(study, main_trials, main_confirms), *prediction_lines(study, main_confirms)]
+    headline_figure(study, headline_rows(study, main_confirms), out / "headline.png")
 
     lines += ["## Main part", ""]
     if main_trials or main_confirms:
