@@ -221,9 +221,9 @@ def test_at_a_glance_reads_each_length_a_prediction_reads_with_its_floor(ran):
     assert table[0] == "| model | family | state | params | parity @1×L | parity @2×L | mqar_tiny @1×L |"
     rows = {line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ") for line in table[2:]}
     max_scores = [confirm_scores("gateloop_max", seed)[0] for seed in range(CONFIRM_SEED_OFFSET, CONFIRM_SEED_OFFSET + 6)]
-    assert rows["gateloop_kv"][4:] == ["6/6 · 1.00", f"6/6 · {0.995:.2f}", "5/5 · 1.00"]
-    assert rows["gateloop_max"][4:] == [f"0/6 · {sum(max_scores) / 6:.2f}", "0/6 · 0.30",
-                                        f"0/5 · {sum(max_scores[:5]) / 5:.2f}"]
+    assert rows["gateloop_kv"][4:] == ["6/6 · 1.000", "6/6 · 0.995", "5/5 · 1.000"]
+    assert rows["gateloop_max"][4:] == [f"0/6 · {sum(max_scores) / 6:.3f}", "0/6 · 0.300",
+                                        f"0/5 · {sum(max_scores[:5]) / 5:.3f}"]
     with sqlite3.connect(url.removeprefix("sqlite:///")) as db:  # state and parameters as the runs stored them
         stored = dict(db.execute("SELECT key, value_json FROM trial_user_attributes WHERE key IN "
                                  "('state_size', 'num_parameters') AND trial_id = (SELECT MIN(trial_id) FROM trials "
@@ -231,7 +231,7 @@ def test_at_a_glance_reads_each_length_a_prediction_reads_with_its_floor(ran):
     assert rows["gateloop_max"][2] == human_count(int(stored["state_size"]))
     assert rows["gateloop_max"][3].split("–")[0] == human_count(int(stored["num_parameters"]))
     floors = [floor(study, "parity", 1, 6)[1], floor(study, "parity", 2, 6)[1], floor(study, "mqar_tiny", 1, 5)[1]]
-    assert rows["*floor*"][4:] == [f"{f:.2f}" for f in floors]
+    assert rows["*floor*"][4:] == [f"{f:.3f}" for f in floors]
     assert (out / "headline.png").stat().st_size > 10_000 and "![headline](headline.png)" in section
 
 

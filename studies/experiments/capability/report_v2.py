@@ -117,16 +117,17 @@ def headline_lines(study: Study, trial_rows: list[dict[str, Any]], confirm_rows:
                 cells.append("–")
             else:
                 rate = solve_rate(scores, target)
-                cells.append(f"{rate.k}/{rate.n} · {sum(scores) / len(scores):.2f}")
+                cells.append(f"{rate.k}/{rate.n} · {sum(scores) / len(scores):.3f}")
         body.append((m.label, m.family, _span({r["state_size"] for r in sized if r.get("state_size")}),
                      _span({r["num_parameters"] for r in sized if r.get("num_parameters")}), *cells))
     floors = [next((r["floor"] for r in rows if r["column"] == c and r["floor"] is not None), None) for c in columns]
-    body.append(("*floor*", "–", "–", "–", *["–" if f is None else f"{f:.2f}" for f in floors]))
+    body.append(("*floor*", "–", "–", "–", *["–" if f is None else f"{f:.3f}" for f in floors]))
     return ["## At a glance", "",
             f"Per model, at each length a registered prediction reads: confirm seeds solved (test score ≥ "
             f"{SOLVE_TARGET:g} at that length) · their mean test score; `–`: not confirmed yet; floor: the best "
-            f"no-solve baseline on the same test rows. State and parameters over the variants the model ran "
-            f"(vocabularies differ). Every seed, intervals and tests: the main part's tables; figure: headline.png.",
+            f"no-solve baseline on the same test rows. State (at the training length: attention's grows with "
+            f"the sequence) and parameters over the variants the model ran (vocabularies differ). Every seed, "
+            f"intervals and tests: the main part's tables; figure: headline.png.",
             "", markdown_table(("model", "family", "state", "params", *columns), body), "",
             *(["![headline](headline.png)", ""] if rows else [])]
 
