@@ -124,9 +124,10 @@ def run_variant(study: Study, storage: optuna.storages.BaseStorage, variant: Tas
 
 
 def partial_report(storage: optuna.storages.BaseStorage, study: Study, out: Path) -> None:
-    """The report of a study in progress. Another worker may still be training a variant's last confirm seeds,
-    and the report refuses models whose seeds differ (their floors, so their escape thresholds, differ): a
-    refusal here is printed in one line and the run goes on; the last report, after every worker, is whole."""
+    """The report of a study in progress (another worker may still be training a variant's last confirm seeds:
+    the report reads what is stored). A refusal of the report (say, models of one variant stored under
+    different solve targets) is printed in one line here and the run goes on; the last report, after every
+    worker, is whole."""
     try:
         build_capability_report(storage, study, out)
     except ValueError as e:
