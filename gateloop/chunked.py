@@ -40,7 +40,9 @@ many steps has lost its low digits in float32.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 
@@ -158,6 +160,21 @@ class _IntraChunk(torch.autograd.Function):
 
 DIRECT_MAX_DECAY = 20.0  # nats of total decay per chunk and key channel
 DIRECT_MIN_GATE = 0.05  # smallest |a| for which the direct form's gradients are accurate
+_ALWAYS_SPLIT = False  # see always_split
+
+
+@contextlib.contextmanager
+def always_split() -> Iterator[None]:
+    """Within the block, form="auto" takes the split form whatever the gates. For cost bounds: a freshly
+    initialised GateLoop (gates near 1) takes the cheaper direct form, gates that have learned to forget fast
+    take the split form, so a step timed on a fresh model under-states a trained one's. Results are the
+    same either way (both forms are exact; tests/test_scan.py)."""
+    global _ALWAYS_SPLIT
+    previous, _ALWAYS_SPLIT = _ALWAYS_SPLIT, True
+    try:
+        yield
+    finally:
+        _ALWAYS_SPLIT = previous
 
 
 def _split_terms(
@@ -280,6 +297,8 @@ def gateloop_scan_chunked(
     A_end = torch.polar(torch.exp(G_end), P_end).to(a.dtype).transpose(-1, -2)  # (B, H, nc, K, 1)
     rotation = _rotation(P, real)  # (B, H, nc, Cp, 2, K)
 
+    if form == "auto" and _ALWAYS_SPLIT:
+        form = "split"
     if form != "split":
         why_not = _direct_form_refusal(log_mag, G_end)
         if form == "direct" and why_not:

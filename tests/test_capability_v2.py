@@ -22,7 +22,7 @@ from scipy import stats
 
 from studies.ablate.configs import build_ablation_configs
 from studies.experiments.capability.design import Prediction, judge_v2, model_label, task_variant
-from studies.experiments.capability.plan import ablation_plan, ablation_specs, dry_run, main_plan, sweep_plan
+from studies.experiments.capability.plan import ablation_plan, ablation_specs, dry_run, main_plan, step_ms, sweep_plan
 from studies.experiments.capability.report import build_capability_report
 from studies.experiments.capability.run import run_study
 from studies.experiments.capability.seeds import floor
@@ -256,6 +256,20 @@ def test_dry_run_says_protocol_v2_and_the_rules_upper_bound():
     assert "| ablations | parity | gateloop_kv@fixed_phase | ablation | 16 |" in text
     assert "every tuned model or ablation the rule's most trials, 8" in text
     print(text)
+
+
+def test_dry_run_times_gateloop_in_its_slower_exact_form(monkeypatch):
+    """A fresh GateLoop's gates take the chunked engine's cheaper direct form, trained ones the split form:
+    the step the dry run bounds a run with is the split form's (the direct form, refused here, is never run)."""
+    from gateloop import chunked
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the dry run timed the direct form")
+
+    monkeypatch.setattr(chunked, "_direct_terms", refuse)
+    config = main_plan(tiny_v2(), "cpu")[0].config
+    assert config.mixer.mode == "chunked" and step_ms(config, steps=1) > 0
+    assert "GateLoop's chunked engine in its slower exact form" in dry_run(tiny_v2(), 1, "cpu", 1, labels=("gateloop_kv",))
 
 
 def test_ablation_specs_train_what_the_ablation_builder_builds():

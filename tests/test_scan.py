@@ -255,6 +255,25 @@ def test_chunked_direct_form_refuses_where_it_is_not_exact() -> None:
     assert chunked.chunked_form(one_fast_chunk[:, :128]) == "direct"
 
 
+def test_always_split_makes_auto_take_the_split_form(monkeypatch) -> None:
+    """Gates near 1 take the direct form; inside always_split (what the capability dry run times) the split
+    form, with the same results; the setting ends with the block."""
+    q, k, v, _, _ = make_inputs(1, 64, 1, 2, 2, 1e-3, True)
+    a = torch.full((1, 64, 1, 2), 0.95, dtype=torch.complex64)
+    assert chunked.chunked_form(a) == "direct"
+    expected = gateloop_scan_chunked(q, k, v, a, form="split")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the direct form was taken")
+
+    monkeypatch.setattr(chunked, "_direct_terms", refuse)
+    with chunked.always_split():
+        got = gateloop_scan_chunked(q, k, v, a)
+    assert all(torch.equal(x, y) for x, y in zip(got, expected))
+    with pytest.raises(AssertionError, match="the direct form was taken"):
+        gateloop_scan_chunked(q, k, v, a)
+
+
 def test_default_mode_is_chunked(device: str) -> None:
     inputs, gy, gs, expected = reference(64, 0.5, True, True, MATRIX)
     got = run_with_grads(gateloop_scan, tuple(map(to_single, inputs)), gy, gs, device)
