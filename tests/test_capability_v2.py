@@ -233,6 +233,26 @@ def test_at_a_glance_reads_each_length_a_prediction_reads_with_its_floor(ran):
     floors = [floor(study, "parity", 1, 6)[1], floor(study, "parity", 2, 6)[1], floor(study, "mqar_tiny", 1, 5)[1]]
     assert rows["*floor*"][4:] == [f"{f:.3f}" for f in floors]
     assert (out / "headline.png").stat().st_size > 10_000 and "![headline](headline.png)" in section
+    # Capability: gateloop_kv, the best at L, solved every seed of both variants.
+    assert "- parity: best gateloop_kv, mean 1.000, lowest seed 1.000: every seed reached 0.99" in section
+    assert "- mqar_tiny: best gateloop_kv, mean 1.000, lowest seed 1.000: every seed reached 0.99" in section
+
+
+def test_capability_is_judged_once_every_seed_is_in_and_says_when_not_reached(ran):
+    study, _, _, _, _ = ran
+    from studies.experiments.capability.report_v2 import capability_lines
+
+    def row(model, seed, score):
+        return {"task": "parity", "model": model, "seed": seed, "accuracy": score, "target": 0.99}
+
+    seeds = range(CONFIRM_SEED_OFFSET, CONFIRM_SEED_OFFSET + 6)
+    rows = [row("gateloop_kv", s, 0.995 if s % 3 else 0.9) for s in seeds] + [row("gateloop_max", s, 0.5) for s in seeds]
+    lines = capability_lines(study, rows)
+    mean = (4 * 0.995 + 2 * 0.9) / 6  # seeds 1002 and 1005 at 0.9
+    assert (f"- parity: best gateloop_kv, mean {mean:.3f}, lowest seed 0.900: **not** every seed reached 0.99: its "
+            f"gaps are gaps at this step budget") in lines
+    assert "- mqar_tiny: not judged yet (0 of 10 confirm seeds in)" in lines
+    assert "- parity: not judged yet (11 of 12 confirm seeds in)" in capability_lines(study, rows[:-1])
 
 
 def test_a_rerun_trains_nothing(ran, monkeypatch, tmp_path):

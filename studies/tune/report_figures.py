@@ -180,10 +180,10 @@ def lr_sensitivity_figure(trial_rows: list[dict[str, Any]], confirm_rows: list[d
                     ax.axvline(r["lr"], color=color, ls=":", lw=1.2)
             if task in floors:
                 ax.axhline(floors[task], color="black", ls="--", lw=1)
-            ax.set_xscale("log")
             lrs = [r["lr"] for r in mine]
             if lrs and min(lrs) == max(lrs):  # one point tried so far: a decade around it, not a zero-width axis
                 ax.set_xlim(lrs[0] / 10 ** 0.5, lrs[0] * 10 ** 0.5)
+            ax.set_xscale("log")  # after the limits: a log scale on a zero-width axis warns
             ax.set(ylim=(-0.02, 1.02), title=f"{task} · {model}", xlabel="learning rate" if i == len(tasks) - 1 else None)
         axes[i][0].set_ylabel("validation score\n(task's metric)")
     legend = [Line2D([], [], marker="o", ls="", color="grey", label="seed of a finished trial"),

@@ -99,6 +99,28 @@ def _span(values: set[int]) -> str:
     return "–" if not values else "–".join(dict.fromkeys(human_count(v) for v in (min(values), max(values))))
 
 
+def capability_lines(study: Study, confirm_rows: list[dict[str, Any]]) -> list[str]:
+    """Per variant, once every model it runs has all its confirm seeds: whether its best model (by mean test
+    score at the training length) reached the solve target in every seed, i.e. whether the variant is
+    compared at capability (a gap below capability is a gap at this step budget)."""
+    out = []
+    for v in study.variants:
+        rows = [r for r in confirm_rows if r["task"] == v.label]
+        scores = {m.label: [r["accuracy"] for r in rows if r["model"] == m.label] for m in study.models_for(v.label)}
+        if not rows or any(len(s) < study.confirm_seeds_for(v.label) for s in scores.values()):
+            out.append(f"- {v.label}: not judged yet ({len(rows)} of "
+                       f"{len(scores) * study.confirm_seeds_for(v.label)} confirm seeds in)")
+            continue
+        target = rows[0]["target"]
+        best = max(scores, key=lambda m: sum(scores[m]) / len(scores[m]))
+        low = min(scores[best])
+        out.append(f"- {v.label}: best {best}, mean {sum(scores[best]) / len(scores[best]):.3f}, lowest seed "
+                   f"{low:.3f}: " + ("every seed reached " if low >= target else "**not** every seed reached ")
+                   + f"{target:g}" + ("" if low >= target else ": its gaps are gaps at this step budget"))
+    return ["Capability (the best model at the training length reaches the solve target in every confirm seed):",
+            "", *out, ""]
+
+
 def headline_lines(study: Study, trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]]) -> list[str]:
     """The study at a glance: per model and per length a prediction reads, the confirm seeds solved and their
     mean test score, the floor beneath; the README quotes it."""
@@ -129,7 +151,7 @@ def headline_lines(study: Study, trial_rows: list[dict[str, Any]], confirm_rows:
             f"the sequence) and parameters over the variants the model ran (vocabularies differ). Every seed, "
             f"intervals and tests: the main part's tables; figure: headline.png.",
             "", markdown_table(("model", "family", "state", "params", *columns), body), "",
-            *(["![headline](headline.png)", ""] if rows else [])]
+            *capability_lines(study, confirm_rows), *(["![headline](headline.png)", ""] if rows else [])]
 
 
 def prediction_lines(study: Study, confirm_rows: list[dict[str, Any]]) -> list[str]:
