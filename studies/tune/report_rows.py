@@ -39,15 +39,15 @@ def load_rows(storage: optuna.storages.BaseStorage, prefix: str) -> tuple[list[d
             studies[name] = (*match.groups(), optuna.load_study(study_name=name, storage=storage))
     # The confirm seeds of a task: every model's, together. While a study runs, one model may have confirmed
     # more seeds than another; the floor (and the escape threshold read from it) is the same for all of them.
+    confirmed = {name: earliest_by_seed(study) for name, (_, _, is_confirm, study) in studies.items() if is_confirm}
     task_seeds: dict[str, set[int]] = {}
-    for task, _, is_confirm, study in studies.values():
-        if is_confirm:
-            task_seeds.setdefault(task, set()).update(earliest_by_seed(study))
-    for task, model, is_confirm, study in studies.values():
+    for name, by_seed in confirmed.items():
+        task_seeds.setdefault(studies[name][0], set()).update(by_seed)
+    for name, (task, model, is_confirm, study) in studies.items():
         trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
         if is_confirm:
             # Rows in the order the runs were made (trial numbers), as the committed reports were written.
-            by_seed = dict(sorted(earliest_by_seed(study).items(), key=lambda item: item[1].number))
+            by_seed = dict(sorted(confirmed[name].items(), key=lambda item: item[1].number))
             if not by_seed:
                 continue
             # One floor per task: the best baseline on all its confirm seeds' held-out sets pooled, as the suite,

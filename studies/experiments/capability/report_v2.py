@@ -121,16 +121,17 @@ def capability_lines(study: Study, confirm_rows: list[dict[str, Any]]) -> list[s
             "", *out, ""]
 
 
-def headline_lines(study: Study, trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]]) -> list[str]:
-    """The study at a glance: per model and per length a prediction reads, the confirm seeds solved and their
-    mean test score, the floor beneath; the README quotes it."""
-    rows = headline_rows(study, confirm_rows)
-    columns = [f"{variant} @{k}×L" for variant, k in headline_columns(study)]
+def headline_lines(study: Study, trial_rows: list[dict[str, Any]], confirm_rows: list[dict[str, Any]],
+                   rows: list[dict[str, Any]]) -> list[str]:
+    """The study at a glance from its `headline_rows`: per model and per length a prediction reads, the confirm
+    seeds solved and their mean test score, the floor beneath; the README quotes it."""
+    lengths = headline_columns(study)
+    columns = [f"{variant} @{k}×L" for variant, k in lengths]
     body = []
     for m in study.models:
         sized = [r for r in (*trial_rows, *confirm_rows) if r["model"] == m.label]
         cells = []
-        for column, (variant, _) in zip(columns, headline_columns(study)):
+        for column, (variant, _) in zip(columns, lengths):
             scores = [r["score"] for r in rows if (r["column"], r["model"]) == (column, m.label)]
             target = next((r["target"] for r in rows if r["column"] == column), SOLVE_TARGET)
             if m not in study.models_for(variant):
@@ -211,12 +212,13 @@ def build_capability_report_v2(storage: str | optuna.storages.BaseStorage, study
     out.mkdir(parents=True, exist_ok=True)
     variants = {v.label for v in study.variants}
     main_trials, main_confirms = _rows(storage, study.prefix, variants, {m.label for m in study.models})
+    headline = headline_rows(study, main_confirms)
     lines = [f"# Capability study `{study.prefix}` (protocol v2, preset `{study.preset}`)", "", study.description, "",
              "Protocol v2 (design §6.1, issue 24): decisions never read the rows that report; one learning-rate rule "
              "for every model and ablation; no pruning on a plateau; equal training where other lengths are read; "
              "statistics for bounded, bimodal, paired scores. Each variant declares:", "", variant_table(study), "",
-             *headline_lines(study, main_trials, main_confirms), *prediction_lines(study, main_confirms)]
-    headline_figure(study, headline_rows(study, main_confirms), out / "headline.png")
+             *headline_lines(study, main_trials, main_confirms, headline), *prediction_lines(study, main_confirms)]
+    headline_figure(study, headline, out / "headline.png")
 
     lines += ["## Main part", ""]
     if main_trials or main_confirms:
