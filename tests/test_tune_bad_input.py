@@ -157,7 +157,8 @@ def test_report_of_a_study_without_confirm_runs_says_so(tmp_path, monkeypatch):
     url = tuned_storage(tmp_path, monkeypatch, ["gateloop", "attention"], final_seeds=0)
     assert exit_status(["report", "--storage", url, "--study-prefix", "p", "--out", str(tmp_path / "r")]) == 0
     text = (tmp_path / "r" / "report.md").read_text()
-    assert "No confirm runs for this task (tuned with --final-seeds 0, or not confirmed yet)" in text
+    assert "No confirm runs for this task (not confirmed yet, or tuned with --final-seeds 0)" in text
+    assert "rerunning the same command re-trains each best configuration" in text
     assert "older config version" not in text
 
 

@@ -20,6 +20,12 @@ from studies.tune.report_rows import V2
 DEFAULT_REFERENCE = "gateloop"  # the model under study: every other model is tested against it
 
 
+# A study stopped before its confirm runs resumes them when its command is rerun; `testbed tune` confirms only with
+# --final-seeds above 0. The capability study always confirms.
+_CONFIRM_HINT = ("rerunning the same command re-trains each best configuration on the confirm seeds once its tuning "
+                 "is done (`testbed tune`: with --final-seeds above 0).")
+
+
 def _floor_cell(rows: list[dict[str, Any]]) -> str:
     """The rows' floor (one per study; studies of a task share their seeds and test sets, hence the
     floor) with the baseline that sets it; "–" where it is unknown."""
@@ -95,9 +101,8 @@ def task_table(task: str, trial_rows: list[dict[str, Any]], confirm_rows: list[d
                  + "."]
     else:
         # The floor is read on the confirm seeds' held-out sets: without confirm runs there is none to read.
-        notes = ["No confirm runs for this task (tuned with --final-seeds 0, or not confirmed yet): no confirmed "
-                 "score and no floor; rerun the same `testbed tune` command with --final-seeds 5 to re-train each "
-                 "best configuration."]
+        notes = [f"No confirm runs for this task (not confirmed yet, or tuned with --final-seeds 0): no confirmed "
+                 f"score and no floor; {_CONFIRM_HINT}"]
     budgets = {len([r for r in trials if r["model"] == m and r["finished_index"] is not None]) for m in models}
     if len(budgets) > 1:
         notes.append(f"**Unequal budgets**: finished trials per model differ ({sorted(budgets)}); the comparison "
@@ -277,8 +282,8 @@ def task_table_v2(task: str, trial_rows: list[dict[str, Any]], confirm_rows: lis
                      + ("" if known else " — not computable: these runs were made under an older config version")
                      + f". Solved: a seed's test score ≥ {target:g}.")
     else:
-        notes.append("No confirm runs for this task (tuned with --final-seeds 0, or not confirmed yet): no test "
-                     "scores, no floor and no comparisons; rerun the same `testbed tune` command with --final-seeds 5.")
+        notes.append(f"No confirm runs for this task (not confirmed yet, or tuned with --final-seeds 0): no test "
+                     f"scores, no floor and no comparisons; {_CONFIRM_HINT}")
     at_bound = [m for m in models if any(r["model"] == m and r["best"] and r["lr_at_bound"] for r in trials)]
     if at_bound:
         notes.append(f"**At bound**: the rule's best learning rate of {', '.join(at_bound)} sits at a bound of the "
