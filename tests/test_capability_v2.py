@@ -24,7 +24,7 @@ from studies.ablate.configs import build_ablation_configs
 from studies.experiments.capability.design import Prediction, judge_v2, model_label, task_variant
 from studies.experiments.capability.plan import ablation_plan, ablation_specs, dry_run, main_plan, step_ms, sweep_plan
 from studies.experiments.capability.report import build_capability_report
-from studies.experiments.capability.run import run_study
+from studies.experiments.capability.run import copy_sqlite, run_study
 from studies.experiments.capability.seeds import floor
 from studies.experiments.capability.study import CPU_STUDY, Study, SweepPoint
 from studies.stats import solve_rate, solve_rate_test
@@ -34,7 +34,8 @@ from studies.tune import objectives
 from studies.tune.lr_search import LrSearch, same_lr
 from studies.tune.queries import best_lr
 from studies.tune.samplers import rule_scores
-from studies.tune.study import CONFIRM_SEED_OFFSET
+from studies.tune.storage import as_storage
+from studies.tune.study import CONFIRM_SEED_OFFSET, ModelSpec, open_confirm_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -174,15 +175,34 @@ def test_the_ablation_is_tuned_on_its_own_not_at_the_full_models_lr(ran):
 
 def test_confirm_seeds_and_equal_training_per_variant(ran):
     _, url, _, _, fake = ran
-    for variant, seeds, target in (("parity", 6, 1.0), ("mqar_tiny", 5, 0.99)):
+    for variant, seeds in (("parity", 6), ("mqar_tiny", 5)):
         for label in ("gateloop_kv", "gateloop_max"):
             trials = load(url, f"cap-v2/{variant}/{label}/confirm").trials
             assert sorted(t.user_attrs["seed"] for t in trials) == list(range(CONFIRM_SEED_OFFSET, CONFIRM_SEED_OFFSET + seeds))
-            # parity's predictions read 2×: no early stop (target 1.0 never stops a run); MQAR stops at the preset's
-            assert {t.user_attrs["config"]["train"]["target_accuracy"] for t in trials} == {target}
+            # confirm runs never stop early (target 1.0), on MQAR too, whose tuning trials stop at the preset's
+            assert {t.user_attrs["config"]["train"]["target_accuracy"] for t in trials} == {1.0}
             assert {t.user_attrs["config"]["train"]["validation_size"] for t in trials} == {256}
-    assert {call[4] for call in fake.calls if call[0] == "state_tracking"} == {1.0}  # tuning runs too
-    assert {call[4] for call in fake.calls if call[0] == "mqar"} == {0.99}
+    tuning = [call for call in fake.calls if call[3] < CONFIRM_SEED_OFFSET]
+    confirming = [call for call in fake.calls if call[3] >= CONFIRM_SEED_OFFSET]
+    # parity's predictions read 2×: its tuning runs train every step too; MQAR's stop at the preset's 0.99
+    assert {call[4] for call in tuning if call[0] == "state_tracking"} == {1.0}
+    assert {call[4] for call in tuning if call[0] == "mqar"} == {0.99}
+    assert {call[4] for call in confirming} == {1.0} and {call[0] for call in confirming} == {"state_tracking", "mqar"}
+
+
+def test_a_confirm_study_refuses_runs_stopped_at_another_target(ran, tmp_path):
+    _, url, *_ = ran
+    copy = tmp_path / "studies.db"
+    copy_sqlite(Path(url.removeprefix("sqlite:///")), copy)
+    spec = ModelSpec("gateloop_kv", "gateloop", tuple(MODELS[0].override_strings()))
+    # its runs trained every step; confirming the tuning's config as it stands (stop at 0.99) would mix the two
+    with pytest.raises(SystemExit, match=r"cap-v2/mqar_tiny/gateloop_kv/confirm' holds re-trainings that stop "
+                                         r"early at \[1.0\], this command's stop at 0.99"):
+        open_confirm_study(as_storage(f"sqlite:///{copy}"), "cap-v2", "mqar", spec, [CONFIRM_SEED_OFFSET], "cpu",
+                           "mqar_tiny", every_step=False)
+    study, config, _ = open_confirm_study(as_storage(f"sqlite:///{copy}"), "cap-v2", "mqar", spec,
+                                          [CONFIRM_SEED_OFFSET], "cpu", "mqar_tiny", every_step=True)
+    assert config.train.target_accuracy == 1.0 and len(study.trials) == 5
     ablation = load(url, "cap-v2-ablate/parity/gateloop_kv@fixed_phase/confirm").trials
     assert len(ablation) == 6  # the variant's confirm seeds, like every model there
 
@@ -191,7 +211,7 @@ def test_report_shows_per_seed_scores_solve_rates_and_the_v2_verdicts(ran):
     _, _, out, text, _ = ran
     assert text.startswith("# Capability study `cap-v2` (protocol v2, preset `capability`)")
     assert "| parity | state_tracking | 500 | 400 | 6 | every step (equal training) | full, fixed_phase |" in text
-    assert "| mqar_tiny | mqar | 500 | 200 | 5 | stops at 0.99 | – |" in text
+    assert "| mqar_tiny | mqar | 500 | 200 | 5 | tuning stops at 0.99, confirm every step | – |" in text
     assert "## Main part" in text and "### Tuning report: `cap-v2`" in text
     assert "per seed (seeds 1000–1005)" in text and "per seed (seeds 1000–1004)" in text
     assert "6/6 [0.54, 1.00]" in text and "0/6 [0.00, 0.46]" in text  # solve rates with exact intervals

@@ -90,12 +90,13 @@ def confirm(
     device: str | None = None,
     progress: bool = True,
     task_label: str | None = None,
+    every_step: bool = False,
 ) -> dict[str, list[float]]:
     """Re-train each model's best tuning trial with `seeds` fresh seeds (study `prefix/task/model/confirm`).
 
     The config is rebuilt from what the tuning study stored and must equal the best trial's stored
-    config (`open_confirm_study`). Models and `task_label` as in `tune_models`. Returns the confirmed
-    scores per model label (one per seed).
+    config (`open_confirm_study`); with `every_step` the re-training never stops early. Models and
+    `task_label` as in `tune_models`. Returns the confirmed scores per model label (one per seed).
     """
     if seeds < 1:
         raise ValueError(f"seeds={seeds} must be >= 1")
@@ -103,7 +104,7 @@ def confirm(
     wanted = [CONFIRM_SEED_OFFSET + i for i in range(seeds)]
     jobs, studies = [], {}
     for spec in map(as_spec, models):
-        study, config, best = open_confirm_study(storage, prefix, task, spec, wanted, device, task_label)
+        study, config, best = open_confirm_study(storage, prefix, task, spec, wanted, device, task_label, every_step)
         value = "pruned" if best.value is None else f"{best.value:.4f}"
         print(f"[{study.study_name}] re-training trial {best.number} (value {value}, params "
               f"{ {k: round(v, 6) for k, v in best.params.items()} }) with seeds {wanted}", flush=True)

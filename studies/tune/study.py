@@ -249,14 +249,18 @@ def open_tuning_study(storage: optuna.storages.BaseStorage, prefix: str, task: s
 
 
 def open_confirm_study(storage: optuna.storages.BaseStorage, prefix: str, task: str, spec: ModelSpec,
-                       seeds: Sequence[int], device: str | None = None,
-                       task_label: str | None = None) -> tuple[optuna.Study, RunConfig, FrozenTrial]:
+                       seeds: Sequence[int], device: str | None = None, task_label: str | None = None,
+                       every_step: bool = False) -> tuple[optuna.Study, RunConfig, FrozenTrial]:
     """Create or resume the confirm study of one model: its tuning study's best trial, to be re-trained on
     `seeds`. Returns the study, the config to train and the best trial.
 
     Rebuilds the config from what the tuning study stored and checks it against the best trial's
     stored config, so code changes since tuning are refused rather than silently confirmed; refuses
-    seeds that overlap the tuning seeds, and a confirm study that re-trains another trial.
+    seeds that overlap the tuning seeds, and a confirm study that re-trains another trial. With
+    `every_step` the re-training never stops early (train.target_accuracy=1.0; the tuning trials may have
+    stopped at their target): a run that stops once its validation rows reach the solve target leaves its
+    test score either side of that target by sampling alone. A resumed study holding runs that stop at another
+    target is refused.
     """
     tuned = optuna.load_study(study_name=study_name(prefix, task_label or task, spec.label), storage=storage)
     best = best_trial(tuned)
@@ -278,8 +282,17 @@ def open_confirm_study(storage: optuna.storages.BaseStorage, prefix: str, task: 
         raise SystemExit(f"{tuned.study_name}: the best trial {best.number}'s config can no longer be rebuilt "
                          f"identically from its preset and parameters (did the code change since tuning?); "
                          f"refusing to confirm a different configuration")
+    if every_step:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, target_accuracy=1.0))
     name = study_name(prefix, task_label or task, spec.label, confirm=True)
     study = optuna.create_study(storage=storage, study_name=name, direction="maximize", load_if_exists=True)
+    # Runs stopped at another target than this config's would be confirmed under one label with it.
+    stops = {t.user_attrs["config"]["train"]["target_accuracy"] for t in study.get_trials(deepcopy=False)
+             if "config" in t.user_attrs} - {config.train.target_accuracy}
+    if stops:
+        raise SystemExit(f"study {name!r} holds re-trainings that stop early at {sorted(stops)}, this command's "
+                         f"stop at {config.train.target_accuracy:g} (1: never): delete {name!r} or use another "
+                         f"--study-prefix")
     source = {"source_trial": best.number, "params": best.params, "config": comparable(best.user_attrs["config"])}
     for key, value in source.items():
         if key in study.user_attrs and jsonable(study.user_attrs[key]) != jsonable(value):

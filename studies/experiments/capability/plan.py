@@ -323,7 +323,7 @@ def variant_table(study: Study, device: str | None = None) -> str:
         model = study.models[0]
         target = run_config(study, v, model.mixer, model.override_strings(), device).train.target_accuracy
         rows.append((v.label, v.task, v.steps, v.no_prune_before, study.confirm_seeds_for(v.label),
-                     f"stops at {target:g}" if target < 1 else "every step (equal training)",
+                     f"tuning stops at {target:g}, confirm every step" if target < 1 else "every step (equal training)",
                      ", ".join(study.ablations_for(v.label)) if v.label in study.ablation_variants else "–"))
     return markdown_table(("variant", "task", "steps", "no rung before (escape window)", "confirm seeds", "training",
                            "ablations"), rows)

@@ -100,12 +100,14 @@ def tune_and_confirm_v2(study: Study, storage: optuna.storages.BaseStorage, vari
                         specs: list[ModelSpec], prefix: str, device: str | None, progress: bool) -> None:
     """Protocol v2 on one variant: every spec tuned by the learning-rate rule with plateau-safe pruning
     (the variant's escape window) on the validation rows, the rule's best re-trained on the variant's
-    confirm seeds, in the studies PREFIX/VARIANT/LABEL(/confirm) (resumable)."""
+    confirm seeds for every step (tuning trials may stop at the preset's target; a confirm run that stopped
+    there would leave its test score either side of the solve target), in the studies
+    PREFIX/VARIANT/LABEL(/confirm) (resumable)."""
     tune_models(variant.task, specs, None, storage, prefix, study.preset, study.tuning_seeds, study.overrides(variant),
                 device, study.sampler_seed, progress, task_label=variant.label, sampler="lr_rule", pruner="safe_sha",
                 lr_search=study.lr_search, no_prune_before=variant.no_prune_before)
     confirm(variant.task, specs, storage, prefix, study.confirm_seeds_for(variant.label), device, progress,
-            task_label=variant.label)
+            task_label=variant.label, every_step=True)
 
 
 def run_variant(study: Study, storage: optuna.storages.BaseStorage, variant: TaskVariant, device: str | None,
