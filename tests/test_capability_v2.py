@@ -196,8 +196,8 @@ def test_a_confirm_study_refuses_runs_stopped_at_another_target(ran, tmp_path):
     copy_sqlite(Path(url.removeprefix("sqlite:///")), copy)
     spec = ModelSpec("gateloop_kv", "gateloop", tuple(MODELS[0].override_strings()))
     # its runs trained every step; confirming the tuning's config as it stands (stop at 0.99) would mix the two
-    with pytest.raises(SystemExit, match=r"cap-v2/mqar_tiny/gateloop_kv/confirm' holds re-trainings that stop "
-                                         r"early at \[1.0\], this command's stop at 0.99"):
+    with pytest.raises(SystemExit, match=r"cap-v2/mqar_tiny/gateloop_kv/confirm' holds re-trainings with "
+                                         r"train.target_accuracy \[1.0\], this command's is 0.99"):
         open_confirm_study(as_storage(f"sqlite:///{copy}"), "cap-v2", "mqar", spec, [CONFIRM_SEED_OFFSET], "cpu",
                            "mqar_tiny", every_step=False)
     study, config, _ = open_confirm_study(as_storage(f"sqlite:///{copy}"), "cap-v2", "mqar", spec,

@@ -290,9 +290,9 @@ def open_confirm_study(storage: optuna.storages.BaseStorage, prefix: str, task: 
     stops = {t.user_attrs["config"]["train"]["target_accuracy"] for t in study.get_trials(deepcopy=False)
              if "config" in t.user_attrs} - {config.train.target_accuracy}
     if stops:
-        raise SystemExit(f"study {name!r} holds re-trainings that stop early at {sorted(stops)}, this command's "
-                         f"stop at {config.train.target_accuracy:g} (1: never): delete {name!r} or use another "
-                         f"--study-prefix")
+        raise SystemExit(f"study {name!r} holds re-trainings with train.target_accuracy {sorted(stops)}, this "
+                         f"command's is {config.train.target_accuracy:g} (1: no early stop): delete {name!r} or use "
+                         f"another --study-prefix")
     source = {"source_trial": best.number, "params": best.params, "config": comparable(best.user_attrs["config"])}
     for key, value in source.items():
         if key in study.user_attrs and jsonable(study.user_attrs[key]) != jsonable(value):
