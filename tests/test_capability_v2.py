@@ -24,7 +24,7 @@ from studies.ablate.configs import build_ablation_configs
 from studies.experiments.capability.design import Prediction, judge_v2, model_label, task_variant
 from studies.experiments.capability.plan import ablation_plan, ablation_specs, dry_run, main_plan, step_ms, sweep_plan
 from studies.experiments.capability.report import build_capability_report
-from studies.experiments.capability.run import copy_sqlite, run_study
+from studies.experiments.capability.run import copy_sqlite, model_specs, run_study
 from studies.experiments.capability.seeds import floor
 from studies.experiments.capability.study import CPU_STUDY, Study, SweepPoint
 from studies.stats import solve_rate, solve_rate_test
@@ -35,7 +35,7 @@ from studies.tune.lr_search import LrSearch, same_lr
 from studies.tune.queries import best_lr
 from studies.tune.samplers import rule_scores
 from studies.tune.storage import as_storage
-from studies.tune.study import CONFIRM_SEED_OFFSET, ModelSpec, open_confirm_study
+from studies.tune.study import CONFIRM_SEED_OFFSET, open_confirm_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -188,23 +188,22 @@ def test_confirm_seeds_and_equal_training_per_variant(ran):
     assert {call[4] for call in tuning if call[0] == "state_tracking"} == {1.0}
     assert {call[4] for call in tuning if call[0] == "mqar"} == {0.99}
     assert {call[4] for call in confirming} == {1.0} and {call[0] for call in confirming} == {"state_tracking", "mqar"}
+    ablation = load(url, "cap-v2-ablate/parity/gateloop_kv@fixed_phase/confirm").trials
+    assert len(ablation) == 6  # the variant's confirm seeds, like every model there
 
 
 def test_a_confirm_study_refuses_runs_stopped_at_another_target(ran, tmp_path):
     _, url, *_ = ran
     copy = tmp_path / "studies.db"
     copy_sqlite(Path(url.removeprefix("sqlite:///")), copy)
-    spec = ModelSpec("gateloop_kv", "gateloop", tuple(MODELS[0].override_strings()))
+    storage, spec = as_storage(f"sqlite:///{copy}"), model_specs(tiny_v2(), "mqar_tiny")[0]  # gateloop_kv
     # its runs trained every step; confirming the tuning's config as it stands (stop at 0.99) would mix the two
     with pytest.raises(SystemExit, match=r"cap-v2/mqar_tiny/gateloop_kv/confirm' holds re-trainings with "
                                          r"train.target_accuracy \[1.0\], this command's is 0.99"):
-        open_confirm_study(as_storage(f"sqlite:///{copy}"), "cap-v2", "mqar", spec, [CONFIRM_SEED_OFFSET], "cpu",
-                           "mqar_tiny", every_step=False)
-    study, config, _ = open_confirm_study(as_storage(f"sqlite:///{copy}"), "cap-v2", "mqar", spec,
-                                          [CONFIRM_SEED_OFFSET], "cpu", "mqar_tiny", every_step=True)
+        open_confirm_study(storage, "cap-v2", "mqar", spec, [CONFIRM_SEED_OFFSET], "cpu", "mqar_tiny", every_step=False)
+    study, config, _ = open_confirm_study(storage, "cap-v2", "mqar", spec, [CONFIRM_SEED_OFFSET], "cpu", "mqar_tiny",
+                                          every_step=True)
     assert config.train.target_accuracy == 1.0 and len(study.trials) == 5
-    ablation = load(url, "cap-v2-ablate/parity/gateloop_kv@fixed_phase/confirm").trials
-    assert len(ablation) == 6  # the variant's confirm seeds, like every model there
 
 
 def test_report_shows_per_seed_scores_solve_rates_and_the_v2_verdicts(ran):
