@@ -19,7 +19,8 @@ above the rung's bar). Protocol v1: a seeded TPE over the model's whole space
 (`studies.tune.budget`), decisions and reports on the test set.
 
 Final evaluation (`--final-seeds S`, default 5; 0 skips it): the best trial's configuration is
-re-trained with seeds 1000..1000+S-1 in the study `P/T/model/confirm` (`studies.tune.study`). Then
+re-trained with seeds 1000..1000+S-1 in the study `P/T/model/confirm` (`studies.tune.study`); under v2
+every step (a preset's early stop applies to the tuning trials only), under v1 as its trials stopped. Then
 `testbed report` builds the tables and figures from the storage alone.
 
 An override of a searched knob (`train.lr=...`) is refused: each trial samples it. Under v1, a run shortened
@@ -207,8 +208,10 @@ def _tune_and_confirm(args: argparse.Namespace, models: list[str], configs: list
         value = "pruned" if best.value is None else f"{best.value:.4f}"
         print(f"{model}: best trial {best.number} {metric} {value} (on the {rows} rows) params {best.params}")
     if args.final_seeds:
+        # v2's confirm runs train every step (a run stopped at its validation target leaves its test score
+        # either side of it by sampling alone); v1's stopped as its tuning trials did, as its studies ran.
         confirmed = confirm(args.task, models, storage, args.study_prefix, args.final_seeds, args.device,
-                            progress=not args.quiet)
+                            progress=not args.quiet, every_step=args.protocol == "v2")
         for model, scores in confirmed.items():
             print(f"{model}: confirmed {metric} over {len(scores)} seeds: {np.mean(scores):.4f} ({scores})")
     print(f"report: testbed report --storage '{url}' --study-prefix '{args.study_prefix}'")
