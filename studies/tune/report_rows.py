@@ -19,8 +19,9 @@ from studies.tune.queries import best_trial, earliest_by_seed, find_study, store
 from studies.tune.samplers import rule_scores
 
 V2 = "v2"  # the `protocol` of rows from protocol v2 studies; v1 rows carry no such key
-# "Solved" under v2: a seed's test score at the training length reaches the run's train.target_accuracy, or
-# this where the target is 1.0 (runs that never stop early): a seed at 0.995 has learned the task.
+# "Solved" under v2: a seed's test score at the training length reaches the train.target_accuracy its model was
+# tuned with (its re-training may train every step), or this where that is 1.0 (tuning trials that never stop
+# early): a seed at 0.995 has learned the task.
 SOLVE_TARGET = 0.99
 
 
@@ -61,6 +62,9 @@ def load_rows(storage: optuna.storages.BaseStorage, prefix: str) -> tuple[list[d
             tuning = find_study(storage, f"{prefix}/{task}/{model}")
             v2 = tuning is not None and is_v2(tuning)
             floors_at = _floors_at_lengths(config, seeds, trials) if v2 and floor is not None else {}
+            # The best tuning trial's early-stop target, stored in the confirm study (re-trainings may train
+            # every step, target 1.0): a seed is solved at the target its model was tuned to reach.
+            tuned = (study.user_attrs.get("config") or {}).get("train", {}).get("target_accuracy", 1.0)
             for seed, t in by_seed.items():
                 row = {
                     "task": task, "model": model, "seed": seed, "accuracy": float(t.value),
@@ -72,8 +76,8 @@ def load_rows(storage: optuna.storages.BaseStorage, prefix: str) -> tuple[list[d
                     # the objective's metric at the training length and at the longer evaluated lengths
                     "by_length": {str(f["length"]): f[metric] for f in t.user_attrs.get("final") or []},
                 }
-                confirm_rows.append({**row, **_v2_confirm_fields(t, seed, metric, floor_score, floors_at)} if v2
-                                    else row)
+                confirm_rows.append({**row, **_v2_confirm_fields(t, seed, metric, floor_score, floors_at, tuned)}
+                                    if v2 else row)
             continue
         v2 = _v2_study(study, trials) if is_v2(study) else None
         finished = 0
@@ -148,10 +152,11 @@ def escape_time(curve: list[list[float]], threshold: float) -> tuple[int, bool]:
 
 
 def _v2_confirm_fields(t: FrozenTrial, seed: int, metric: str, floor: float | None,
-                       floors_at: dict[str, float]) -> dict[str, Any]:
-    """A confirm seed's solve target, its learning curve on the validation rows and its plateau escape
-    (first eval step at floor + (1 − floor)/2; None without a floor), and the floor at the longer lengths."""
-    target = t.user_attrs["config"]["train"]["target_accuracy"]
+                       floors_at: dict[str, float], tuned_target: float = 1.0) -> dict[str, Any]:
+    """A confirm seed's solve target (its run's early-stop target, else its tuning trials', else
+    SOLVE_TARGET), its learning curve on the validation rows and its plateau escape (first eval step at
+    floor + (1 − floor)/2; None without a floor), and the floor at the longer lengths."""
+    target = min(t.user_attrs["config"]["train"]["target_accuracy"], tuned_target)
     curve = [[m["step"], float(m[metric])] for m in t.user_attrs.get("metrics") or [] if m.get("seed", seed) == seed]
     threshold = None if floor is None else floor + (1 - floor) / 2
     step, escaped = (None, None) if threshold is None else escape_time(curve, threshold)
