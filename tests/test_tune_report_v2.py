@@ -274,8 +274,7 @@ def test_tune_confirms_every_step_under_v2_and_as_tuned_under_v1(tmp_path, monke
     v2's re-trainings train every step (one stopped at its validation target would sit at it, its test score
     either side by sampling alone) and are judged solved at the target tuning used; v1's stop as its tuning
     trials did (as the committed v1 studies ran)."""
-    fake = SplitTrain()
-    monkeypatch.setattr(objectives, "train", fake)
+    monkeypatch.setattr(objectives, "train", SplitTrain())
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     budget = ["--trials", "2"] if protocol == "v1" else []
     assert cli.main(["tune", "--task", "mqar", "--models", "attention", "--preset", "smoke", "--protocol", protocol,
