@@ -152,7 +152,7 @@ def escape_time(curve: list[list[float]], threshold: float) -> tuple[int, bool]:
 
 
 def _v2_confirm_fields(t: FrozenTrial, seed: int, metric: str, floor: float | None,
-                       floors_at: dict[str, float], tuned_target: float = 1.0) -> dict[str, Any]:
+                       floors_at: dict[str, float], tuned_target: float) -> dict[str, Any]:
     """A confirm seed's solve target (its run's early-stop target, else its tuning trials', else
     SOLVE_TARGET), its learning curve on the validation rows and its plateau escape (first eval step at
     floor + (1 − floor)/2; None without a floor), and the floor at the longer lengths."""
